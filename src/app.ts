@@ -1,0 +1,90 @@
+/**
+ * The application factory: `buildApp(config, deps)` returns a ready Fastify instance with every route
+ * registered and nothing listening. `src/server.ts` listens; tests call `app.inject()`.
+ */
+import formbody from "@fastify/formbody";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import { ClusterKeySet } from "./authn/jwks.js";
+import { ServiceAccountVerifier } from "./authn/verify.js";
+import { type CacheStore, MemoryStore } from "./cache/store.js";
+import type { Config } from "./config/schema.js";
+import type { LocalIssuer } from "./local/issuer.js";
+import { registerErrorHandling } from "./plugins/errors.js";
+import { createLogger } from "./plugins/logging.js";
+import { Policy } from "./policy/engine.js";
+import { registerHealthRoutes } from "./routes/health.js";
+import { registerKeyRoutes } from "./routes/keys.js";
+import { registerTokenRoutes } from "./routes/token.js";
+import { TokenRealm } from "./token/realm.js";
+import { loadSigningKey, type SigningKey } from "./token/signing.js";
+
+/** Optional collaborators; defaults are built from the config. */
+export interface AppDeps {
+  /** Logger (default: pino at `config.logging.level` to stdout). */
+  logger?: Logger;
+  /** Clock, epoch milliseconds (frozen in tests). */
+  now?: () => number;
+  /** Cache store (default: in-memory). */
+  store?: CacheStore;
+  /** Serve a local issuer's discovery and JWKS under `prefix` (local mode only). */
+  localIssuer?: { issuer: LocalIssuer; prefix: string };
+}
+
+/** What the app exposes to the server and to tests. */
+export interface AppContext {
+  realm: TokenRealm;
+  keySets: ClusterKeySet[];
+  store: CacheStore;
+  signingKeys: ReadonlyMap<string, SigningKey>;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    /** The app's collaborators (realm, key sets, store). */
+    exchange: AppContext;
+  }
+}
+
+/**
+ * Builds the application.
+ * @param config validated, frozen config (see `config/load.ts`)
+ * @param deps optional logger, clock, store, local issuer
+ * @throws {ConfigError} when a signing key or a policy pattern is invalid
+ */
+export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
+  const logger = deps.logger ?? createLogger(config.logging.level);
+  const now = deps.now ?? Date.now;
+  const store = deps.store ?? new MemoryStore({ maxEntries: config.cache.memory.maxEntries, now });
+  const signingKeys = new Map<string, SigningKey>(
+    config.registries.map((r, i) => [
+      r.service,
+      loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`),
+    ]),
+  );
+  const policy = new Policy(config.policy.rules);
+  const keySets = config.clusters.map((c) => new ClusterKeySet(c, { logger, now }));
+  const verifier = new ServiceAccountVerifier(keySets, { now });
+  const realm = new TokenRealm({ config, verifier, policy, signingKeys, store, logger, now });
+
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: config.server.bodyLimitBytes,
+    trustProxy: config.server.trustProxy,
+    requestTimeout: config.server.requestTimeoutMs,
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
+  });
+  app.decorate("exchange", { realm, keySets, store, signingKeys });
+  registerErrorHandling(app);
+  await app.register(formbody, { bodyLimit: config.server.bodyLimitBytes });
+  registerTokenRoutes(app, realm);
+  registerKeyRoutes(app, signingKeys.values());
+  registerHealthRoutes(app, keySets, store);
+  if (deps.localIssuer) deps.localIssuer.issuer.register(app, deps.localIssuer.prefix);
+  app.addHook("onClose", async () => {
+    await Promise.all(keySets.map((ks) => ks.close()));
+    if (!deps.store) await store.close();
+  });
+  return app;
+}

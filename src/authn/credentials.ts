@@ -1,0 +1,60 @@
+/**
+ * Extracting the presented credential from a token-realm request.
+ * - `Authorization: Basic base64(username:password)` (docker, containers/image, skopeo, curl -u): the
+ *   password is the credential; the username is ignored (clients send anything there).
+ * - `Authorization: Bearer <jwt>`: the credential as is.
+ * RFC 7617 (Basic), RFC 6750 §2.1 (Bearer).
+ */
+import { ExchangeError } from "../errors.js";
+
+/** Longest accepted Authorization header, characters. */
+export const MAX_AUTHORIZATION_LENGTH = 24 * 1024;
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** A decoded credential. */
+export interface PresentedCredential {
+  /** How it was presented. */
+  scheme: "basic" | "bearer";
+  /** The Basic username, if any (never used for authorization). */
+  username?: string | undefined;
+  /** The secret: a service-account JWT. Never log it. */
+  secret: string;
+}
+
+/**
+ * Parses an Authorization header value.
+ * @returns the credential, or `undefined` when the header is absent
+ * @throws {ExchangeError} `malformed_credentials` for an unknown scheme, bad base64, no colon, or an
+ *   empty password/token
+ */
+export function parseAuthorization(header: string | undefined): PresentedCredential | undefined {
+  if (header === undefined || header === "") return undefined;
+  if (header.length > MAX_AUTHORIZATION_LENGTH) {
+    throw new ExchangeError("malformed_credentials", "Authorization header is too long");
+  }
+  const space = header.indexOf(" ");
+  const scheme = (space < 0 ? header : header.slice(0, space)).toLowerCase();
+  const value = space < 0 ? "" : header.slice(space + 1).trim();
+  if (scheme === "bearer") {
+    if (value === "") throw new ExchangeError("malformed_credentials", "Bearer credential is empty");
+    return { scheme: "bearer", secret: value };
+  }
+  if (scheme === "basic") {
+    if (value === "" || !BASE64.test(value) || value.length % 4 === 1) {
+      throw new ExchangeError("malformed_credentials", "Basic credential is not valid base64");
+    }
+    const decoded = Buffer.from(value, "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    if (colon < 0)
+      throw new ExchangeError(
+        "malformed_credentials",
+        'Basic credential has no ":" between username and password',
+      );
+    const secret = decoded.slice(colon + 1);
+    if (secret === "")
+      throw new ExchangeError("malformed_credentials", "Basic credential has an empty password");
+    return { scheme: "basic", username: decoded.slice(0, colon), secret };
+  }
+  throw new ExchangeError("malformed_credentials", "unsupported Authorization scheme (use Basic or Bearer)");
+}

@@ -1,0 +1,378 @@
+/**
+ * One cluster's service-account verification keys: where they come from (OIDC discovery, a `jwksUri` or
+ * a static `jwksFile`), how long they are trusted, and how an unknown `kid` triggers a re-fetch.
+ *
+ * Re-fetch rules (why: a flood of garbage `kid`s must never cause a fetch storm, yet a real key rotation
+ * must be picked up within seconds):
+ * - at most one fetch in flight per cluster (single-flight); every waiter shares its result;
+ * - unknown-`kid` re-fetches draw from a token bucket (burst `unknownKidBurst`, one more every
+ *   `unknownKidRefillSeconds`); a `kid` still unknown after a fresh fetch is remembered as unknown for
+ *   `unknownKidRefillSeconds`;
+ * - when a fetch fails, the last good key set keeps serving for up to `maxStaleSeconds`.
+ */
+import { createPublicKey, type JsonWebKeyInput, type KeyObject } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Logger } from "pino";
+import type { ClusterConfig } from "../config/schema.js";
+import { ExchangeError } from "../errors.js";
+import { JsonFetcher } from "./fetch.js";
+
+/** A usable verification key from a JWKS. */
+export interface VerificationKey {
+  /** The JWK `kid` (may be empty when the JWKS has none). */
+  kid: string;
+  /** `RSA` or `EC`. */
+  kty: "RSA" | "EC";
+  /** EC curve (`P-256`, `P-384`, `P-521`) for EC keys. */
+  crv?: string | undefined;
+  /** The JWK `alg` if the JWKS declared one. */
+  alg?: string | undefined;
+  /** The imported public key. */
+  key: KeyObject;
+}
+
+/** Health of a cluster's key set, for readiness and metrics. */
+export interface KeySetStatus {
+  /** Whether keys are loaded and usable. */
+  ready: boolean;
+  /** Number of usable keys. */
+  keys: number;
+  /** Epoch ms of the last successful fetch, if any. */
+  fetchedAt?: number | undefined;
+  /** True when the last fetch failed and stale keys are serving. */
+  stale: boolean;
+  /** Last fetch error (log-safe), if the last attempt failed. */
+  lastError?: string | undefined;
+}
+
+const CURVE_FOR_ALG: Record<string, string> = { ES256: "P-256", ES384: "P-384", ES512: "P-521" };
+
+/** True when `key` can verify a JWS with algorithm `alg` (RFC 7518 §3.1). */
+export function keyFitsAlg(key: VerificationKey, alg: string): boolean {
+  if (key.alg !== undefined && key.alg !== alg) return false;
+  if (alg.startsWith("RS") || alg.startsWith("PS")) return key.kty === "RSA";
+  if (alg.startsWith("ES")) return key.kty === "EC" && key.crv === CURVE_FOR_ALG[alg];
+  return false;
+}
+
+/**
+ * Parses a JWKS document into usable keys. Keys that are malformed, private, symmetric, or not for
+ * signatures are skipped (reported through `onSkip`) rather than poisoning the set.
+ * @throws {Error} when the document is not `{ keys: [...] }`
+ */
+export function parseJwks(
+  doc: unknown,
+  onSkip: (index: number, reason: string) => void = () => {},
+): VerificationKey[] {
+  if (doc === null || typeof doc !== "object" || !Array.isArray((doc as { keys?: unknown }).keys)) {
+    throw new Error('JWKS is not an object with a "keys" array');
+  }
+  const out: VerificationKey[] = [];
+  for (const [i, jwk] of (doc as { keys: unknown[] }).keys.entries()) {
+    const result = importJwk(jwk);
+    if (typeof result === "string") onSkip(i, result);
+    else out.push(result);
+  }
+  return out;
+}
+
+/** Imports one JWK, or returns why it is unusable. */
+function importJwk(jwk: unknown): VerificationKey | string {
+  if (jwk === null || typeof jwk !== "object") return "not an object";
+  const k = jwk as Record<string, unknown>;
+  if (k.kty !== "RSA" && k.kty !== "EC") return `unsupported kty ${JSON.stringify(k.kty)}`;
+  if (k.use !== undefined && k.use !== "sig") return `use is ${JSON.stringify(k.use)}, not "sig"`;
+  if (k.d !== undefined) return "contains private key material";
+  if (k.kid !== undefined && typeof k.kid !== "string") return "kid is not a string";
+  if (k.alg !== undefined && typeof k.alg !== "string") return "alg is not a string";
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: k, format: "jwk" } as JsonWebKeyInput);
+  } catch (err) {
+    return `cannot import: ${(err as Error).message}`;
+  }
+  if (k.kty === "RSA" && (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048)
+    return "RSA key shorter than 2048 bits";
+  return {
+    kid: (k.kid as string | undefined) ?? "",
+    kty: k.kty,
+    crv: typeof k.crv === "string" ? k.crv : undefined,
+    alg: k.alg as string | undefined,
+    key,
+  };
+}
+
+/** Dependencies of a {@link ClusterKeySet}. */
+export interface KeySetDeps {
+  logger: Logger;
+  /** Clock in epoch milliseconds (frozen in tests). */
+  now?: () => number;
+  /** Called after every fetch attempt, for metrics. */
+  onFetch?: (cluster: string, outcome: "ok" | "error") => void;
+}
+
+interface Loaded {
+  keys: VerificationKey[];
+  fetchedAt: number;
+  expiresAt: number;
+}
+
+/** Verification keys of one cluster, fetched lazily and refreshed per the rules in the module doc. */
+export class ClusterKeySet {
+  readonly cluster: ClusterConfig;
+  readonly #deps: Required<Pick<KeySetDeps, "logger" | "now">> & KeySetDeps;
+  readonly #fetcher: JsonFetcher | undefined;
+  #loaded: Loaded | undefined;
+  #inflight: Promise<Loaded> | undefined;
+  #lastError: string | undefined;
+  #nextRetryAt = 0;
+  #tokens: number;
+  #tokensAt: number;
+  readonly #unknownKids = new Map<string, number>();
+  /** Number of fetches started (discovery + JWKS count as one), for tests and metrics. */
+  fetchCount = 0;
+
+  /**
+   * @param cluster the cluster's config
+   * @param deps logger, clock and metrics hook
+   */
+  constructor(cluster: ClusterConfig, deps: KeySetDeps) {
+    this.cluster = cluster;
+    this.#deps = { now: Date.now, ...deps };
+    this.#fetcher = cluster.jwksFile
+      ? undefined
+      : new JsonFetcher({
+          timeoutMs: cluster.fetch.timeoutMs,
+          maxBytes: cluster.fetch.maxBytes,
+          maxRedirects: cluster.fetch.maxRedirects,
+          caFile: cluster.caFile,
+          bearerTokenFile: cluster.bearerTokenFile,
+        });
+    this.#tokens = cluster.jwks.unknownKidBurst;
+    this.#tokensAt = this.#deps.now();
+  }
+
+  /** Current health, for readiness and metrics. */
+  status(): KeySetStatus {
+    const now = this.#deps.now();
+    const l = this.#loaded;
+    return {
+      ready: l !== undefined && now - l.fetchedAt <= this.cluster.jwks.maxStaleSeconds * 1000,
+      keys: l?.keys.length ?? 0,
+      fetchedAt: l?.fetchedAt,
+      stale: l !== undefined && now > l.expiresAt && this.#lastError !== undefined,
+      lastError: this.#lastError,
+    };
+  }
+
+  /**
+   * The keys a token with this header may be verified with.
+   * - `kid` non-empty: the keys with that `kid` that fit `alg`; an unknown `kid` triggers a re-fetch within
+   *   budget, then answers `[]` if still unknown.
+   * - `kid` empty or absent: every key that fits `alg` (old clusters send `"kid": ""`).
+   * @throws {ExchangeError} `keys_unavailable` when no key set could ever be loaded (or it is too stale)
+   */
+  async candidates(kid: string | undefined, alg: string): Promise<VerificationKey[]> {
+    let loaded = await this.#current();
+    if (kid === undefined || kid === "") return loaded.keys.filter((k) => keyFitsAlg(k, alg));
+    let found = loaded.keys.filter((k) => k.kid === kid);
+    if (found.length === 0) {
+      const now = this.#deps.now();
+      const knownUnknownUntil = this.#unknownKids.get(kid);
+      if (knownUnknownUntil !== undefined && knownUnknownUntil > now) return [];
+      if (this.#inflight !== undefined) {
+        loaded = await this.#inflight.catch(() => loaded);
+      } else if (this.#takeToken()) {
+        loaded = await this.refresh().catch(() => loaded);
+      } else {
+        return [];
+      }
+      found = loaded.keys.filter((k) => k.kid === kid);
+      if (found.length === 0) {
+        if (this.#unknownKids.size > 10_000) this.#unknownKids.clear();
+        this.#unknownKids.set(kid, this.#deps.now() + this.cluster.jwks.unknownKidRefillSeconds * 1000);
+      }
+    }
+    return found.filter((k) => keyFitsAlg(k, alg));
+  }
+
+  /**
+   * Loads keys now (single-flight). Resolves with the fresh set; on failure keeps the old set and rejects.
+   * @throws {ExchangeError} `keys_unavailable`
+   */
+  refresh(): Promise<Loaded> {
+    if (this.#inflight !== undefined) return this.#inflight;
+    const p = this.#fetch().finally(() => {
+      this.#inflight = undefined;
+    });
+    this.#inflight = p;
+    return p;
+  }
+
+  /** Releases network resources. */
+  async close(): Promise<void> {
+    await this.#fetcher?.close();
+  }
+
+  async #current(): Promise<Loaded> {
+    const now = this.#deps.now();
+    const l = this.#loaded;
+    if (l && now < l.expiresAt) return l;
+    const maxStaleMs = this.cluster.jwks.maxStaleSeconds * 1000;
+    if (l) {
+      // Expired: refresh in the background when allowed; serve the old set while within max staleness.
+      if (now - l.fetchedAt <= maxStaleMs) {
+        if (this.#inflight === undefined && now >= this.#nextRetryAt) this.refresh().catch(() => {});
+        return l;
+      }
+    }
+    if (this.#inflight !== undefined) return this.#inflight;
+    if (now < this.#nextRetryAt && this.#lastError !== undefined) {
+      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+        logDetail: { cluster: this.cluster.name, reason: this.#lastError },
+        retryAfterSeconds: Math.max(1, Math.ceil((this.#nextRetryAt - now) / 1000)),
+      });
+    }
+    return this.refresh();
+  }
+
+  #takeToken(): boolean {
+    const now = this.#deps.now();
+    const refillMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
+    const gained = Math.floor((now - this.#tokensAt) / refillMs);
+    if (gained > 0) {
+      this.#tokens = Math.min(this.cluster.jwks.unknownKidBurst, this.#tokens + gained);
+      this.#tokensAt += gained * refillMs;
+    }
+    if (this.#tokens >= this.cluster.jwks.unknownKidBurst) this.#tokensAt = now;
+    if (this.#tokens <= 0) return false;
+    this.#tokens--;
+    return true;
+  }
+
+  async #fetch(): Promise<Loaded> {
+    const c = this.cluster;
+    const log = this.#deps.logger;
+    this.fetchCount++;
+    try {
+      let doc: unknown;
+      let maxAge: number | undefined;
+      if (c.jwksFile) {
+        try {
+          doc = JSON.parse(readFileSync(c.jwksFile, "utf8"));
+        } catch (err) {
+          throw new ExchangeError(
+            "keys_unavailable",
+            "the cluster's signing keys are not available right now",
+            {
+              logDetail: { file: c.jwksFile, reason: `cannot read JWKS file: ${(err as Error).message}` },
+            },
+          );
+        }
+      } else {
+        const fetched = await this.#fetcher!.getJson(await this.#jwksUri());
+        doc = fetched.body;
+        maxAge = fetched.maxAgeSeconds;
+      }
+      let keys: VerificationKey[];
+      try {
+        keys = parseJwks(doc, (index, reason) =>
+          log.warn({ cluster: c.name, index, reason }, "JWKS key skipped"),
+        );
+      } catch (err) {
+        throw new ExchangeError(
+          "keys_unavailable",
+          "the cluster's signing keys are not available right now",
+          {
+            logDetail: { reason: (err as Error).message },
+          },
+        );
+      }
+      if (keys.length === 0) {
+        throw new ExchangeError(
+          "keys_unavailable",
+          "the cluster's signing keys are not available right now",
+          {
+            logDetail: { reason: "JWKS has no usable keys" },
+          },
+        );
+      }
+      const now = this.#deps.now();
+      const ttl = Math.min(
+        c.jwks.maxTtlSeconds,
+        Math.max(c.jwks.minTtlSeconds, maxAge ?? c.jwks.minTtlSeconds),
+      );
+      const loaded: Loaded = { keys, fetchedAt: now, expiresAt: now + ttl * 1000 };
+      if (this.#lastError !== undefined)
+        log.info({ cluster: c.name, keys: keys.length }, "cluster keys recovered");
+      this.#loaded = loaded;
+      this.#lastError = undefined;
+      this.#unknownKids.clear();
+      this.#deps.onFetch?.(c.name, "ok");
+      log.debug({ cluster: c.name, keys: keys.length, ttlSeconds: ttl }, "cluster keys loaded");
+      return loaded;
+    } catch (err) {
+      const reason =
+        err instanceof ExchangeError ? String(err.logDetail?.reason ?? err.message) : (err as Error).message;
+      if (this.#lastError === undefined) {
+        log.warn(
+          { cluster: c.name, reason, detail: err instanceof ExchangeError ? err.logDetail : undefined },
+          this.#loaded ? "cluster key fetch failed; serving cached keys" : "cluster key fetch failed",
+        );
+      }
+      this.#lastError = reason;
+      this.#nextRetryAt = this.#deps.now() + 2000;
+      this.#deps.onFetch?.(c.name, "error");
+      throw err instanceof ExchangeError
+        ? err
+        : new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+            logDetail: { reason },
+          });
+    }
+  }
+
+  async #jwksUri(): Promise<string> {
+    const c = this.cluster;
+    if (c.jwksUri) return c.jwksUri;
+    const discoveryUrl = c.discoveryUrl ?? `${c.issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`;
+    const { body, url } = await this.#fetcher!.getJson(discoveryUrl);
+    const doc = body as { issuer?: unknown; jwks_uri?: unknown } | null;
+    if (!doc || typeof doc !== "object" || typeof doc.jwks_uri !== "string") {
+      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+        logDetail: { url: discoveryUrl, reason: "discovery document has no jwks_uri" },
+      });
+    }
+    // OIDC Discovery §4.3: the issuer in the document must be identical to the one we trust.
+    if (doc.issuer !== c.issuer) {
+      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+        logDetail: {
+          url: discoveryUrl,
+          reason: `discovery issuer ${JSON.stringify(doc.issuer)} does not equal configured issuer ${JSON.stringify(c.issuer)}`,
+        },
+      });
+    }
+    let jwksUrl: URL;
+    try {
+      jwksUrl = new URL(doc.jwks_uri);
+    } catch {
+      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+        logDetail: { url: discoveryUrl, reason: "jwks_uri is not a URL" },
+      });
+    }
+    if (jwksUrl.protocol !== "https:" && jwksUrl.protocol !== "http:") {
+      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+        logDetail: { url: discoveryUrl, reason: "jwks_uri is not http(s)" },
+      });
+    }
+    // SSRF guard: a discovery document may only point at keys on the host we fetched it from.
+    if (!c.allowCrossHostJwksUri && jwksUrl.host !== new URL(url).host) {
+      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+        logDetail: {
+          url: discoveryUrl,
+          reason: `jwks_uri host ${jwksUrl.host} differs from discovery host ${new URL(url).host}; set jwksUri or allowCrossHostJwksUri`,
+        },
+      });
+    }
+    return jwksUrl.toString();
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * Verification of Kubernetes service-account JWTs (bound / projected tokens).
+ * Claim layout: kubernetes `pkg/serviceaccount/claims.go`; see REFERENCE.md §1.
+ *
+ * Order of checks: shape and size -> unverified `iss` picks the cluster (legacy Secret-based tokens are
+ * refused here) -> `alg` against the cluster's allowlist -> key by `kid` (or every key fitting `alg` when
+ * `kid` is empty or absent) -> signature, `iss`, `aud`, `exp`, `nbf` (jose, with leeway) -> `iat` not in
+ * the future -> `sub` and the `kubernetes.io` claim agree.
+ */
+import { decodeJwt, decodeProtectedHeader, type JWTPayload, errors as joseErrors, jwtVerify } from "jose";
+import type { ClusterConfig } from "../config/schema.js";
+import { ExchangeError, safeEcho } from "../errors.js";
+import type { ClusterKeySet } from "./jwks.js";
+
+/** A verified Kubernetes workload identity. */
+export interface Identity {
+  /** Name of the trusted cluster (config `clusters[].name`) whose issuer signed the token. */
+  cluster: string;
+  /** Service account namespace. */
+  namespace: string;
+  /** Service account name and uid. */
+  serviceAccount: { name: string; uid: string };
+  /** The pod the token is bound to, if any. */
+  pod?: { name: string; uid: string } | undefined;
+  /** The node the token was issued for, if present (recent clusters, pod-bound tokens). */
+  node?: { name: string; uid: string } | undefined;
+  /** `system:serviceaccount:<namespace>:<name>`. */
+  subject: string;
+  /** The token's audiences. */
+  audiences: string[];
+  /** The token's `exp`, epoch seconds. */
+  expiresAt: number;
+  /** The token's `iat`, epoch seconds. */
+  issuedAt: number;
+  /** The token's `jti`, if any (safe to log). */
+  tokenId?: string | undefined;
+}
+
+/** Longest accepted service-account token, characters (real ones are ~1-2 KiB). */
+export const MAX_TOKEN_LENGTH = 16 * 1024;
+
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+const SUBJECT = /^system:serviceaccount:([^:]+):([^:]+)$/;
+
+function fail(
+  code: ConstructorParameters<typeof ExchangeError>[0],
+  message: string,
+  logDetail?: Record<string, unknown>,
+) {
+  return new ExchangeError(code, message, logDetail ? { logDetail } : {});
+}
+
+/** Options of {@link ServiceAccountVerifier}. */
+export interface VerifierOptions {
+  /** Clock in epoch milliseconds (frozen in tests). */
+  now?: () => number;
+}
+
+/**
+ * Verifies service-account JWTs against the trusted clusters.
+ * The audience check uses the cluster's configured `audiences` unless the caller passes its own list
+ * (the credential-provider path and per-registry audiences do).
+ */
+export class ServiceAccountVerifier {
+  readonly #byIssuer = new Map<string, ClusterKeySet>();
+  readonly #now: () => number;
+
+  /**
+   * @param keySets one key set per trusted cluster
+   * @param options clock
+   */
+  constructor(keySets: ClusterKeySet[], options: VerifierOptions = {}) {
+    for (const ks of keySets) this.#byIssuer.set(ks.cluster.issuer, ks);
+    this.#now = options.now ?? Date.now;
+  }
+
+  /**
+   * Verifies `token` and returns the workload identity.
+   * @param token the compact JWS as presented
+   * @param audiences overrides the cluster's accepted audiences (the token's `aud` must contain one)
+   * @throws {ExchangeError} with a credential code (`malformed_token`, `unknown_issuer`, `legacy_token`,
+   *   `unsupported_algorithm`, `unknown_key`, `invalid_signature`, `invalid_issuer`, `invalid_audience`,
+   *   `token_expired`, `token_not_yet_valid`, `missing_claim`, `invalid_subject`) or `keys_unavailable`
+   */
+  async verify(token: string, audiences?: readonly string[]): Promise<Identity> {
+    if (token.length > MAX_TOKEN_LENGTH) {
+      throw fail("malformed_token", `service-account token is longer than ${MAX_TOKEN_LENGTH} characters`);
+    }
+    if (!JWT_SHAPE.test(token))
+      throw fail("malformed_token", "credential is not a JWT (expected header.payload.signature)");
+    let header: ReturnType<typeof decodeProtectedHeader>;
+    let unverified: JWTPayload;
+    try {
+      header = decodeProtectedHeader(token);
+      unverified = decodeJwt(token);
+    } catch {
+      throw fail("malformed_token", "credential is not a JWT (header or payload is not base64url JSON)");
+    }
+    if (typeof unverified.iss !== "string")
+      throw fail("missing_claim", 'service-account token has no "iss" claim');
+    if ("kubernetes.io/serviceaccount/namespace" in unverified && !("kubernetes.io" in unverified)) {
+      throw fail(
+        "legacy_token",
+        "legacy Secret-based service-account tokens never expire and are not accepted; use a projected (bound) token",
+      );
+    }
+    const keySet = this.#byIssuer.get(unverified.iss);
+    if (!keySet) {
+      const near = [...this.#byIssuer.keys()].find(
+        (i) => i.replace(/\/+$/, "") === unverified.iss!.replace(/\/+$/, ""),
+      );
+      throw fail(
+        near ? "invalid_issuer" : "unknown_issuer",
+        near
+          ? `"iss" claim "${safeEcho(unverified.iss)}" differs from the trusted issuer "${near}" by a trailing slash`
+          : `"iss" claim "${safeEcho(unverified.iss)}" is not a trusted cluster issuer`,
+      );
+    }
+    const cluster = keySet.cluster;
+    const alg = header.alg;
+    if (typeof alg !== "string" || !(cluster.algorithms as readonly string[]).includes(alg)) {
+      throw fail(
+        "unsupported_algorithm",
+        `"alg" ${safeEcho(alg)} is not allowed for cluster "${cluster.name}" (allowed: ${cluster.algorithms.join(", ")})`,
+      );
+    }
+    const kid = typeof header.kid === "string" ? header.kid : undefined;
+    const candidates = await keySet.candidates(kid, alg);
+    if (candidates.length === 0) {
+      throw fail(
+        "unknown_key",
+        kid
+          ? `token signed by unknown key with ID "${safeEcho(kid, 64)}" for cluster "${cluster.name}"`
+          : `no key of cluster "${cluster.name}" fits "alg" ${alg}`,
+      );
+    }
+    const accepted = audiences ?? cluster.audiences;
+    let payload: JWTPayload | undefined;
+    let lastError: unknown;
+    for (const candidate of candidates) {
+      try {
+        ({ payload } = await jwtVerify(token, candidate.key, {
+          algorithms: [...cluster.algorithms],
+          issuer: cluster.issuer,
+          audience: [...accepted],
+          clockTolerance: cluster.clockSkewSeconds,
+          requiredClaims: ["exp", "iat", "sub", "aud"],
+          currentDate: new Date(this.#now()),
+        }));
+        break;
+      } catch (err) {
+        lastError = err;
+        if (err instanceof joseErrors.JWSSignatureVerificationFailed) continue;
+        throw mapJoseError(err, cluster, accepted);
+      }
+    }
+    if (!payload) throw mapJoseError(lastError, cluster, accepted);
+    return toIdentity(payload, cluster, this.#now());
+  }
+}
+
+function mapJoseError(err: unknown, cluster: ClusterConfig, audiences: readonly string[]): ExchangeError {
+  if (err instanceof joseErrors.JWTExpired) return fail("token_expired", "service-account token has expired");
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    switch (err.claim) {
+      case "iss":
+        return fail("invalid_issuer", `"iss" claim does not match cluster "${cluster.name}"`);
+      case "aud":
+        return fail(
+          "invalid_audience",
+          `"aud" claim does not contain an accepted audience (accepted: ${audiences.map((a) => safeEcho(a, 80)).join(", ")})`,
+        );
+      case "nbf":
+        return fail("token_not_yet_valid", 'service-account token is not valid yet ("nbf" is in the future)');
+      default:
+        if (err.reason === "missing")
+          return fail("missing_claim", `service-account token has no "${err.claim}" claim`);
+        return fail("malformed_token", `"${err.claim}" claim is invalid`);
+    }
+  }
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) {
+    return fail(
+      "invalid_signature",
+      `token signature does not verify with the keys of cluster "${cluster.name}"`,
+    );
+  }
+  if (err instanceof joseErrors.JOSEAlgNotAllowed)
+    return fail("unsupported_algorithm", '"alg" is not allowed');
+  if (err instanceof joseErrors.JOSEError) return fail("malformed_token", "credential is not a valid JWT");
+  return fail("malformed_token", "credential is not a valid JWT", { error: String(err) });
+}
+
+interface KubernetesClaim {
+  namespace?: unknown;
+  serviceaccount?: { name?: unknown; uid?: unknown };
+  pod?: { name?: unknown; uid?: unknown };
+  node?: { name?: unknown; uid?: unknown };
+}
+
+function ref(v: { name?: unknown; uid?: unknown } | undefined): { name: string; uid: string } | undefined {
+  if (v && typeof v === "object" && typeof v.name === "string" && typeof v.uid === "string") {
+    return { name: v.name, uid: v.uid };
+  }
+  return undefined;
+}
+
+function toIdentity(payload: JWTPayload, cluster: ClusterConfig, nowMs: number): Identity {
+  const now = Math.floor(nowMs / 1000);
+  const iat = payload.iat!;
+  if (iat > now + cluster.clockSkewSeconds) {
+    throw fail("token_not_yet_valid", 'service-account token is not valid yet ("iat" is in the future)');
+  }
+  const m = SUBJECT.exec(payload.sub ?? "");
+  if (!m) {
+    throw fail(
+      "invalid_subject",
+      `"sub" claim "${safeEcho(payload.sub)}" is not system:serviceaccount:<namespace>:<name>`,
+    );
+  }
+  const k8s = payload["kubernetes.io"] as KubernetesClaim | undefined;
+  if (!k8s || typeof k8s !== "object")
+    throw fail("missing_claim", 'service-account token has no "kubernetes.io" claim');
+  const sa = ref(k8s.serviceaccount);
+  if (typeof k8s.namespace !== "string" || !sa) {
+    throw fail("missing_claim", '"kubernetes.io" claim lacks namespace or serviceaccount name/uid');
+  }
+  if (k8s.namespace !== m[1] || sa.name !== m[2]) {
+    throw fail("invalid_subject", '"sub" claim does not agree with the "kubernetes.io" claim');
+  }
+  return {
+    cluster: cluster.name,
+    namespace: k8s.namespace,
+    serviceAccount: sa,
+    pod: ref(k8s.pod),
+    node: ref(k8s.node),
+    subject: payload.sub!,
+    audiences: Array.isArray(payload.aud) ? payload.aud : [payload.aud as string],
+    expiresAt: payload.exp!,
+    issuedAt: iat,
+    tokenId: typeof payload.jti === "string" ? payload.jti.slice(0, 64) : undefined,
+  };
+}

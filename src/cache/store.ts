@@ -1,0 +1,95 @@
+/**
+ * One cache interface, two stores: an in-memory bounded LRU (default) and Redis (shared by replicas).
+ *
+ * Contract: a store is an optimisation, never a source of truth for authorization. Every method may fail
+ * or time out; callers treat a failure as a miss (`get` -> `undefined`, `set` -> ignored), so a cache
+ * error can only cost a re-verification, never grant access. Keys derived from secrets are SHA-256 hashes
+ * ({@link secretKey}); values are JSON strings.
+ */
+import { createHash } from "node:crypto";
+import { LRUCache } from "lru-cache";
+
+/** A key-value store with per-entry TTLs. */
+export interface CacheStore {
+  /** `memory` or `redis`. */
+  readonly kind: "memory" | "redis";
+  /**
+   * Reads a value.
+   * @returns the value, or `undefined` on a miss, an expired entry, or any store error
+   */
+  get(key: string): Promise<string | undefined>;
+  /**
+   * Writes a value with a TTL in milliseconds (>= 1). Errors are swallowed (logged by the store).
+   */
+  set(key: string, value: string, ttlMs: number): Promise<void>;
+  /**
+   * Sets `key` only if absent, with a TTL (a short lock). Resolves `true` when this caller won; `false`
+   * when the key existed; on a store error resolves `true` (in-process single-flight still applies).
+   */
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /** Deletes a key (errors swallowed). */
+  delete(key: string): Promise<void>;
+  /** Whether the store is currently usable (Redis connected); memory is always healthy. */
+  healthy(): boolean;
+  /** Releases connections. */
+  close(): Promise<void>;
+}
+
+/** Hashes a secret (token, password) into a cache key component: hex SHA-256. */
+export function secretKey(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+/** Options of {@link MemoryStore}. */
+export interface MemoryStoreOptions {
+  /** Most entries kept; least recently used are evicted first. */
+  maxEntries: number;
+  /** Clock in epoch ms (frozen in tests). */
+  now?: () => number;
+}
+
+/** In-process store on a bounded LRU (lru-cache), with per-entry TTLs. */
+export class MemoryStore implements CacheStore {
+  readonly kind = "memory" as const;
+  readonly #lru: LRUCache<string, { value: string; until: number }>;
+  readonly #now: () => number;
+
+  /** @param options size bound and clock */
+  constructor(options: MemoryStoreOptions) {
+    this.#lru = new LRUCache({ max: options.maxEntries });
+    this.#now = options.now ?? Date.now;
+  }
+
+  async get(key: string): Promise<string | undefined> {
+    const e = this.#lru.get(key);
+    if (!e) return undefined;
+    if (e.until <= this.#now()) {
+      this.#lru.delete(key);
+      return undefined;
+    }
+    return e.value;
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    if (ttlMs < 1) return;
+    this.#lru.set(key, { value, until: this.#now() + ttlMs });
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    if ((await this.get(key)) !== undefined) return false;
+    await this.set(key, value, ttlMs);
+    return true;
+  }
+
+  async delete(key: string): Promise<void> {
+    this.#lru.delete(key);
+  }
+
+  healthy(): boolean {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    this.#lru.clear();
+  }
+}

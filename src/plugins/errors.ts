@@ -1,0 +1,125 @@
+/**
+ * The one error serializer. Every error leaves in the wire format of the endpoint that raised it:
+ * - `docker` (default; the GET token realm and every other route): distribution-style
+ *   `{"errors":[{"code","message","detail":{"reason"}}]}` (distribution registry/api/errcode), which
+ *   docker, containerd and containers/image print as `<code>: <message>`;
+ * - `oauth` (`POST /token`): RFC 6749 §5.2 `{"error","error_description"}`.
+ * Status >= 500 answers a generic message; the detail goes to the log only. No stack trace, no token.
+ */
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { type ErrorCode, ExchangeError } from "../errors.js";
+
+/** Which wire format a route's errors use; set per route as `config: { errorFormat }`. */
+export type ErrorFormat = "docker" | "oauth";
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** Wire format of this route's errors (default `docker`). */
+    errorFormat?: ErrorFormat;
+    /** Send `WWW-Authenticate: Basic` with 401 answers (token realm GET). */
+    basicChallenge?: boolean;
+  }
+}
+
+/** distribution errcode values by HTTP status. */
+function dockerCode(status: number): string {
+  if (status === 401) return "UNAUTHORIZED";
+  if (status === 403) return "DENIED";
+  if (status === 429) return "TOOMANYREQUESTS";
+  if (status === 503) return "UNAVAILABLE";
+  if (status >= 500) return "UNKNOWN";
+  return "UNSUPPORTED";
+}
+
+/** RFC 6749 §5.2 / RFC 8693 §2.2.2 error values by our code. */
+function oauthError(code: ErrorCode, status: number): string {
+  switch (code) {
+    case "invalid_scope":
+      return "invalid_scope";
+    case "unsupported_grant_type":
+      return "unsupported_grant_type";
+    case "invalid_request":
+    case "unknown_service":
+    case "unsupported_media_type":
+    case "payload_too_large":
+      return "invalid_request";
+    case "keys_unavailable":
+    case "rate_limited":
+      return "temporarily_unavailable";
+    case "internal":
+    case "not_found":
+      return status >= 500 ? "server_error" : "invalid_request";
+    default:
+      return "invalid_grant";
+  }
+}
+
+/** Converts anything thrown into an {@link ExchangeError} safe to render. */
+export function toExchangeError(err: unknown): ExchangeError {
+  if (err instanceof ExchangeError) return err;
+  const fe = err as Partial<FastifyError> & { status?: number };
+  const status = fe.statusCode ?? fe.status;
+  if (typeof status === "number" && status >= 400 && status < 500) {
+    if (status === 413) return new ExchangeError("payload_too_large", "request body is too large");
+    if (status === 415) {
+      return new ExchangeError("unsupported_media_type", "unsupported Content-Type for this endpoint", {
+        statusCode: 415,
+      });
+    }
+    if (status === 429)
+      return new ExchangeError("rate_limited", "too many requests", { retryAfterSeconds: 1 });
+    if (status === 404) return new ExchangeError("not_found", "not found");
+    return new ExchangeError("invalid_request", "malformed request", {
+      statusCode: 400,
+      logDetail: { fastifyCode: fe.code, message: fe.message },
+    });
+  }
+  return new ExchangeError("internal", "internal error", { cause: err });
+}
+
+/**
+ * Renders `err` on `reply` in the route's format.
+ * @param format wire format; `docker` when the route does not say
+ */
+export function sendError(
+  reply: FastifyReply,
+  err: ExchangeError,
+  format: ErrorFormat,
+  basicChallenge: boolean,
+): FastifyReply {
+  const status = err.statusCode;
+  const message = status >= 500 && err.code === "internal" ? "internal error" : err.message;
+  if (err.retryAfterSeconds !== undefined && (status === 429 || status === 503)) {
+    reply.header("retry-after", String(err.retryAfterSeconds));
+  }
+  if (status === 401 && basicChallenge)
+    reply.header("www-authenticate", 'Basic realm="registry-token-exchange"');
+  reply.header("cache-control", "no-store");
+  reply.code(status).type("application/json; charset=utf-8");
+  if (format === "oauth") {
+    return reply.send({ error: oauthError(err.code, status), error_description: message });
+  }
+  return reply.send({ errors: [{ code: dockerCode(status), message, detail: { reason: err.code } }] });
+}
+
+/**
+ * Registers the error and not-found handlers on `app`.
+ * Client errors are logged at info with their code; server errors at error with the cause.
+ */
+export function registerErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const err = toExchangeError(error);
+    const cfg = request.routeOptions.config;
+    if (err.statusCode >= 500) {
+      request.log.error({ err: error, code: err.code, detail: err.logDetail }, "request failed");
+    } else {
+      request.log.info({ code: err.code, status: err.statusCode, detail: err.logDetail }, "request rejected");
+    }
+    return sendError(reply, err, cfg?.errorFormat ?? "docker", cfg?.basicChallenge ?? false);
+  });
+  app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
+    // The path is not echoed: a client may have put a credential in it.
+    const err = new ExchangeError("not_found", `no such endpoint for ${request.method}`);
+    return sendError(reply, err, "docker", false);
+  });
+}

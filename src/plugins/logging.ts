@@ -1,0 +1,77 @@
+/**
+ * Logger set-up. Secrets never reach a log line: pino `redact` removes Authorization and cookie headers,
+ * passwords and tokens wherever they appear in a logged object, and the request serializer logs the
+ * path and only the non-secret query parameters of the token realm.
+ */
+import type { FastifyRequest } from "fastify";
+import pino, { type DestinationStream, type Logger } from "pino";
+
+/** Paths pino removes from every log object. */
+export const REDACT_PATHS = [
+  "req.headers.authorization",
+  "req.headers.cookie",
+  "req.headers['proxy-authorization']",
+  "headers.authorization",
+  "headers.cookie",
+  "authorization",
+  "password",
+  "token",
+  "access_token",
+  "refresh_token",
+  "subject_token",
+  "serviceAccountToken",
+  "credential",
+  "*.password",
+  "*.token",
+  "*.access_token",
+  "*.refresh_token",
+  "*.subject_token",
+  "*.serviceAccountToken",
+  "*.credential",
+  "body",
+  "*.body",
+];
+
+/** Query parameters that are safe to log (everything else is dropped from logged URLs). */
+const SAFE_QUERY = new Set(["service", "scope", "client_id", "offline_token", "account"]);
+
+/** Logs method, path and safe query parameters; never headers or bodies. */
+export function serializeRequest(req: FastifyRequest): Record<string, unknown> {
+  const url = req.url ?? "";
+  const q = url.indexOf("?");
+  const path = q < 0 ? url : url.slice(0, q);
+  const out: Record<string, unknown> = {
+    method: req.method,
+    path: path.slice(0, 200),
+    remoteAddress: req.ip,
+  };
+  if (q >= 0) {
+    const params = new URLSearchParams(url.slice(q + 1));
+    const safe: Record<string, string[]> = {};
+    for (const [k, v] of params) {
+      if (!SAFE_QUERY.has(k)) continue;
+      const list = safe[k] ?? [];
+      list.push(v.slice(0, 300));
+      safe[k] = list;
+    }
+    out.query = safe;
+  }
+  return out;
+}
+
+/**
+ * Creates the service logger.
+ * @param level pino level
+ * @param destination where lines go (stdout by default; tests capture them)
+ */
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+      serializers: { req: serializeRequest as never },
+      base: { service: "registry-token-exchange" },
+    },
+    destination,
+  );
+}

@@ -1,0 +1,26 @@
+/**
+ * `GET /.well-known/jwks.json`: the public keys this service signs registry tokens with (RFC 7517), for
+ * distribution v3's `auth.token.jwks` option. Each key carries the same `kid` as the token headers and
+ * its certificate chain as `x5c`.
+ */
+import type { FastifyInstance } from "fastify";
+import type { SigningKey } from "../token/signing.js";
+
+/** Builds the JWKS document for a set of signing keys (deduplicated by `kid`). */
+export function publicJwks(keys: Iterable<SigningKey>): { keys: Array<Record<string, unknown>> } {
+  const byKid = new Map<string, Record<string, unknown>>();
+  for (const k of keys) {
+    if (byKid.has(k.kid)) continue;
+    const jwk = k.publicKey.export({ format: "jwk" }) as Record<string, unknown>;
+    byKid.set(k.kid, { ...jwk, kid: k.kid, alg: k.alg, use: "sig", x5c: k.x5c });
+  }
+  return { keys: [...byKid.values()] };
+}
+
+/** Registers the JWKS route. */
+export function registerKeyRoutes(app: FastifyInstance, keys: Iterable<SigningKey>): void {
+  const doc = publicJwks(keys);
+  app.get("/.well-known/jwks.json", async (_request, reply) =>
+    reply.type("application/jwk-set+json").header("cache-control", "public, max-age=300").send(doc),
+  );
+}

@@ -1,0 +1,128 @@
+/**
+ * The registry token realm endpoints (distribution docs/spec/auth/token.md and oauth.md; REFERENCE.md §3).
+ * - `GET /token?service=S&scope=...` with Basic (password = service-account JWT) or Bearer auth; answers
+ *   `{token, access_token, expires_in, issued_at}`; errors in distribution's format.
+ * - `POST /token` form (`grant_type=password`, what containerd sends); answers
+ *   `{access_token, token_type, scope, expires_in, issued_at}`; errors per RFC 6749 §5.2.
+ * Thin adapters: parsing lives in `authn/credentials.ts` and `policy/scope.ts`, the work in `token/realm.ts`.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { parseAuthorization } from "../authn/credentials.js";
+import { ExchangeError } from "../errors.js";
+import { parseScopes } from "../policy/scope.js";
+import type { IssueResult, TokenRealm } from "../token/realm.js";
+
+type Params = Record<string, string | string[] | undefined>;
+
+/** RFC 3339 without fractional seconds (moby#20970: docker parses `issued_at` as RFC 3339). */
+export function rfc3339(epochSeconds: number): string {
+  return new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/**
+ * Reads a parameter that must appear at most once.
+ * @throws {ExchangeError} `invalid_request` when it is repeated
+ */
+export function singleParam(params: Params, name: string): string | undefined {
+  const v = params[name];
+  if (Array.isArray(v))
+    throw new ExchangeError("invalid_request", `parameter "${name}" must not be repeated`);
+  return v;
+}
+
+/** Reads a parameter that may repeat, in order. */
+export function repeatedParam(params: Params, name: string): string[] {
+  const v = params[name];
+  if (v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+function requireService(params: Params): string {
+  const service = singleParam(params, "service");
+  if (service === undefined || service === "")
+    throw new ExchangeError("invalid_request", 'parameter "service" is required');
+  return service;
+}
+
+function noStore(reply: FastifyReply): FastifyReply {
+  return reply.header("cache-control", "no-store").header("pragma", "no-cache");
+}
+
+/** Body of a successful GET (distribution token.md "Token Response Fields"). */
+export function getResponse(r: IssueResult): Record<string, unknown> {
+  return { token: r.token, access_token: r.token, expires_in: r.expiresIn, issued_at: rfc3339(r.issuedAt) };
+}
+
+/** Body of a successful POST (distribution oauth.md "Token Response Fields"). */
+export function postResponse(r: IssueResult): Record<string, unknown> {
+  return {
+    access_token: r.token,
+    token_type: "Bearer",
+    scope: r.grantedScope,
+    expires_in: r.expiresIn,
+    issued_at: rfc3339(r.issuedAt),
+  };
+}
+
+/**
+ * Registers `GET /token` and `POST /token`.
+ * @param realm the token realm that authenticates, authorizes and mints
+ */
+export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): void {
+  app.get(
+    "/token",
+    { config: { errorFormat: "docker", basicChallenge: true } },
+    async (request: FastifyRequest, reply) => {
+      const params = request.query as Params;
+      const service = requireService(params);
+      const scopes = parseScopes(repeatedParam(params, "scope"));
+      const credential = parseAuthorization(request.headers.authorization);
+      if (!credential)
+        throw new ExchangeError(
+          "missing_credentials",
+          "authentication required: send the service-account token as the Basic password or as a Bearer token",
+        );
+      const result = await realm.issue({
+        credential: credential.secret,
+        service,
+        scopes,
+        clientAddress: request.ip,
+      });
+      return noStore(reply).send(getResponse(result));
+    },
+  );
+
+  app.post("/token", { config: { errorFormat: "oauth" } }, async (request: FastifyRequest, reply) => {
+    const type = String(request.headers["content-type"] ?? "")
+      .split(";")[0]!
+      .trim()
+      .toLowerCase();
+    if (type !== "application/x-www-form-urlencoded") {
+      throw new ExchangeError(
+        "invalid_request",
+        "POST /token needs an application/x-www-form-urlencoded body",
+      );
+    }
+    const body = (request.body ?? {}) as Params;
+    const grantType = singleParam(body, "grant_type");
+    if (grantType === undefined || grantType === "")
+      throw new ExchangeError("invalid_request", 'parameter "grant_type" is required');
+    const service = requireService(body);
+    const scopes = parseScopes(repeatedParam(body, "scope"));
+    if (grantType !== "password") {
+      throw new ExchangeError(
+        "unsupported_grant_type",
+        `grant_type "${grantType.slice(0, 60).replace(/[^\x20-\x7e]/g, "?")}" is not supported`,
+      );
+    }
+    const password = singleParam(body, "password");
+    if (password === undefined || password === "") {
+      throw new ExchangeError(
+        "missing_credentials",
+        'parameter "password" (the service-account token) is required',
+      );
+    }
+    const result = await realm.issue({ credential: password, service, scopes, clientAddress: request.ip });
+    return noStore(reply).send(postResponse(result));
+  });
+}

@@ -1,0 +1,76 @@
+/**
+ * Minting Docker registry bearer tokens (distribution docs/spec/auth/jwt.md, registry/auth/token/token.go;
+ * REFERENCE.md §3).
+ *
+ * Header `{alg, typ: "JWT", kid, x5c}`; claims `iss`, `sub`, `aud` (a STRING: v2.8 rejects an array),
+ * `exp`, `nbf`, `iat` (integer seconds), `jti`, `access: [{type, name, actions}]`.
+ * `nbf` is set a few seconds in the past against clock skew between us and the registry (docker_auth#41).
+ */
+import { randomUUID } from "node:crypto";
+import { SignJWT } from "jose";
+import type { Action } from "../config/schema.js";
+import type { SigningKey } from "./signing.js";
+
+/** One entry of the `access` claim. */
+export interface AccessEntry {
+  /** `repository` or `registry`. */
+  type: string;
+  /** Resource name, exactly as requested. */
+  name: string;
+  /** Granted actions, possibly empty. */
+  actions: Action[];
+}
+
+/** What to mint. */
+export interface MintRequest {
+  /** `iss` claim: the registry's `auth.token.issuer`. */
+  issuer: string;
+  /** `aud` claim: the registry `service`. */
+  audience: string;
+  /** `sub` claim. */
+  subject: string;
+  /** The `access` claim. */
+  access: AccessEntry[];
+  /** Wanted lifetime, seconds. */
+  ttlSeconds: number;
+  /** Hard upper bound for `exp` (the presented credential's own `exp`), epoch seconds. */
+  notAfter: number;
+  /** Current time, epoch milliseconds. */
+  nowMs: number;
+}
+
+/** A minted registry token. */
+export interface MintedToken {
+  /** The compact JWS. */
+  token: string;
+  /** `jti` (safe to log). */
+  jti: string;
+  /** `iat`, epoch seconds. */
+  issuedAt: number;
+  /** `exp`, epoch seconds. */
+  expiresAt: number;
+}
+
+/** Seconds `nbf` is set before `iat`. */
+export const NOT_BEFORE_SKEW_SECONDS = 5;
+
+/**
+ * Signs a registry token with `key`. The lifetime is `ttlSeconds`, cut to `notAfter`.
+ * @returns the token and its timestamps (`expiresAt - issuedAt` is the lifetime to report as `expires_in`)
+ */
+export async function mintRegistryToken(key: SigningKey, req: MintRequest): Promise<MintedToken> {
+  const iat = Math.floor(req.nowMs / 1000);
+  const exp = Math.min(iat + req.ttlSeconds, req.notAfter);
+  const jti = randomUUID();
+  const token = await new SignJWT({ access: req.access })
+    .setProtectedHeader({ alg: key.alg, typ: "JWT", kid: key.kid, x5c: key.x5c })
+    .setIssuer(req.issuer)
+    .setSubject(req.subject)
+    .setAudience(req.audience)
+    .setIssuedAt(iat)
+    .setNotBefore(iat - NOT_BEFORE_SKEW_SECONDS)
+    .setExpirationTime(exp)
+    .setJti(jti)
+    .sign(key.privateKey);
+  return { token, jti, issuedAt: iat, expiresAt: exp };
+}
