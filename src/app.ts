@@ -7,11 +7,14 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { ClusterKeySet } from "./authn/jwks.js";
 import { ServiceAccountVerifier } from "./authn/verify.js";
-import { type CacheStore, MemoryStore } from "./cache/store.js";
+import { createCacheStores } from "./cache/index.js";
+import type { RedisClient } from "./cache/redis.js";
+import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
 import type { LocalIssuer } from "./local/issuer.js";
 import { registerErrorHandling } from "./plugins/errors.js";
 import { createLogger } from "./plugins/logging.js";
+import { registerRateLimit } from "./plugins/rate-limit.js";
 import { Policy } from "./policy/engine.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerKeyRoutes } from "./routes/keys.js";
@@ -25,8 +28,11 @@ export interface AppDeps {
   logger?: Logger;
   /** Clock, epoch milliseconds (frozen in tests). */
   now?: () => number;
-  /** Cache store (default: in-memory). */
+  /** Cache store (default: built from `config.cache`: memory, or memory + Redis). */
   store?: CacheStore;
+  /** With `store`: the shared Redis tier and client, if any. */
+  shared?: CacheStore;
+  redis?: RedisClient;
   /** Serve a local issuer's discovery and JWKS under `prefix` (local mode only). */
   localIssuer?: { issuer: LocalIssuer; prefix: string };
 }
@@ -55,7 +61,10 @@ declare module "fastify" {
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const logger = deps.logger ?? createLogger(config.logging.level);
   const now = deps.now ?? Date.now;
-  const store = deps.store ?? new MemoryStore({ maxEntries: config.cache.memory.maxEntries, now });
+  const stores = deps.store
+    ? { store: deps.store, shared: deps.shared, redis: deps.redis }
+    : createCacheStores(config, logger, now);
+  const store = stores.store;
   const signingKeys = new Map<string, SigningKey>(
     config.registries.map((r, i) => [
       r.service,
@@ -63,7 +72,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     ]),
   );
   const policy = new Policy(config.policy.rules);
-  const keySets = config.clusters.map((c) => new ClusterKeySet(c, { logger, now }));
+  const keySets = config.clusters.map((c) => new ClusterKeySet(c, { logger, now, shared: stores.shared }));
   const verifier = new ServiceAccountVerifier(keySets, { now });
   const realm = new TokenRealm({ config, verifier, policy, signingKeys, store, logger, now });
 
@@ -78,6 +87,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   app.decorate("exchange", { realm, keySets, store, signingKeys });
   registerErrorHandling(app);
   await app.register(formbody, { bodyLimit: config.server.bodyLimitBytes });
+  await registerRateLimit(app, config, realm, stores.redis);
   registerTokenRoutes(app, realm);
   registerKeyRoutes(app, signingKeys.values());
   registerHealthRoutes(app, keySets, store);

@@ -13,6 +13,7 @@
 import { createPublicKey, type JsonWebKeyInput, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
+import { type CacheStore, secretKey } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError } from "../errors.js";
 import { JsonFetcher } from "./fetch.js";
@@ -105,6 +106,12 @@ function importJwk(jwk: unknown): VerificationKey | string {
 /** Dependencies of a {@link ClusterKeySet}. */
 export interface KeySetDeps {
   logger: Logger;
+  /**
+   * The shared (Redis) tier, when replicas run: key sets fetched by one replica are adopted by the
+   * others, re-fetches are single-flight across replicas through a short lock, and unknown `kid`s are
+   * remembered for all. Read directly (never through a memory tier) so a newer document is seen at once.
+   */
+  shared?: CacheStore | undefined;
   /** Clock in epoch milliseconds (frozen in tests). */
   now?: () => number;
   /** Called after every fetch attempt, for metrics. */
@@ -113,9 +120,23 @@ export interface KeySetDeps {
 
 interface Loaded {
   keys: VerificationKey[];
+  /** The JWKS document as fetched (public keys only), shared with other replicas. */
+  raw: unknown;
   fetchedAt: number;
   expiresAt: number;
 }
+
+/** What replicas share per cluster in the Redis tier. */
+interface SharedKeySet {
+  jwks: unknown;
+  fetchedAt: number;
+  expiresAt: number;
+}
+
+/** How long a replica holds the cross-replica fetch lock at most, ms. */
+const FETCH_LOCK_MS = 5_000;
+/** How often a replica that lost the lock looks for the winner's result, ms. */
+const LOCK_POLL_MS = 25;
 
 /** Verification keys of one cluster, fetched lazily and refreshed per the rules in the module doc. */
 export class ClusterKeySet {
@@ -180,6 +201,7 @@ export class ClusterKeySet {
       const now = this.#deps.now();
       const knownUnknownUntil = this.#unknownKids.get(kid);
       if (knownUnknownUntil !== undefined && knownUnknownUntil > now) return [];
+      if (this.#deps.shared && (await this.#deps.shared.get(this.#unknownKey(kid))) !== undefined) return [];
       if (this.#inflight !== undefined) {
         loaded = await this.#inflight.catch(() => loaded);
       } else if (this.#takeToken()) {
@@ -189,8 +211,10 @@ export class ClusterKeySet {
       }
       found = loaded.keys.filter((k) => k.kid === kid);
       if (found.length === 0) {
+        const ttlMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
         if (this.#unknownKids.size > 10_000) this.#unknownKids.clear();
-        this.#unknownKids.set(kid, this.#deps.now() + this.cluster.jwks.unknownKidRefillSeconds * 1000);
+        this.#unknownKids.set(kid, this.#deps.now() + ttlMs);
+        await this.#deps.shared?.set(this.#unknownKey(kid), "1", ttlMs);
       }
     }
     return found.filter((k) => keyFitsAlg(k, alg));
@@ -202,7 +226,7 @@ export class ClusterKeySet {
    */
   refresh(): Promise<Loaded> {
     if (this.#inflight !== undefined) return this.#inflight;
-    const p = this.#fetch().finally(() => {
+    const p = this.#load().finally(() => {
       this.#inflight = undefined;
     });
     this.#inflight = p;
@@ -234,6 +258,81 @@ export class ClusterKeySet {
       });
     }
     return this.refresh();
+  }
+
+  #unknownKey(kid: string): string {
+    return `jwks-unknown:${this.cluster.name}:${secretKey(kid).slice(0, 32)}`;
+  }
+
+  /** Fetches, or adopts what another replica fetched (single-flight across replicas via a short lock). */
+  async #load(): Promise<Loaded> {
+    const shared = this.#deps.shared;
+    if (!shared) return this.#fetch();
+    const before = this.#loaded?.fetchedAt ?? 0;
+    const adopted = await this.#adoptShared(before);
+    if (adopted) return adopted;
+    const lockKey = `jwks-lock:${this.cluster.name}`;
+    const won = await shared.setIfAbsent(lockKey, String(process.pid), FETCH_LOCK_MS);
+    if (!won) {
+      const deadline = Date.now() + Math.min(this.cluster.fetch.timeoutMs, 3_000);
+      while (Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
+        const theirs = await this.#adoptShared(before);
+        if (theirs) return theirs;
+      }
+      // The lock holder is slow or gone: fetch ourselves rather than fail.
+    }
+    try {
+      const loaded = await this.#fetch();
+      const doc: SharedKeySet = {
+        jwks: loaded.raw,
+        fetchedAt: loaded.fetchedAt,
+        expiresAt: loaded.expiresAt,
+      };
+      await shared.set(
+        `jwks:${this.cluster.name}`,
+        JSON.stringify(doc),
+        this.cluster.jwks.maxStaleSeconds * 1000 || 1,
+      );
+      return loaded;
+    } finally {
+      if (won) await shared.delete(lockKey);
+    }
+  }
+
+  /** Adopts the shared key set when it is newer than `after` and still fresh. */
+  async #adoptShared(after: number): Promise<Loaded | undefined> {
+    const text = await this.#deps.shared?.get(`jwks:${this.cluster.name}`);
+    if (text === undefined) return undefined;
+    let doc: SharedKeySet;
+    try {
+      doc = JSON.parse(text) as SharedKeySet;
+    } catch {
+      return undefined;
+    }
+    if (!(doc.fetchedAt > after) || !(doc.expiresAt > this.#deps.now())) return undefined;
+    let keys: VerificationKey[];
+    try {
+      keys = parseJwks(doc.jwks);
+    } catch {
+      return undefined;
+    }
+    if (keys.length === 0) return undefined;
+    const loaded: Loaded = { keys, raw: doc.jwks, fetchedAt: doc.fetchedAt, expiresAt: doc.expiresAt };
+    this.#accept(loaded);
+    return loaded;
+  }
+
+  #accept(loaded: Loaded): void {
+    if (this.#lastError !== undefined) {
+      this.#deps.logger.info(
+        { cluster: this.cluster.name, keys: loaded.keys.length },
+        "cluster keys recovered",
+      );
+    }
+    this.#loaded = loaded;
+    this.#lastError = undefined;
+    this.#unknownKids.clear();
   }
 
   #takeToken(): boolean {
@@ -302,12 +401,8 @@ export class ClusterKeySet {
         c.jwks.maxTtlSeconds,
         Math.max(c.jwks.minTtlSeconds, maxAge ?? c.jwks.minTtlSeconds),
       );
-      const loaded: Loaded = { keys, fetchedAt: now, expiresAt: now + ttl * 1000 };
-      if (this.#lastError !== undefined)
-        log.info({ cluster: c.name, keys: keys.length }, "cluster keys recovered");
-      this.#loaded = loaded;
-      this.#lastError = undefined;
-      this.#unknownKids.clear();
+      const loaded: Loaded = { keys, raw: doc, fetchedAt: now, expiresAt: now + ttl * 1000 };
+      this.#accept(loaded);
       this.#deps.onFetch?.(c.name, "ok");
       log.debug({ cluster: c.name, keys: keys.length, ttlSeconds: ttl }, "cluster keys loaded");
       return loaded;

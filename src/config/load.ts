@@ -44,7 +44,8 @@ export function parseConfig(raw: unknown, env: Record<string, string | undefined
   if (!result.success) throw new ConfigError(issueLines(result.error));
   const cfg = result.data;
   if (env.PORT !== undefined && env.PORT !== "") {
-    const port = Number(env.PORT);
+    // Decimal digits only: Number() would also take "0x50", "1e3" and " 80 ".
+    const port = /^\d{1,5}$/.test(env.PORT) ? Number(env.PORT) : Number.NaN;
     if (!Number.isInteger(port) || port < 0 || port > 65_535) {
       throw new ConfigError([`env PORT: must be an integer from 0 to 65535, got "${env.PORT}"`]);
     }
@@ -73,6 +74,14 @@ function filePaths(
       });
     }
   });
+  if (cfg.cache.redisPasswordFile !== undefined) {
+    const cache = cfg.cache;
+    out.push({
+      path: "cache.redisPasswordFile",
+      get: () => cache.redisPasswordFile,
+      set: (v) => (cache.redisPasswordFile = v),
+    });
+  }
   if (cfg.server.tls) {
     const tls = cfg.server.tls;
     out.push({ path: "server.tls.certFile", get: () => tls.certFile, set: (v) => (tls.certFile = v) });

@@ -153,17 +153,66 @@ const ruleSchema = z
     message: "a rule needs at least one allow or deny entry",
   });
 
+const hostPort = z.object({ host: nonEmpty, port: z.number().int().min(1).max(65_535) }).strict();
+
 const cacheSchema = z
   .object({
+    /** Single Redis node, `redis://[:password@]host:port/db` or `rediss://` for TLS. */
     redisUrl: nonEmpty.optional(),
-    keyPrefix: z.string().default("rte:"),
+    /** Redis Sentinel: the sentinels and the master group name. */
+    redisSentinel: z
+      .object({
+        sentinels: z.array(hostPort).min(1),
+        name: nonEmpty,
+        db: z.number().int().min(0).default(0),
+      })
+      .strict()
+      .optional(),
+    /** Redis Cluster: seed nodes. */
+    redisCluster: z
+      .object({ nodes: z.array(hostPort).min(1) })
+      .strict()
+      .optional(),
+    /** File holding the Redis password (Sentinel and Cluster; for a single node put it in redisUrl or here). */
+    redisPasswordFile: nonEmpty.optional(),
+    keyPrefix: z.string().max(64).default("rte:"),
+    /** Upper bound on any single Redis command, ms; past it the cache counts as a miss. */
     commandTimeoutMs: z.number().int().min(1).max(10_000).default(50),
+    /** Connection attempt timeout, ms. */
+    connectTimeoutMs: z.number().int().min(50).max(60_000).default(2_000),
     memory: z
       .object({
         maxEntries: z.number().int().min(100).default(100_000),
       })
       .strict()
       .prefault({}),
+    /** Reuse issued registry tokens while at least half their lifetime remains. */
+    reuseTokens: z.boolean().default(true),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const modes = [c.redisUrl, c.redisSentinel, c.redisCluster].filter((m) => m !== undefined);
+    if (modes.length > 1) {
+      ctx.addIssue({
+        code: "custom",
+        message: "set at most one of redisUrl, redisSentinel, redisCluster",
+        path: ["redisUrl"],
+      });
+    }
+    if (c.redisUrl !== undefined && !/^rediss?:\/\//.test(c.redisUrl)) {
+      ctx.addIssue({ code: "custom", message: "must start with redis:// or rediss://", path: ["redisUrl"] });
+    }
+  });
+
+const rateLimitSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Window length, seconds. */
+    timeWindowSeconds: z.number().int().min(1).max(3600).default(60),
+    /** Requests per window for one verified service account (cluster/namespace/name). */
+    maxPerServiceAccount: z.number().int().min(1).default(600),
+    /** Requests per window for one client address whose credential is not (yet) verified. */
+    maxPerAddress: z.number().int().min(1).default(3000),
   })
   .strict();
 
@@ -201,6 +250,7 @@ export const configSchema = z
       })
       .strict(),
     cache: cacheSchema.prefault({}),
+    rateLimit: rateLimitSchema.prefault({}),
   })
   .strict()
   .superRefine((cfg, ctx) => {

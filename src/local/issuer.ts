@@ -52,6 +52,8 @@ export class LocalIssuer {
   issuer: string;
   /** Signing keys; `keys[0]` signs new tokens, all are published. */
   keys: KeyObject[];
+  /** How many discovery and JWKS requests it has served (tests count fetches with it). */
+  readonly served = { discovery: 0, jwks: 0 };
 
   /**
    * @param issuer the issuer URL (discovery lives at `<issuer>/.well-known/openid-configuration`)
@@ -136,15 +138,20 @@ export class LocalIssuer {
    * `Cache-Control: public, max-age=3600`.
    */
   register(app: FastifyInstance, prefix = ""): void {
-    app.get(`${prefix}/.well-known/openid-configuration`, async (_req, reply) =>
-      reply.type("application/json").header("cache-control", "public, max-age=3600").send(this.discovery()),
-    );
-    app.get(`${prefix}/openid/v1/jwks`, async (_req, reply) =>
-      reply
+    app.get(`${prefix}/.well-known/openid-configuration`, async (_req, reply) => {
+      this.served.discovery++;
+      return reply
+        .type("application/json")
+        .header("cache-control", "public, max-age=3600")
+        .send(this.discovery());
+    });
+    app.get(`${prefix}/openid/v1/jwks`, async (_req, reply) => {
+      this.served.jwks++;
+      return reply
         .type("application/jwk-set+json")
         .header("cache-control", "public, max-age=3600")
-        .send(this.jwks()),
-    );
+        .send(this.jwks());
+    });
   }
 
   /** Saves the issuer (URL + private keys, PKCS#8 PEM) to `file` (mode 0600). */

@@ -1,0 +1,134 @@
+/**
+ * The Redis store (ioredis): single node, Sentinel or Cluster.
+ *
+ * A request never waits on Redis longer than `cache.commandTimeoutMs`: ioredis' `commandTimeout` bounds
+ * each command, the offline queue is disabled (a command sent while disconnected fails at once instead of
+ * queuing without bound), and ioredis keeps reconnecting in the background with capped back-off.
+ * Every failure is a miss (see the {@link CacheStore} contract); state changes are logged once each,
+ * never per request.
+ */
+import { readFileSync } from "node:fs";
+import { Cluster, Redis, type RedisOptions } from "ioredis";
+import type { Logger } from "pino";
+import type { Config } from "../config/schema.js";
+import type { CacheStore } from "./store.js";
+
+/** A Redis connection of any topology. */
+export type RedisClient = Redis | Cluster;
+
+/**
+ * Creates the ioredis client for `cache` config, or `undefined` when no Redis is configured.
+ * Connection starts in the background; the client is usable once `status === "ready"`.
+ */
+export function createRedisClient(cache: Config["cache"]): RedisClient | undefined {
+  const password = cache.redisPasswordFile ? readFileSync(cache.redisPasswordFile, "utf8").trim() : undefined;
+  const common: RedisOptions = {
+    commandTimeout: cache.commandTimeoutMs,
+    connectTimeout: cache.connectTimeoutMs,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    // Reconnect forever with capped back-off; requests never wait for it.
+    retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
+    ...(password ? { password } : {}),
+  };
+  if (cache.redisUrl) return new Redis(cache.redisUrl, common);
+  if (cache.redisSentinel) {
+    return new Redis({
+      ...common,
+      sentinels: cache.redisSentinel.sentinels,
+      name: cache.redisSentinel.name,
+      db: cache.redisSentinel.db,
+      ...(password ? { sentinelPassword: password } : {}),
+    });
+  }
+  if (cache.redisCluster) {
+    return new Cluster(cache.redisCluster.nodes, {
+      enableOfflineQueue: false,
+      clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2_000),
+      redisOptions: common,
+      slotsRefreshTimeout: cache.connectTimeoutMs,
+    });
+  }
+  return undefined;
+}
+
+/** {@link CacheStore} on Redis. Keys get the configured prefix. */
+export class RedisStore implements CacheStore {
+  readonly kind = "redis" as const;
+  readonly client: RedisClient;
+  readonly #prefix: string;
+  readonly #logger: Logger;
+  #up: boolean | undefined;
+
+  /**
+   * @param client an ioredis client (see {@link createRedisClient})
+   * @param prefix key prefix, e.g. `rte:`
+   * @param logger receives one line per state change
+   */
+  constructor(client: RedisClient, prefix: string, logger: Logger) {
+    this.client = client;
+    this.#prefix = prefix;
+    this.#logger = logger;
+    client.on("ready", () => this.#state(true));
+    client.on("error", (err: Error) => this.#state(false, err));
+    client.on("end", () => this.#state(false));
+    client.on("close", () => this.#state(false));
+  }
+
+  #state(up: boolean, err?: Error): void {
+    if (this.#up === up) return;
+    const first = this.#up === undefined;
+    this.#up = up;
+    if (up) this.#logger.info("redis connected: sharing cache and rate limits");
+    else if (!first || err) {
+      this.#logger.warn({ reason: err?.message }, "redis unavailable: serving from the in-process cache");
+    }
+  }
+
+  healthy(): boolean {
+    return this.client.status === "ready";
+  }
+
+  async get(key: string): Promise<string | undefined> {
+    if (!this.healthy()) return undefined;
+    try {
+      return (await this.client.get(this.#prefix + key)) ?? undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    if (!this.healthy() || ttlMs < 1) return;
+    try {
+      await this.client.set(this.#prefix + key, value, "PX", Math.ceil(ttlMs));
+    } catch {
+      // a miss next time; see the CacheStore contract
+    }
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    if (!this.healthy()) return true;
+    try {
+      return (await this.client.set(this.#prefix + key, value, "PX", Math.ceil(ttlMs), "NX")) === "OK";
+    } catch {
+      return true;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    if (!this.healthy()) return;
+    try {
+      await this.client.del(this.#prefix + key);
+    } catch {
+      // ignored
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.removeAllListeners();
+    // keep one listener: ioredis reports "Unhandled error event" for errors raised while closing
+    this.client.on("error", () => {});
+    this.client.disconnect();
+  }
+}

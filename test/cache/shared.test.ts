@@ -1,0 +1,226 @@
+/**
+ * Two service instances on one Redis share what they learn: one JWKS fetch for both, a token minted by
+ * one reused by the other, one rate limit; and a burst of unknown-`kid` tokens across both instances
+ * causes exactly one JWKS fetch, while a real key rotation is still picked up at once.
+ */
+import type { FastifyInstance } from "fastify";
+import { Redis } from "ioredis";
+import pino from "pino";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { buildApp } from "../../src/app.js";
+import type { Config } from "../../src/config/schema.js";
+import { startLocalIssuerServer } from "../../src/local/issuer.js";
+import { AUDIENCE, basic, SERVICE, testConfig } from "../helpers/fixtures.js";
+import { resolveTestRedis, type TestRedis } from "../helpers/redis.js";
+
+let redis: TestRedis;
+let issuerServer: Awaited<ReturnType<typeof startLocalIssuerServer>>;
+
+beforeAll(async () => {
+  redis = await resolveTestRedis();
+  issuerServer = await startLocalIssuerServer();
+});
+afterAll(async () => {
+  await issuerServer?.close();
+  await redis?.stop();
+});
+
+async function twoInstances(
+  prefix: string,
+  extra: Record<string, unknown> = {},
+): Promise<[FastifyInstance, FastifyInstance, Config]> {
+  const config = await testConfig(issuerServer.url, {
+    cache: { redisUrl: redis.url, keyPrefix: prefix, commandTimeoutMs: 500 },
+    ...extra,
+  });
+  const a = await buildApp(config, { logger: pino({ level: "silent" }) });
+  const b = await buildApp(config, { logger: pino({ level: "silent" }) });
+  await waitReady(a);
+  await waitReady(b);
+  return [a, b, config];
+}
+
+async function waitReady(app: FastifyInstance): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!app.exchange.store.healthy()) {
+    if (Date.now() > deadline) throw new Error("redis did not connect");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function tokenRequest(app: FastifyInstance, sa: string, scope = "repository:team-a/app:pull") {
+  return app.inject({
+    method: "GET",
+    url: `/token?service=${SERVICE}&scope=${scope}`,
+    headers: { authorization: basic(sa) },
+  });
+}
+
+let prefixCounter = 0;
+const apps: FastifyInstance[] = [];
+let prefix: string;
+beforeEach(() => {
+  prefix = `t${process.pid}-${Date.now()}-${prefixCounter++}:`;
+  issuerServer.issuer.served.discovery = 0;
+  issuerServer.issuer.served.jwks = 0;
+});
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((a) => a.close()));
+});
+
+describe("two instances on one Redis", () => {
+  it("fetch the JWKS once for both", async () => {
+    const [a, b] = await twoInstances(prefix);
+    apps.push(a, b);
+    const sa = await issuerServer.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "app",
+      audiences: [AUDIENCE],
+    });
+    expect((await tokenRequest(a, sa)).statusCode).toBe(200);
+    expect((await tokenRequest(b, sa)).statusCode).toBe(200);
+    expect(issuerServer.issuer.served.jwks).toBe(1);
+    expect(a.exchange.keySets[0]!.fetchCount + b.exchange.keySets[0]!.fetchCount).toBe(1);
+  });
+
+  it("reuse a token minted by the other instance, telling the truth about its age", async () => {
+    const [a, b] = await twoInstances(prefix);
+    apps.push(a, b);
+    const sa = await issuerServer.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "app",
+      audiences: [AUDIENCE],
+    });
+    const first = (await tokenRequest(a, sa)).json();
+    // a different pod's token of the same service account
+    const sa2 = await issuerServer.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "app",
+      audiences: [AUDIENCE],
+      podName: "other",
+    });
+    const second = (await tokenRequest(b, sa2)).json();
+    expect(second.token).toBe(first.token);
+    expect(second.issued_at).toBe(first.issued_at);
+    expect(second.expires_in).toBeLessThanOrEqual(first.expires_in);
+    expect(b.exchange.realm.stats.tokenHits).toBe(1);
+    // a different granted access is a different token
+    const third = (await tokenRequest(b, sa2, "repository:team-a/other:pull")).json();
+    expect(third.token).not.toBe(first.token);
+  });
+
+  it("share one rate limit", async () => {
+    const [a, b] = await twoInstances(prefix, {
+      rateLimit: { maxPerAddress: 3, maxPerServiceAccount: 100, timeWindowSeconds: 60 },
+    });
+    apps.push(a, b);
+    const codes: number[] = [];
+    for (const app of [a, b, a, b]) {
+      const res = await app.inject({
+        method: "GET",
+        url: `/token?service=${SERVICE}`,
+        headers: { authorization: basic("not-a-jwt") },
+      });
+      codes.push(res.statusCode);
+      if (res.statusCode === 429) {
+        expect(res.headers["retry-after"]).toMatch(/^\d+$/);
+        expect(res.json()).toEqual({
+          errors: [
+            {
+              code: "TOOMANYREQUESTS",
+              message: expect.stringMatching(/^too many requests: retry in \d+ s$/),
+              detail: { reason: "rate_limited" },
+            },
+          ],
+        });
+      }
+    }
+    expect(codes).toEqual([401, 401, 401, 429]);
+  });
+
+  it("limit a verified service account by identity, not by address", async () => {
+    const [a, b] = await twoInstances(prefix, {
+      rateLimit: { maxPerAddress: 1000, maxPerServiceAccount: 2, timeWindowSeconds: 60 },
+    });
+    apps.push(a, b);
+    const sa = await issuerServer.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "app",
+      audiences: [AUDIENCE],
+    });
+    // first request is keyed by address (not verified yet), then by identity on each instance
+    const codes = [];
+    for (const app of [a, b, a, b, a]) codes.push((await tokenRequest(app, sa)).statusCode);
+    expect(codes).toEqual([200, 200, 200, 200, 429]);
+  });
+
+  it("a burst of 1,000 unknown-kid tokens across both causes exactly one JWKS fetch; a rotation is still seen", async () => {
+    const [a, b] = await twoInstances(prefix, { rateLimit: { enabled: false } });
+    apps.push(a, b);
+    const good = await issuerServer.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "app",
+      audiences: [AUDIENCE],
+    });
+    expect((await tokenRequest(a, good)).statusCode).toBe(200);
+    expect((await tokenRequest(b, good)).statusCode).toBe(200);
+    const before = issuerServer.issuer.served.jwks;
+    expect(before).toBe(1);
+    const garbage = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        issuerServer.issuer.mint({
+          namespace: "team-a",
+          serviceAccount: "app",
+          audiences: [AUDIENCE],
+          header: { kid: `garbage-${i}` },
+        }),
+      ),
+    );
+    const responses = await Promise.all(
+      Array.from({ length: 1000 }, (_, i) => tokenRequest(i % 2 === 0 ? a : b, garbage[i % garbage.length]!)),
+    );
+    const statuses = new Set(responses.map((r) => r.statusCode));
+    expect([...statuses]).toEqual([401]);
+    expect(responses[0]!.json().errors[0].detail.reason).toBe("unknown_key");
+    const stormFetches = issuerServer.issuer.served.jwks - before;
+    expect(stormFetches).toBe(1);
+    // A real rotation right after the storm: the new kid is picked up by one more fetch, no cooldown.
+    issuerServer.issuer.rotate();
+    const rotated = await issuerServer.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "app",
+      audiences: [AUDIENCE],
+    });
+    expect((await tokenRequest(a, rotated, "repository:team-a/rotated:pull")).statusCode).toBe(200);
+    expect((await tokenRequest(b, rotated, "repository:team-a/rotated2:pull")).statusCode).toBe(200);
+    expect(issuerServer.issuer.served.jwks - before).toBe(2);
+    console.info(`[measure] unknown-kid burst of 1000 across 2 instances: ${stormFetches} JWKS fetch(es)`);
+  });
+});
+
+describe("cache hygiene", () => {
+  it("stores no token or credential in Redis in the clear", async () => {
+    const [a] = await twoInstances(prefix);
+    apps.push(a);
+    const sa = await issuerServer.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "app",
+      audiences: [AUDIENCE],
+    });
+    expect((await tokenRequest(a, sa)).statusCode).toBe(200);
+    const client = new Redis(redis.url);
+    try {
+      const keys = await client.keys(`${prefix}*`);
+      expect(keys.length).toBeGreaterThan(0);
+      for (const k of keys) {
+        expect(k).not.toContain(sa.slice(0, 20));
+        const type = await client.type(k);
+        if (type === "string") expect(await client.get(k)).not.toContain(sa.slice(-40));
+        const ttl = await client.pttl(k);
+        expect(ttl).toBeGreaterThan(0);
+      }
+    } finally {
+      client.disconnect();
+    }
+  });
+});
