@@ -2,6 +2,7 @@
  * The application factory: `buildApp(config, deps)` returns a ready Fastify instance with every route
  * registered and nothing listening. `src/server.ts` listens; tests call `app.inject()`.
  */
+import { readFileSync } from "node:fs";
 import formbody from "@fastify/formbody";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
@@ -76,7 +77,11 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const verifier = new ServiceAccountVerifier(keySets, { now });
   const realm = new TokenRealm({ config, verifier, policy, signingKeys, store, logger, now });
 
+  const https = config.server.tls
+    ? { https: { key: readFileSync(config.server.tls.keyFile), cert: readFileSync(config.server.tls.certFile) } }
+    : {};
   const app = Fastify({
+    ...https,
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,

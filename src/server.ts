@@ -31,7 +31,8 @@ export async function startServer(
   const port = typeof address === "object" && address ? address.port : config.server.port;
   const host =
     config.server.host === "0.0.0.0" || config.server.host === "::" ? "127.0.0.1" : config.server.host;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const scheme = config.server.tls ? "https" : "http";
+  const url = `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`;
   // Warm the key caches so the first pull does not pay for discovery; failures are logged by the key set.
   for (const ks of app.exchange.keySets) ks.refresh().catch(() => {});
   let closing: Promise<void> | undefined;

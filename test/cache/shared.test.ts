@@ -198,6 +198,32 @@ describe("two instances on one Redis", () => {
   });
 });
 
+describe("token cache in a repeated-pull run", () => {
+  it("reuses tokens across pods and replicas: 10 pods x 3 repositories x 10 pulls over two instances", async () => {
+    const [a, b] = await twoInstances(prefix, { rateLimit: { enabled: false } });
+    apps.push(a, b);
+    const pods = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        issuerServer.issuer.mint({ namespace: "team-a", serviceAccount: "app", audiences: [AUDIENCE], podName: `app-${i}` }),
+      ),
+    );
+    const repos = ["team-a/web", "team-a/worker", "library/base"];
+    for (let round = 0; round < 10; round++) {
+      for (const [i, pod] of pods.entries()) {
+        for (const repo of repos) {
+          const res = await tokenRequest(i % 2 === 0 ? a : b, pod, `repository:${repo}:pull`);
+          expect(res.statusCode).toBe(200);
+        }
+      }
+    }
+    const hits = a.exchange.realm.stats.tokenHits + b.exchange.realm.stats.tokenHits;
+    const misses = a.exchange.realm.stats.tokenMisses + b.exchange.realm.stats.tokenMisses;
+    expect(hits + misses).toBe(300);
+    expect(misses).toBe(3);
+    console.info(`[measure] token cache hit rate, repeated pulls over 2 instances: ${hits}/${hits + misses} = ${((100 * hits) / (hits + misses)).toFixed(1)}%`);
+  });
+});
+
 describe("cache hygiene", () => {
   it("stores no token or credential in Redis in the clear", async () => {
     const [a] = await twoInstances(prefix);
