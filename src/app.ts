@@ -78,7 +78,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const realm = new TokenRealm({ config, verifier, policy, signingKeys, store, logger, now });
 
   const https = config.server.tls
-    ? { https: { key: readFileSync(config.server.tls.keyFile), cert: readFileSync(config.server.tls.certFile) } }
+    ? {
+        https: {
+          key: readFileSync(config.server.tls.keyFile),
+          cert: readFileSync(config.server.tls.certFile),
+        },
+      }
     : {};
   const app = Fastify({
     ...https,

@@ -61,7 +61,6 @@ export async function prepareLocalMode(
         {
           name: "each namespace pushes to its own repositories",
           match: { cluster: "local", namespace: "*", serviceAccount: "*" },
-          // biome-ignore lint/suspicious/noTemplateCurlyInString: a policy template, not a JS template
           allow: [{ repository: "${namespace}/**", actions: ["pull", "push"] }],
         },
         {

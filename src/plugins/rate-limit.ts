@@ -65,7 +65,7 @@ function hybridStore(redis: RedisClient | undefined, prefix: string) {
   };
   return class HybridStore {
     incr(key: string, cb: IncrCallback, timeWindow: number): void {
-      if (!redis || redis.status !== "ready") {
+      if (redis?.status !== "ready") {
         cb(null, incrLocal(key, timeWindow));
         return;
       }

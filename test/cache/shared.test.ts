@@ -204,7 +204,12 @@ describe("token cache in a repeated-pull run", () => {
     apps.push(a, b);
     const pods = await Promise.all(
       Array.from({ length: 10 }, (_, i) =>
-        issuerServer.issuer.mint({ namespace: "team-a", serviceAccount: "app", audiences: [AUDIENCE], podName: `app-${i}` }),
+        issuerServer.issuer.mint({
+          namespace: "team-a",
+          serviceAccount: "app",
+          audiences: [AUDIENCE],
+          podName: `app-${i}`,
+        }),
       ),
     );
     const repos = ["team-a/web", "team-a/worker", "library/base"];
@@ -220,7 +225,9 @@ describe("token cache in a repeated-pull run", () => {
     const misses = a.exchange.realm.stats.tokenMisses + b.exchange.realm.stats.tokenMisses;
     expect(hits + misses).toBe(300);
     expect(misses).toBe(3);
-    console.info(`[measure] token cache hit rate, repeated pulls over 2 instances: ${hits}/${hits + misses} = ${((100 * hits) / (hits + misses)).toFixed(1)}%`);
+    console.info(
+      `[measure] token cache hit rate, repeated pulls over 2 instances: ${hits}/${hits + misses} = ${((100 * hits) / (hits + misses)).toFixed(1)}%`,
+    );
   });
 });
 

@@ -10,7 +10,10 @@ function unwrap(schema: z.ZodType): z.ZodType {
     const def = (s as unknown as { def: Record<string, unknown> }).def;
     if (s instanceof z.ZodOptional || s instanceof z.ZodDefault || s instanceof z.ZodNullable) {
       s = (def.innerType as typeof s) ?? s;
-    } else if ((def as { type?: string }).type === "prefault" || (def as { type?: string }).type === "default") {
+    } else if (
+      (def as { type?: string }).type === "prefault" ||
+      (def as { type?: string }).type === "default"
+    ) {
       s = def.innerType as typeof s;
     } else if ((def as { type?: string }).type === "pipe") {
       s = def.in as typeof s;

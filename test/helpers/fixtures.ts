@@ -2,7 +2,7 @@
  * Shared test fixtures: a local Kubernetes-faithful issuer on a real port, generated signing keys, a
  * config built through the real schema, and an app built with a silent (or capturing) logger.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -24,7 +24,11 @@ let cachedKeys: Promise<{ keyFile: string; certFile: string }> | undefined;
 
 /** One generated signing key + certificate per test process. */
 export function signingKeyFiles(): Promise<{ keyFile: string; certFile: string }> {
-  cachedKeys ??= generateSigningKeyFiles(mkdtempSync(join(tmpdir(), "rte-keys-")));
+  if (!cachedKeys) {
+    const dir = mkdtempSync(join(tmpdir(), "rte-keys-"));
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    cachedKeys = generateSigningKeyFiles(dir);
+  }
   return cachedKeys;
 }
 
