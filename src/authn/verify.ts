@@ -34,6 +34,13 @@ export interface Identity {
   issuedAt: number;
   /** The token's `jti`, if any (safe to log). */
   tokenId?: string | undefined;
+  /**
+   * Service-account annotations passed through by kubelet (`CredentialProviderRequest.
+   * serviceAccountAnnotations`, KEP-4412), carried by exchange credentials. Asserted by the caller of
+   * `/v1/credential-provider`, not signed by the cluster: anyone holding a token with the
+   * credential-provider audience can claim any values.
+   */
+  annotations?: Record<string, string> | undefined;
 }
 
 /** Longest accepted service-account token, characters (real ones are ~1-2 KiB). */
@@ -162,6 +169,9 @@ export class ServiceAccountVerifier {
 function mapJoseError(err: unknown, cluster: ClusterConfig, audiences: readonly string[]): ExchangeError {
   if (err instanceof joseErrors.JWTExpired) return fail("token_expired", "service-account token has expired");
   if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    // Absence first: jose reports a missing `aud`/`iss` with the same claim name as a mismatch.
+    if (err.reason === "missing")
+      return fail("missing_claim", `service-account token has no "${err.claim}" claim`);
     switch (err.claim) {
       case "iss":
         return fail("invalid_issuer", `"iss" claim does not match cluster "${cluster.name}"`);
@@ -171,10 +181,9 @@ function mapJoseError(err: unknown, cluster: ClusterConfig, audiences: readonly 
           `"aud" claim does not contain an accepted audience (accepted: ${audiences.map((a) => safeEcho(a, 80)).join(", ")})`,
         );
       case "nbf":
+        if (err.reason !== "check_failed") return fail("malformed_token", '"nbf" claim is invalid');
         return fail("token_not_yet_valid", 'service-account token is not valid yet ("nbf" is in the future)');
       default:
-        if (err.reason === "missing")
-          return fail("missing_claim", `service-account token has no "${err.claim}" claim`);
         return fail("malformed_token", `"${err.claim}" claim is invalid`);
     }
   }

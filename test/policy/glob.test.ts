@@ -1,0 +1,129 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: policy templates such as ${namespace} are data, not JS templates
+/**
+ * Glob patterns of the policy language (src/policy/glob.ts): identity patterns, repository patterns with
+ * `*` (one path component) and `**` (any depth), and literal template substitution.
+ */
+import { describe, expect, it } from "vitest";
+import { ConfigError } from "../../src/errors.js";
+import {
+  compileNamePattern,
+  compileRepositoryPattern,
+  hasTemplate,
+  parseRepositoryPattern,
+  type TemplateValues,
+} from "../../src/policy/glob.js";
+
+const values: TemplateValues = { cluster: "prod", namespace: "team-a", serviceAccount: "builder" };
+
+function repoMatches(pattern: string, name: string, v: TemplateValues = values): boolean {
+  return compileRepositoryPattern(parseRepositoryPattern(pattern, "test"), v).test(name);
+}
+
+describe("identity patterns", () => {
+  it.each([
+    ["*", "", true],
+    ["*", "anything-at:all/even", true],
+    ["team-*", "team-", true],
+    ["team-*", "team-a", true],
+    ["team-*", "xteam-a", false],
+    ["team-*", "team", false],
+    ["*-prod", "eu-prod", true],
+    ["*-prod", "eu-prod-2", false],
+    ["a*b*c", "abc", true],
+    ["a*b*c", "a-x-b-y-c", true],
+    ["a.b", "a.b", true],
+    ["a.b", "axb", false],
+    ["(x)", "(x)", true],
+    ["x+", "xx", false],
+    ["line*", "line1\nline2", true],
+  ] as const)("%s vs %j -> %s", (pattern, name, want) => {
+    expect(compileNamePattern(pattern).test(name)).toBe(want);
+  });
+});
+
+describe("repository patterns: * vs **", () => {
+  it.each([
+    ["library/*", "library/ubuntu", true],
+    ["library/*", "library/nested/ubuntu", false],
+    ["library/*", "library", false],
+    ["library/**", "library/ubuntu", true],
+    ["library/**", "library/nested/deep/ubuntu", true],
+    ["library/**", "library", false],
+    ["library/**", "libraryx/ubuntu", false],
+    ["*", "foo", true],
+    ["*", "foo/bar", false],
+    ["**", "foo/bar/baz", true],
+    ["*/app", "team/app", true],
+    ["*/app", "org/team/app", false],
+    ["**/app", "org/team/app", true],
+    ["**/app", "org/team/application", false],
+    ["a/*/c", "a/b/c", true],
+    ["a/*/c", "a/b/x/c", false],
+    ["a/**/c", "a/b/x/c", true],
+    ["team.a/*", "teamxa/app", false],
+    ["localhost:5000/*", "localhost:5000/foo", true],
+  ] as const)("%s vs %s -> %s", (pattern, name, want) => {
+    expect(repoMatches(pattern, name)).toBe(want);
+  });
+});
+
+describe("templates", () => {
+  it.each([
+    ["${namespace}/**", "team-a/app", true],
+    ["${namespace}/**", "team-a/x/y", true],
+    ["${namespace}/**", "team-b/app", false],
+    ["${namespace}/**", "team-ab/app", false],
+    ["${namespace}/**", "team-a", false],
+    ["${cluster}/${namespace}/*", "prod/team-a/app", true],
+    ["${cluster}/${namespace}/*", "dev/team-a/app", false],
+    ["sa/${serviceAccount}", "sa/builder", true],
+    ["sa/${serviceAccount}", "sa/builder2", false],
+    ["${namespace}-*", "team-a-cache", true],
+  ] as const)("%s vs %s -> %s", (pattern, name, want) => {
+    expect(repoMatches(pattern, name)).toBe(want);
+  });
+
+  it("substitutes values literally: regex or glob characters in a value never widen the pattern", () => {
+    const hostile: TemplateValues = { cluster: ".*", namespace: "a|b", serviceAccount: "**" };
+    expect(repoMatches("${cluster}/x", "anything/x", hostile)).toBe(false);
+    expect(repoMatches("${cluster}/x", ".*/x", hostile)).toBe(true);
+    expect(repoMatches("${namespace}/x", "a/x", hostile)).toBe(false);
+    expect(repoMatches("${namespace}/x", "a|b/x", hostile)).toBe(true);
+    expect(repoMatches("sa/${serviceAccount}", "sa/deep/er", hostile)).toBe(false);
+    expect(repoMatches("sa/${serviceAccount}", "sa/**", hostile)).toBe(true);
+  });
+
+  it("parses into literal, star and variable parts", () => {
+    expect(parseRepositoryPattern("${namespace}/**/app-*", "p")).toEqual([
+      { var: "namespace" },
+      { lit: "/" },
+      { star: 2 },
+      { lit: "/app-" },
+      { star: 1 },
+    ]);
+    expect(hasTemplate(parseRepositoryPattern("${cluster}/x", "p"))).toBe(true);
+    expect(hasTemplate(parseRepositoryPattern("library/*", "p"))).toBe(false);
+  });
+
+  it.each([
+    ["${team}/**", "${team}"],
+    ["${Namespace}/**", "${Namespace}"],
+    ["x/${}", "${}"],
+    ["${namespace}/${pod}", "${pod}"],
+  ])("unknown variable in %s -> ConfigError naming %s and the dotted path", (pattern, variable) => {
+    let caught: unknown;
+    try {
+      parseRepositoryPattern(pattern, "policy.rules[3].deny[1].repository");
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect((caught as ConfigError).problems).toEqual([
+      `policy.rules[3].deny[1].repository: unknown template variable "${variable}" (known: \${cluster}, \${namespace}, \${serviceAccount})`,
+    ]);
+  });
+
+  it("an unterminated ${ is literal text, not a template", () => {
+    expect(parseRepositoryPattern("${namespace", "p")).toEqual([{ lit: "${namespace" }]);
+  });
+});
