@@ -6,6 +6,7 @@
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { ClusterKeySet } from "../../src/authn/jwks.js";
+import { ServiceAccountVerifier } from "../../src/authn/verify.js";
 import { parseConfig } from "../../src/config/load.js";
 import { ExchangeError } from "../../src/errors.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
@@ -98,5 +99,22 @@ describe("ClusterKeySet", () => {
     expect(err).toBeInstanceOf(ExchangeError);
     expect((err as ExchangeError).code).toBe("keys_unavailable");
     expect((err as ExchangeError).statusCode).toBe(503);
+  });
+
+  it("notices a rotated key for tokens without a kid: one budgeted re-fetch, then the new key verifies", async () => {
+    const { server, ks, clock } = await setup();
+    const verifier = new ServiceAccountVerifier([ks], { now: clock.now });
+    const mint = () =>
+      server.issuer.mint({ namespace: "ns", serviceAccount: "sa", audiences: ["a"], nowMs: clock.now(), header: { kid: "" } });
+    expect((await verifier.verify(await mint())).namespace).toBe("ns");
+    expect(ks.fetchCount).toBe(1);
+    server.issuer.rotate();
+    server.issuer.keys = server.issuer.keys.slice(0, 1); // the old key is gone from the JWKS
+    expect((await verifier.verify(await mint())).namespace).toBe("ns");
+    expect(ks.fetchCount).toBe(2);
+    // a forged kid-less token costs at most the budget, then no more fetches
+    const forged = `${(await mint()).slice(0, -8)}AAAAAAAA`;
+    for (let i = 0; i < 5; i++) await expect(verifier.verify(forged)).rejects.toMatchObject({ code: "invalid_signature" });
+    expect(ks.fetchCount).toBe(4);
   });
 });

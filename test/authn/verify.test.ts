@@ -413,16 +413,29 @@ describe("verification through GET /token", () => {
       );
     });
 
-    it("within the leeway: exp 29 s ago, nbf and iat 30 s ahead are accepted", async () => {
-      for (const claims of [{ exp: NOW_S - 29 }, { nbf: NOW_S + 30 }, { iat: NOW_S + 30 }]) {
+    it("within the leeway: nbf and iat 30 s ahead are accepted", async () => {
+      for (const claims of [{ nbf: NOW_S + 30 }, { iat: NOW_S + 30 }]) {
         expectGranted(await get(env.app, basic(await mint(env.issuer, { claims }))));
       }
     });
 
-    it("the minted registry token never outlives the service-account token (exp within the leeway)", async () => {
+    it("a token inside the exp leeway verifies but is too close to expiry to exchange", async () => {
       const sa = await mint(env.issuer, { claims: { exp: NOW_S - 29 } });
-      const claims = expectGranted(await get(env.app, basic(sa)));
-      expect(claims.exp).toBeLessThanOrEqual(NOW_S - 29);
+      expectUnauthorized(
+        await get(env.app, basic(sa)),
+        "token_expired",
+        "the presented credential expires in 0 s; at least 60 s are needed",
+      );
+    });
+
+    it("a token with less than 60 s left is refused; with 60 s left the minted token ends with it", async () => {
+      expectUnauthorized(
+        await get(env.app, basic(await mint(env.issuer, { claims: { exp: NOW_S + 59 } }))),
+        "token_expired",
+        "the presented credential expires in 59 s; at least 60 s are needed",
+      );
+      const claims = expectGranted(await get(env.app, basic(await mint(env.issuer, { claims: { exp: NOW_S + 60 } }))));
+      expect(claims.exp).toBe(NOW_S + 60);
     });
 
     it("a pod-less, node-bound token is accepted", async () => {
@@ -436,8 +449,14 @@ describe("verification through GET /token", () => {
     it("a token valid now is refused once the clock passes its exp plus the leeway (cache included)", async () => {
       const sa = await mint(env.issuer, { ttlSeconds: 600 });
       expectGranted(await get(env.app, basic(sa)));
-      clock = NOW + 600_000 + 29_000;
+      clock = NOW + 540_000;
       expectGranted(await get(env.app, basic(sa)));
+      clock = NOW + 540_000 + 1_000;
+      expectUnauthorized(
+        await get(env.app, basic(sa)),
+        "token_expired",
+        "the presented credential expires in 59 s; at least 60 s are needed",
+      );
       clock = NOW + 600_000 + 30_000;
       expectUnauthorized(await get(env.app, basic(sa)), "token_expired", "service-account token has expired");
     });

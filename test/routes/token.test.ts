@@ -604,12 +604,10 @@ describe("secrets never reach the logs", () => {
   });
 });
 
-// Skipped because it fails today and the fix is outside this suite's files: src/plugins/logging.ts
-// serializeRequest logs the first 200 characters of the path, so a credential pasted into the URL path
-// (a misconfigured realm URL) reaches the "incoming request" line. The 404 handler already refuses to
-// echo the path for this reason. Un-skip once the serializer drops or masks unknown paths.
+// A credential pasted into the URL path (a misconfigured realm URL) must not reach the "incoming request"
+// line: the request serializer logs the matched route pattern, never the path as sent.
 describe("secrets in the URL path", () => {
-  it.skip("a token in the request path is not logged", async () => {
+  it("a token in the request path is not logged", async () => {
     const { logger, lines } = capturingLogger("trace");
     const env = await testEnv({}, { logger, now: () => NOW });
     try {
