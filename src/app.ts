@@ -12,13 +12,19 @@ import { createCacheStores } from "./cache/index.js";
 import type { RedisClient } from "./cache/redis.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
+import { CredentialProviderExchange } from "./credential-provider/exchange.js";
 import type { LocalIssuer } from "./local/issuer.js";
+import { registerDeniedAudit } from "./plugins/audit.js";
 import { registerErrorHandling } from "./plugins/errors.js";
 import { createLogger } from "./plugins/logging.js";
+import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
-import { Policy } from "./policy/engine.js";
+import { loadPolicy } from "./policy/validate.js";
+import { registerCredentialProviderRoutes } from "./routes/credential-provider.js";
+import { registerExplainRoutes } from "./routes/explain.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerKeyRoutes } from "./routes/keys.js";
+import { loadOpenApiDocument, registerOpenApiRoute } from "./routes/openapi.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { TokenRealm } from "./token/realm.js";
 import { loadSigningKey, type SigningKey } from "./token/signing.js";
@@ -44,6 +50,8 @@ export interface AppContext {
   keySets: ClusterKeySet[];
   store: CacheStore;
   signingKeys: ReadonlyMap<string, SigningKey>;
+  /** This app's Prometheus metrics (its own registry). */
+  metrics: ServiceMetrics;
 }
 
 declare module "fastify" {
@@ -72,10 +80,24 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`),
     ]),
   );
-  const policy = new Policy(config.policy.rules);
-  const keySets = config.clusters.map((c) => new ClusterKeySet(c, { logger, now, shared: stores.shared }));
+  const policy = loadPolicy(config, (warning) => logger.warn(`config warning: ${warning}`));
+  const metrics = new ServiceMetrics();
+  const openapi = loadOpenApiDocument();
+  const keySets = config.clusters.map(
+    (c) => new ClusterKeySet(c, { logger, now, shared: stores.shared, onFetch: metrics.onJwksFetch }),
+  );
   const verifier = new ServiceAccountVerifier(keySets, { now });
-  const realm = new TokenRealm({ config, verifier, policy, signingKeys, store, logger, now });
+  const realm = new TokenRealm({
+    config,
+    verifier,
+    policy,
+    signingKeys,
+    store,
+    logger,
+    now,
+    onIssue: metrics.onIssue,
+  });
+  metrics.bind({ realmStats: () => realm.stats, keySets, signingKeys, redis: stores.redis, now });
 
   const https = config.server.tls
     ? {
@@ -91,16 +113,27 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,
     requestTimeout: config.server.requestTimeoutMs,
+    keepAliveTimeout: config.server.keepAliveTimeoutMs,
     return503OnClosing: true,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
   });
-  app.decorate("exchange", { realm, keySets, store, signingKeys });
+  // Node's own guard against clients that never finish their headers (fastify has no option for it).
+  app.server.headersTimeout = config.server.headersTimeoutMs;
+  app.decorate("exchange", { realm, keySets, store, signingKeys, metrics });
   registerErrorHandling(app);
+  registerMetrics(app, metrics);
+  registerDeniedAudit(app, now);
   await app.register(formbody, { bodyLimit: config.server.bodyLimitBytes });
   await registerRateLimit(app, config, realm, stores.redis);
   registerTokenRoutes(app, realm);
+  registerExplainRoutes(app, realm, now);
+  registerCredentialProviderRoutes(
+    app,
+    new CredentialProviderExchange({ config, realm, policy, logger, now }),
+  );
   registerKeyRoutes(app, signingKeys.values());
-  registerHealthRoutes(app, keySets, store);
+  registerHealthRoutes(app, keySets, store, now);
+  registerOpenApiRoute(app, openapi);
   if (deps.localIssuer) deps.localIssuer.issuer.register(app, deps.localIssuer.prefix);
   app.addHook("onClose", async () => {
     await Promise.all(keySets.map((ks) => ks.close()));

@@ -1,14 +1,21 @@
 /**
  * The `registry-token-exchange` command line.
  *
- *   serve --config FILE        run the service
- *   serve --local              run in local mode (built-in issuer, generated keys, in-memory cache)
+ *   serve --config FILE        run the service (--workers N: N processes sharing the port)
+ *   serve --local              run in local mode (built-in issuer, generated keys, in-memory cache;
+ *                              --redis-url URL shares the cache through Redis, as in docker-compose.yml)
  *   local-token ...            mint a service-account token from the local issuer
  *   keygen --out DIR           generate a signing key and self-signed certificate
  *   check-config --config FILE validate a config file and load its keys, contacting nothing
+ *                              (--fetch-keys: fetch cluster keys too; --strict: warnings fail)
+ *   explain --config FILE --token FILE [--scope S]... [--service S] [--fetch-keys]
+ *                              what /token would grant that token, offline unless --fetch-keys
+ *   credential-provider --url URL [--ca-file F] [--timeout S]
+ *                              the kubelet credential provider exec plugin (stdin -> service -> stdout)
  *
  * Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
  */
+import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
@@ -16,8 +23,9 @@ import { loadConfigFile } from "./config/load.js";
 import { ConfigError } from "./errors.js";
 import { LocalIssuer } from "./local/issuer.js";
 import { LOCAL_ISSUER_PREFIX, LOCAL_SERVICE, prepareLocalMode } from "./local/mode.js";
-import { Policy } from "./policy/engine.js";
-import { startServer } from "./server.js";
+import { createLogger } from "./plugins/logging.js";
+import { type CommandResult, checkConfigCommand, explainCommand } from "./policy/commands.js";
+import { runWorkers, startServer } from "./server.js";
 import { generateSigningKeyFiles, loadSigningKey } from "./token/signing.js";
 
 const DEFAULT_STATE_DIR = ".local";
@@ -43,6 +51,15 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+/** Options of `serve`. */
+interface ServeOptions {
+  config?: string;
+  local?: boolean;
+  stateDir: string;
+  workers: number;
+  redisUrl?: string;
+}
+
 /** Builds the commander program (exported for tests). */
 export function buildProgram(): Command {
   const program = new Command()
@@ -57,12 +74,22 @@ export function buildProgram(): Command {
     .option("-c, --config <file>", "YAML config file")
     .option("--local", "local mode: built-in cluster issuer, generated signing key, in-memory cache")
     .option("--state-dir <dir>", "local mode state folder", DEFAULT_STATE_DIR)
-    .action(async (opts: { config?: string; local?: boolean; stateDir: string }) => {
+    .option("--redis-url <url>", "local mode: share the cache through this Redis (redis://host:port/db)")
+    .option(
+      "--workers <n>",
+      "worker processes sharing the port (node:cluster; share state through Redis)",
+      positiveInt,
+      1,
+    )
+    .action(async (opts: ServeOptions) => {
       if (Boolean(opts.config) === Boolean(opts.local)) {
         throw new ConfigError(["serve: pass exactly one of --config FILE or --local"]);
       }
+      if (opts.local && opts.workers > 1) {
+        throw new ConfigError(["serve: --workers needs --config (local mode runs one process)"]);
+      }
       if (opts.local) {
-        const setup = await prepareLocalMode(opts.stateDir, process.env);
+        const setup = await prepareLocalMode(opts.stateDir, process.env, { redisUrl: opts.redisUrl });
         const server = await startServer(
           setup.config,
           { localIssuer: { issuer: setup.issuer, prefix: LOCAL_ISSUER_PREFIX } },
@@ -84,6 +111,14 @@ export function buildProgram(): Command {
         return;
       }
       const config = loadConfigFile(opts.config!);
+      if (opts.workers > 1 && cluster.isPrimary) {
+        const logger = createLogger(config.logging.level);
+        if (!config.cache.redisUrl && !config.cache.redisSentinel && !config.cache.redisCluster) {
+          logger.warn("--workers without Redis: each worker keeps its own cache and rate-limit counters");
+        }
+        runWorkers(opts.workers, logger);
+        return;
+      }
       await startServer(config, {}, true);
     });
 
@@ -140,32 +175,90 @@ export function buildProgram(): Command {
 
   program
     .command("check-config")
-    .description("validate a config file, load its signing keys and compile its policy (contacts nothing)")
+    .description(
+      "validate a config file (schema, files, signing keys, policy, jwksFile keys); contacts nothing unless --fetch-keys",
+    )
     .requiredOption("-c, --config <file>", "YAML config file")
-    .action(async (opts: { config: string }) => {
-      const config = loadConfigFile(opts.config);
-      const problems: string[] = [];
-      config.registries.forEach((r, i) => {
-        try {
-          loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`);
-        } catch (err) {
-          if (err instanceof ConfigError) problems.push(...err.problems);
-          else throw err;
-        }
+    .option("--fetch-keys", "also fetch every other cluster's keys (discovery + JWKS), as the service would")
+    .option("--strict", "treat warnings as errors (exit status 2)")
+    .action(async (opts: { config: string; fetchKeys?: boolean; strict?: boolean }) => {
+      printResult(await checkConfigCommand(opts));
+    });
+
+  program
+    .command("explain")
+    .description(
+      "what /token would grant a service-account token (offline: claims checked, signature only with --fetch-keys or a jwksFile)",
+    )
+    .requiredOption("-c, --config <file>", "YAML config file")
+    .requiredOption(
+      "-t, --token <file>",
+      "file holding the token (a service-account token or an exchange credential)",
+    )
+    .option(
+      "-s, --scope <scope>",
+      "requested scope, e.g. repository:team-a/app:pull,push (repeatable)",
+      collect,
+    )
+    .option("--service <service>", "registry service (default: the config's only registry)")
+    .option("--fetch-keys", "verify the signature against the cluster's keys (contacts the cluster)")
+    .action(
+      async (opts: {
+        config: string;
+        token: string;
+        scope?: string[];
+        service?: string;
+        fetchKeys?: boolean;
+      }) => {
+        printResult(await explainCommand(opts));
+      },
+    );
+
+  program
+    .command("credential-provider")
+    .description(
+      "kubelet image credential provider plugin (KEP-4412): CredentialProviderRequest on stdin, " +
+        "CredentialProviderResponse on stdout, via POST <url>/v1/credential-provider",
+    )
+    .requiredOption("--url <url>", "base URL of the registry-token-exchange service")
+    .option("--ca-file <file>", "PEM CA bundle trusted for the service's TLS certificate")
+    .option(
+      "--timeout <seconds>",
+      "total time budget including retries (kubelet kills plugins after 60 s)",
+      boundedSeconds,
+      50,
+    )
+    .option("--attempt-timeout <seconds>", "time budget of one attempt", boundedSeconds, 10)
+    // kubelet logs stderr: a usage error is one line and exit status 2, as in the sh plugin.
+    .showHelpAfterError(false)
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+    .action(async (opts: { url: string; caFile?: string; timeout: number; attemptTimeout: number }) => {
+      // Loaded lazily: the plugin runs once per image pull and needs none of the server's modules.
+      const { readAll, runCredentialProvider } = await import("./credential-provider/plugin.js");
+      const output = await runCredentialProvider(await readAll(process.stdin), {
+        url: opts.url,
+        caFile: opts.caFile,
+        timeoutSeconds: opts.timeout,
+        attemptTimeoutSeconds: opts.attemptTimeout,
       });
-      try {
-        new Policy(config.policy.rules);
-      } catch (err) {
-        if (err instanceof ConfigError) problems.push(...err.problems);
-        else throw err;
-      }
-      if (problems.length > 0) throw new ConfigError(problems);
-      process.stdout.write(
-        `ok: ${config.clusters.length} cluster(s), ${config.registries.length} registr${config.registries.length === 1 ? "y" : "ies"}, ${config.policy.rules.length} rule(s)\n`,
-      );
+      process.stdout.write(output);
     });
 
   return program;
+}
+
+/** Prints a command's output; a non-zero code becomes the exit status once the output is flushed. */
+function printResult(result: CommandResult): void {
+  process.stdout.write(result.stdout);
+  process.stderr.write(result.stderr);
+  if (result.code !== 0) process.exitCode = result.code;
+}
+
+function boundedSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || n > 600)
+    throw new InvalidArgumentError("must be a number of seconds in (0, 600]");
+  return n;
 }
 
 /** Runs the CLI with `argv`; maps errors to exit codes and one-line messages. */

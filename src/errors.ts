@@ -32,6 +32,9 @@ export type ErrorCode =
   | "unsupported_grant_type"
   | "unsupported_media_type"
   | "payload_too_large"
+  | "invalid_target"
+  // authorization
+  | "access_denied"
   // operational
   | "rate_limited"
   | "keys_unavailable"
@@ -60,6 +63,8 @@ const STATUS: Record<ErrorCode, number> = {
   unsupported_grant_type: 400,
   unsupported_media_type: 415,
   payload_too_large: 413,
+  invalid_target: 400,
+  access_denied: 403,
   rate_limited: 429,
   keys_unavailable: 503,
   not_found: 404,

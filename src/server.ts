@@ -2,7 +2,9 @@
  * Running the app: listen, warm the cluster key sets, and shut down gracefully on SIGTERM/SIGINT
  * (stop accepting, finish in-flight requests, close connections).
  */
+import cluster, { type Worker } from "node:cluster";
 import type { FastifyInstance } from "fastify";
+import type { Logger } from "pino";
 import { type AppDeps, buildApp } from "./app.js";
 import type { Config } from "./config/schema.js";
 
@@ -16,6 +18,22 @@ export interface RunningServer {
 }
 
 /**
+ * Once shutdown begins, every response still being written says `Connection: close`, so its keep-alive
+ * socket closes right after it. Without this, a connection that was busy when `close()` began (a load
+ * balancer's pooled connection) stays open idle until `keepAliveTimeoutMs` and the drain outlasts the
+ * shutdown deadline: the server only reaps connections that are idle at the moment it starts closing.
+ */
+function closeConnectionsWhenDraining(app: FastifyInstance): void {
+  let draining = false;
+  app.addHook("preClose", async () => {
+    draining = true;
+  });
+  app.addHook("onSend", async (_request, reply) => {
+    if (draining) reply.header("connection", "close");
+  });
+}
+
+/**
  * Builds the app, listens on `config.server.host:port`, and starts loading every cluster's keys.
  * @param handleSignals install SIGTERM/SIGINT handlers that close the server and exit (CLI only)
  * @throws {ConfigError} for invalid keys or policy; listen errors (EADDRINUSE) as thrown by Node
@@ -26,6 +44,7 @@ export async function startServer(
   handleSignals = false,
 ): Promise<RunningServer> {
   const app = await buildApp(config, deps);
+  closeConnectionsWhenDraining(app);
   await app.listen({ host: config.server.host, port: config.server.port });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.server.port;
@@ -41,7 +60,12 @@ export async function startServer(
     return closing;
   };
   if (handleSignals) {
+    let signalled = false;
     const onSignal = (signal: NodeJS.Signals) => {
+      // A repeated signal must not abort the drain: wrappers (npm, tsx) and a terminal's Ctrl-C deliver
+      // the same signal twice, and with `once` the second one would kill the process mid-request.
+      if (signalled) return;
+      signalled = true;
       app.log.info({ signal }, "shutting down");
       const timer = setTimeout(() => process.exit(1), 10_000);
       timer.unref();
@@ -50,8 +74,60 @@ export async function startServer(
         () => process.exit(1),
       );
     };
-    process.once("SIGTERM", onSignal);
-    process.once("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
   }
   return { app, url, close };
+}
+
+/** Exit status of a worker whose configuration is invalid (see `cli.ts`): restarting it cannot help. */
+const CONFIG_ERROR_EXIT = 2;
+
+/**
+ * Runs the service as `workers` processes sharing one listening port (node:cluster: the primary accepts
+ * connections and hands them to the workers in turn; it runs no app itself). Call it in the primary only:
+ * each worker re-runs the same command line and starts a full instance with {@link startServer}, with its
+ * own in-process cache, key sets and rate-limit window, so workers share state only through Redis
+ * (`cache.redis*`), exactly as replicas do.
+ *
+ * Supervision: a worker that exits unexpectedly is replaced after a second; a worker that exits with
+ * status 2 (invalid configuration) stops the service with status 2. SIGTERM and SIGINT are passed on to
+ * every worker as SIGTERM (each shuts down gracefully); the primary exits 0 once they have all exited,
+ * or 1 if some are still running after 15 s.
+ * @param workers number of worker processes, >= 2
+ * @param logger the primary's logger (worker exits, shutdown)
+ */
+export function runWorkers(workers: number, logger: Logger): void {
+  let stopping = false;
+  let exitCode = 0;
+  const alive = () => Object.values(cluster.workers ?? {}).filter((w) => w && !w.isDead()) as Worker[];
+  const stop = (code: number) => {
+    exitCode = Math.max(exitCode, code);
+    if (stopping) return;
+    stopping = true;
+    for (const w of alive()) w.process.kill("SIGTERM");
+    setTimeout(() => process.exit(1), 15_000).unref();
+    if (alive().length === 0) process.exit(exitCode);
+  };
+  cluster.on("exit", (worker: Worker, code: number | null, signal: string | null) => {
+    if (!stopping && code === CONFIG_ERROR_EXIT) {
+      logger.fatal({ pid: worker.process.pid }, "worker refused the configuration; stopping");
+      stop(CONFIG_ERROR_EXIT);
+    }
+    if (stopping) {
+      if (alive().length === 0) process.exit(exitCode);
+      return;
+    }
+    logger.error({ pid: worker.process.pid, code, signal }, "worker exited; starting a replacement in 1 s");
+    setTimeout(() => {
+      if (!stopping) cluster.fork();
+    }, 1_000);
+  });
+  const onSignal = (signal: NodeJS.Signals) => {
+    logger.info({ signal, workers: alive().length }, "shutting down workers");
+    stop(0);
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  for (let i = 0; i < workers; i++) cluster.fork();
 }

@@ -150,6 +150,8 @@ export class ClusterKeySet {
   #tokens: number;
   #tokensAt: number;
   readonly #unknownKids = new Map<string, number>();
+  /** Incremented each time a key set is accepted (fetched or adopted). */
+  #generation = 0;
   /** Number of fetches started (discovery + JWKS count as one), for tests and metrics. */
   fetchCount = 0;
 
@@ -218,6 +220,20 @@ export class ClusterKeySet {
       }
     }
     return found.filter((k) => keyFitsAlg(k, alg));
+  }
+
+  /**
+   * After a token without a `kid` failed the signature check against every candidate key, re-fetches
+   * within the unknown-`kid` budget (or joins a fetch in flight): a rotated key has no other way to be
+   * noticed.
+   * @returns true when a newer key set is now loaded
+   */
+  async refreshAfterMiss(): Promise<boolean> {
+    const before = this.#generation;
+    if (this.#inflight !== undefined) await this.#inflight.catch(() => undefined);
+    else if (this.#takeToken()) await this.refresh().catch(() => undefined);
+    else return false;
+    return this.#generation !== before;
   }
 
   /**
@@ -324,6 +340,7 @@ export class ClusterKeySet {
   }
 
   #accept(loaded: Loaded): void {
+    this.#generation++;
     if (this.#lastError !== undefined) {
       this.#deps.logger.info(
         { cluster: this.cluster.name, keys: loaded.keys.length },

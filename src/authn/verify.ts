@@ -7,10 +7,17 @@
  * `kid` is empty or absent) -> signature, `iss`, `aud`, `exp`, `nbf` (jose, with leeway) -> `iat` not in
  * the future -> `sub` and the `kubernetes.io` claim agree.
  */
-import { decodeJwt, decodeProtectedHeader, type JWTPayload, errors as joseErrors, jwtVerify } from "jose";
+import {
+  decodeJwt,
+  decodeProtectedHeader,
+  type JWTPayload,
+  type JWTVerifyOptions,
+  errors as joseErrors,
+  jwtVerify,
+} from "jose";
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import type { ClusterKeySet } from "./jwks.js";
+import type { ClusterKeySet, VerificationKey } from "./jwks.js";
 
 /** A verified Kubernetes workload identity. */
 export interface Identity {
@@ -43,8 +50,12 @@ export interface Identity {
   annotations?: Record<string, string> | undefined;
 }
 
-/** Longest accepted service-account token, characters (real ones are ~1-2 KiB). */
-export const MAX_TOKEN_LENGTH = 16 * 1024;
+/**
+ * Longest accepted service-account token, characters (real ones are ~1-2 KiB). Kept well under Node's
+ * 16 KiB header limit so that a too-long token, even base64-encoded in a Basic header, still reaches
+ * the handler and gets a JSON error instead of Node's bare 431.
+ */
+export const MAX_TOKEN_LENGTH = 8 * 1024;
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const SUBJECT = /^system:serviceaccount:([^:]+):([^:]+)$/;
@@ -142,28 +153,48 @@ export class ServiceAccountVerifier {
       );
     }
     const accepted = audiences ?? cluster.audiences;
-    let payload: JWTPayload | undefined;
-    let lastError: unknown;
-    for (const candidate of candidates) {
-      try {
-        ({ payload } = await jwtVerify(token, candidate.key, {
-          algorithms: [...cluster.algorithms],
-          issuer: cluster.issuer,
-          audience: [...accepted],
-          clockTolerance: cluster.clockSkewSeconds,
-          requiredClaims: ["exp", "iat", "sub", "aud"],
-          currentDate: new Date(this.#now()),
-        }));
-        break;
-      } catch (err) {
-        lastError = err;
-        if (err instanceof joseErrors.JWSSignatureVerificationFailed) continue;
-        throw mapJoseError(err, cluster, accepted);
+    const options = {
+      algorithms: [...cluster.algorithms],
+      issuer: cluster.issuer,
+      audience: [...accepted],
+      clockTolerance: cluster.clockSkewSeconds,
+      requiredClaims: ["exp", "iat", "sub", "aud"],
+      currentDate: new Date(this.#now()),
+    };
+    let { payload, lastError } = await firstVerifying(token, candidates, options);
+    // Without a kid a rotated key cannot be recognised as unknown: when every key failed the signature,
+    // re-fetch within the same budget as unknown kids and try the new set once.
+    if (!payload && !kid && lastError instanceof joseErrors.JWSSignatureVerificationFailed) {
+      if (await keySet.refreshAfterMiss()) {
+        ({ payload, lastError } = await firstVerifying(token, await keySet.candidates(kid, alg), options));
       }
     }
     if (!payload) throw mapJoseError(lastError, cluster, accepted);
     return toIdentity(payload, cluster, this.#now());
   }
+}
+
+/**
+ * Verifies with each candidate key in turn; stops at the first whose signature verifies.
+ * @returns the payload, or the last error (a signature failure when no key verified)
+ * @throws nothing: claim errors are returned as `lastError` with no payload
+ */
+async function firstVerifying(
+  token: string,
+  candidates: readonly VerificationKey[],
+  options: JWTVerifyOptions,
+): Promise<{ payload: JWTPayload | undefined; lastError: unknown }> {
+  let lastError: unknown;
+  for (const candidate of candidates) {
+    try {
+      return { payload: (await jwtVerify(token, candidate.key, options)).payload, lastError: undefined };
+    } catch (err) {
+      lastError = err;
+      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed))
+        return { payload: undefined, lastError: err };
+    }
+  }
+  return { payload: undefined, lastError };
 }
 
 function mapJoseError(err: unknown, cluster: ClusterConfig, audiences: readonly string[]): ExchangeError {

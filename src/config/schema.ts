@@ -103,6 +103,35 @@ const signingKeySchema = z
   })
   .strict();
 
+/**
+ * A registry host as it appears in an image reference (`host[:port]`): a lower-case DNS name, an IPv4
+ * address or a bracketed IPv6 address, optionally with a port; no scheme, no path.
+ */
+const imageHost = z
+  .string()
+  .regex(
+    /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$/,
+    "must be a lower-case registry host as in image references: host[:port], no scheme or path",
+  );
+
+/** Prefix of the `iss`/`aud` of credentials this service derives (exchange credentials, refresh tokens). */
+export const RESERVED_URN_PREFIX = "urn:registry-token-exchange:";
+
+/** The exchange endpoint for kubelet credential provider plugins (KEP-4412). */
+const credentialProviderSchema = z
+  .object({
+    /** Audiences a service-account token must carry at `/v1/credential-provider` (one must match). */
+    audiences: z.array(nonEmpty).min(1, "must list at least one audience"),
+    /** Lifetime of exchange credentials, seconds; always cut to the service-account token's `exp`. */
+    credentialTtlSeconds: z
+      .number()
+      .int()
+      .min(120, "must be >= 120 (kubelet caches half of it; /token needs 60 s left)")
+      .max(86_400)
+      .default(3600),
+  })
+  .strict();
+
 /** One registry this service is the token realm for. */
 const registrySchema = z
   .object({
@@ -117,6 +146,11 @@ const registrySchema = z
     signingKey: signingKeySchema,
     /** Optional: a token must carry one of these audiences to be used at this registry. */
     audiences: z.array(nonEmpty).min(1).optional(),
+    /**
+     * Image registry hosts (`host[:port]`, as in image references) this `service` serves, for
+     * `/v1/credential-provider`; default: the `service` itself.
+     */
+    hosts: z.array(imageHost).min(1).optional(),
   })
   .strict();
 
@@ -133,6 +167,26 @@ const grantSchema = z
     message: "set exactly one of repository, registry",
   });
 
+/** A Kubernetes annotation key (qualified name): `[dns-subdomain/]name`, name <= 63 characters. */
+const ANNOTATION_KEY =
+  /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/** `match.annotations`: annotation key -> glob on its value; at least one key. */
+const annotationMatchSchema = z.record(z.string(), globSchema).superRefine((o, ctx) => {
+  const keys = Object.keys(o);
+  if (keys.length === 0) {
+    ctx.addIssue({ code: "custom", message: "must list at least one annotation (or leave annotations out)" });
+  }
+  for (const k of keys) {
+    if (k.length > 317 || !ANNOTATION_KEY.test(k)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `"${k.slice(0, 80)}" is not a Kubernetes annotation key ([prefix/]name)`,
+      });
+    }
+  }
+});
+
 const ruleSchema = z
   .object({
     name: nonEmpty,
@@ -142,6 +196,8 @@ const ruleSchema = z
         namespace: globSchema.default("*"),
         serviceAccount: globSchema.default("*"),
         service: globSchema.default("*"),
+        /** Service-account annotations (credential-provider path only): key -> glob on the value. */
+        annotations: annotationMatchSchema.optional(),
       })
       .strict()
       .prefault({}),
@@ -228,9 +284,17 @@ const serverSchema = z
       .max(1024 * 1024)
       .default(64 * 1024),
     requestTimeoutMs: z.number().int().min(1000).default(30_000),
+    /** Idle keep-alive connections are closed after this, ms; keep it above the load balancer's idle timeout. */
+    keepAliveTimeoutMs: z.number().int().min(1000).max(3_600_000).default(75_000),
+    /** The longest a client may take to send the request headers, ms (slow-loris guard). */
+    headersTimeoutMs: z.number().int().min(1000).default(15_000),
     tls: z.object({ certFile: nonEmpty, keyFile: nonEmpty }).strict().optional(),
   })
-  .strict();
+  .strict()
+  .refine((s) => s.headersTimeoutMs <= s.requestTimeoutMs, {
+    message: "must be <= server.requestTimeoutMs",
+    path: ["headersTimeoutMs"],
+  });
 
 /** The whole configuration file. */
 export const configSchema = z
@@ -247,10 +311,13 @@ export const configSchema = z
     policy: z
       .object({
         rules: z.array(ruleSchema),
+        /** Acknowledges `rules: []`: deny every request on purpose (default deny applies anyway). */
+        defaultDeny: z.boolean().default(false),
       })
       .strict(),
     cache: cacheSchema.prefault({}),
     rateLimit: rateLimitSchema.prefault({}),
+    credentialProvider: credentialProviderSchema.optional(),
   })
   .strict()
   .superRefine((cfg, ctx) => {
@@ -266,14 +333,68 @@ export const configSchema = z
     dup(cfg.clusters, (c) => c.name, "clusters", "name");
     dup(cfg.clusters, (c) => c.issuer, "clusters", "issuer");
     dup(cfg.registries, (r) => r.service, "registries", "service");
-    if (cfg.policy.rules.length === 0) {
+    checkCredentialProvider(cfg, ctx);
+    if (cfg.policy.rules.length === 0 && !cfg.policy.defaultDeny) {
       ctx.addIssue({
         code: "custom",
-        message: "no rules: every request would be denied (default deny); add at least one rule",
+        message:
+          "no rules: every request would be denied (default deny); add at least one rule, or set policy.defaultDeny: true to deny everything on purpose",
         path: ["policy", "rules"],
       });
     }
   });
+
+/**
+ * Refuses credential-provider settings that are probably mistakes: an audience shared with the registry
+ * path (a token kubelet requested for the exchange endpoint would then also work at `/token`, and the
+ * other way round), an image host claimed by two registries, and `service`/`issuer` values inside the
+ * URN namespace of derived credentials (which would blur the line between them and registry tokens).
+ */
+function checkCredentialProvider(cfg: Config, ctx: z.RefinementCtx<Config>): void {
+  const hostOwner = new Map<string, number>();
+  cfg.registries.forEach((r, i) => {
+    for (const key of ["service", "issuer"] as const) {
+      if (r[key].startsWith(RESERVED_URN_PREFIX)) {
+        ctx.addIssue({
+          code: "custom",
+          message: `must not start with "${RESERVED_URN_PREFIX}" (reserved for credentials this service derives)`,
+          path: ["registries", i, key],
+        });
+      }
+    }
+    r.hosts?.forEach((h, j) => {
+      const owner = hostOwner.get(h);
+      if (owner !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          message: `host "${h}" is already listed by registries[${owner}]`,
+          path: ["registries", i, "hosts", j],
+        });
+      } else hostOwner.set(h, i);
+    });
+  });
+  const cp = cfg.credentialProvider;
+  if (!cp) return;
+  const registryAudiences = new Map<string, string>();
+  cfg.clusters.forEach((c, i) => {
+    for (const a of c.audiences)
+      if (!registryAudiences.has(a)) registryAudiences.set(a, `clusters[${i}].audiences`);
+  });
+  cfg.registries.forEach((r, i) => {
+    for (const a of r.audiences ?? [])
+      if (!registryAudiences.has(a)) registryAudiences.set(a, `registries[${i}].audiences`);
+  });
+  cp.audiences.forEach((a, i) => {
+    const where = registryAudiences.get(a);
+    if (where) {
+      ctx.addIssue({
+        code: "custom",
+        message: `audience "${a}" is also accepted at the registry (${where}): use a separate audience so a token kubelet requests for the credential provider cannot be presented at /token directly`,
+        path: ["credentialProvider", "audiences", i],
+      });
+    }
+  });
+}
 
 /** The validated configuration, with defaults applied and file paths resolved against the config file. */
 export type Config = z.infer<typeof configSchema>;

@@ -38,6 +38,12 @@ function oauthError(code: ErrorCode, status: number): string {
       return "invalid_scope";
     case "unsupported_grant_type":
       return "unsupported_grant_type";
+    case "invalid_target":
+      return "invalid_target";
+    case "access_denied":
+      return "access_denied";
+    // RFC 6749 §5.2: a missing required parameter (the password) is invalid_request, not invalid_grant.
+    case "missing_credentials":
     case "invalid_request":
     case "unknown_service":
     case "unsupported_media_type":

@@ -35,14 +35,17 @@ export const REDACT_PATHS = [
 /** Query parameters that are safe to log (everything else is dropped from logged URLs). */
 const SAFE_QUERY = new Set(["service", "scope", "client_id", "offline_token", "account"]);
 
-/** Logs method, path and safe query parameters; never headers or bodies. */
+/**
+ * Logs method, route and safe query parameters; never headers or bodies. The path is logged as the
+ * matched route pattern (`/token`), never as sent: a client may paste a credential into a path, and an
+ * unmatched path is logged as `(no route)`.
+ */
 export function serializeRequest(req: FastifyRequest): Record<string, unknown> {
   const url = req.url ?? "";
   const q = url.indexOf("?");
-  const path = q < 0 ? url : url.slice(0, q);
   const out: Record<string, unknown> = {
     method: req.method,
-    path: path.slice(0, 200),
+    path: req.routeOptions?.url ?? "(no route)",
     remoteAddress: req.ip,
   };
   if (q >= 0) {

@@ -40,7 +40,8 @@ function presentedCredential(request: FastifyRequest): string | undefined {
     return undefined;
   }
   const body = request.body as Record<string, unknown> | undefined;
-  for (const field of ["password", "subject_token", "refresh_token"]) {
+  // Form fields of POST /token, and the JSON field of POST /v1/credential-provider.
+  for (const field of ["password", "subject_token", "refresh_token", "serviceAccountToken"]) {
     const v = body?.[field];
     if (typeof v === "string" && v !== "") return v;
   }

@@ -2,13 +2,25 @@
  * The access policy: verified identity + registry service + requested scopes -> granted access.
  *
  * Contract (the rules every caller may rely on):
- * - Default deny: an action is granted only if some matching rule's `allow` entry covers it.
- * - `deny` wins: an action covered by a matching rule's `deny` entry is never granted.
+ * - A rule applies to a request when every `match` pattern matches: `cluster`, `namespace`,
+ *   `serviceAccount` (the name), `service` (the registry `service` parameter) and, when the rule lists
+ *   `match.annotations`, every listed annotation is present on the identity with a matching value (a rule
+ *   with `match.annotations` never applies to an identity without annotations, i.e. to anything but an
+ *   exchange credential from `/v1/credential-provider`). Pattern syntax: `glob.ts`.
+ * - Default deny: an action is granted only if an `allow` entry of an applying rule covers it.
+ * - `deny` wins: an action covered by a `deny` entry of an applying rule is never granted.
+ * - An entry whose repository template cannot be filled (an annotation the identity lacks, or a value that
+ *   is not exactly one valid repository path component) matches no repository when it is an `allow`
+ *   (it grants nothing) and every repository when it is a `deny` (it fails closed).
  * - The granted actions of each scope are a subset of its requested actions; an empty subset is a normal
  *   answer (partial access is not an error, distribution token.md).
  * - The decision depends only on sets: the order of scopes, of actions and of rules never changes it.
- * - `*` in an entry covers every action; a requested `*` is granted only when allowed as `*` and nothing
- *   is denied for that resource.
+ * - `*` in an entry covers every action; a requested `*` is granted only when an applying allow entry
+ *   lists `*` and no applying deny entry matches that resource at all.
+ * - `registry:catalog:*` is granted only by an explicit `{registry: catalog}` entry.
+ *
+ * A {@link Policy} is immutable and cheap to build (patterns are compiled once; per-identity template
+ * regexes are cached lazily), so a configuration reload can build a new one and swap it.
  */
 import { LRUCache } from "lru-cache";
 import type { Identity } from "../authn/verify.js";
@@ -16,10 +28,12 @@ import type { Action, GrantConfig, RuleConfig } from "../config/schema.js";
 import {
   compileNamePattern,
   compileRepositoryPattern,
+  fillTemplate,
   hasTemplate,
   type PatternPart,
   parseRepositoryPattern,
   type TemplateValues,
+  templateValue,
 } from "./glob.js";
 import { canonicalActions, type Scope } from "./scope.js";
 
@@ -29,15 +43,16 @@ export interface ScopeDecision {
   requested: Scope;
   /** Granted actions (subset of `requested.actions`, canonical order, possibly empty). */
   granted: Action[];
-  /** Names of rules whose allow entries covered at least one requested action. */
+  /** Names of rules whose allow entries covered at least one requested action (sorted). */
   allowedBy: string[];
-  /** Names of rules whose deny entries removed at least one requested action. */
+  /** Names of rules whose deny entries cover at least one requested action, whether or not it was allowed (sorted). */
   deniedBy: string[];
 }
 
 interface CompiledEntry {
   kind: "repository" | "catalog";
   parts: PatternPart[];
+  /** The RegExp of a pattern without templates (compiled once). */
   static: RegExp | undefined;
   actions: ReadonlySet<Action>;
   cacheKey: string;
@@ -49,6 +64,8 @@ interface CompiledRule {
   namespace: RegExp;
   serviceAccount: RegExp;
   service: RegExp;
+  /** `match.annotations` as [key, value pattern] pairs; `undefined` when the rule does not match on them. */
+  annotations: ReadonlyArray<readonly [string, RegExp]> | undefined;
   allow: CompiledEntry[];
   deny: CompiledEntry[];
 }
@@ -58,14 +75,18 @@ function covers(actions: ReadonlySet<Action>, action: Action): boolean {
 }
 
 /**
- * A compiled, immutable policy. Build one per config version; evaluation is pure.
- * @throws {ConfigError} from the constructor for an invalid pattern (unknown template variable)
+ * A compiled, immutable policy. Build one per config version; evaluation is pure (the only state is a
+ * bounded cache of compiled template regexes, which never changes an answer).
  */
 export class Policy {
-  readonly #rules: CompiledRule[];
+  readonly #rules: readonly CompiledRule[];
   readonly #regexCache = new LRUCache<string, RegExp>({ max: 10_000 });
 
-  /** @param rules the `policy.rules` config */
+  /**
+   * @param rules the `policy.rules` config (validated by the schema; see also `validatePolicy`)
+   * @throws {ConfigError} for an invalid repository pattern (unknown template variable, invalid
+   *   annotation key), with the entry's dotted path
+   */
   constructor(rules: readonly RuleConfig[]) {
     this.#rules = rules.map((rule, i) => {
       const entry =
@@ -80,22 +101,35 @@ export class Policy {
             parts,
             static:
               g.repository !== undefined && !hasTemplate(parts)
-                ? compileRepositoryPattern(parts, {} as TemplateValues)
+                ? compileRepositoryPattern(parts, { cluster: "", namespace: "", serviceAccount: "" })
                 : undefined,
             actions: new Set(g.actions),
             cacheKey: `${i}/${kind}/${j}`,
           };
         };
+      const annotations = rule.match.annotations;
       return {
         name: rule.name,
         cluster: compileNamePattern(rule.match.cluster),
         namespace: compileNamePattern(rule.match.namespace),
         serviceAccount: compileNamePattern(rule.match.serviceAccount),
         service: compileNamePattern(rule.match.service),
+        annotations:
+          annotations === undefined
+            ? undefined
+            : Object.entries(annotations).map(([k, v]) => [k, compileNamePattern(v)] as const),
         allow: rule.allow.map(entry("allow")),
         deny: rule.deny.map(entry("deny")),
       };
     });
+  }
+
+  /**
+   * Names of the rules that apply to `identity` at registry `service` (every `match` pattern matches),
+   * in config order. Whether they grant anything depends on the requested scopes.
+   */
+  applicableRules(identity: Identity, service: string): string[] {
+    return this.#applicable(identity, service).map((r) => r.name);
   }
 
   /**
@@ -107,14 +141,9 @@ export class Policy {
       cluster: identity.cluster,
       namespace: identity.namespace,
       serviceAccount: identity.serviceAccount.name,
+      annotations: identity.annotations,
     };
-    const rules = this.#rules.filter(
-      (r) =>
-        r.cluster.test(identity.cluster) &&
-        r.namespace.test(identity.namespace) &&
-        r.serviceAccount.test(identity.serviceAccount.name) &&
-        r.service.test(service),
-    );
+    const rules = this.#applicable(identity, service);
     return scopes.map((scope) => {
       const allowedBy = new Set<string>();
       const deniedBy = new Set<string>();
@@ -122,12 +151,12 @@ export class Policy {
       const denied = new Set<Action>();
       for (const rule of rules) {
         for (const e of rule.allow) {
-          if (!this.#entryMatches(e, scope, values)) continue;
+          if (!this.#entryMatches(e, "allow", scope, values)) continue;
           for (const a of e.actions) allowed.add(a);
           if (scope.actions.some((a) => covers(e.actions, a))) allowedBy.add(rule.name);
         }
         for (const e of rule.deny) {
-          if (!this.#entryMatches(e, scope, values)) continue;
+          if (!this.#entryMatches(e, "deny", scope, values)) continue;
           for (const a of e.actions) denied.add(a);
           if (scope.actions.some((a) => covers(e.actions, a) || a === "*")) deniedBy.add(rule.name);
         }
@@ -144,18 +173,42 @@ export class Policy {
     });
   }
 
-  #entryMatches(e: CompiledEntry, scope: Scope, values: TemplateValues): boolean {
+  #applicable(identity: Identity, service: string): CompiledRule[] {
+    return this.#rules.filter(
+      (r) =>
+        r.cluster.test(identity.cluster) &&
+        r.namespace.test(identity.namespace) &&
+        r.serviceAccount.test(identity.serviceAccount.name) &&
+        r.service.test(service) &&
+        annotationsMatch(r.annotations, identity.annotations),
+    );
+  }
+
+  #entryMatches(e: CompiledEntry, kind: "allow" | "deny", scope: Scope, values: TemplateValues): boolean {
     if (e.kind === "catalog") return scope.type === "registry" && scope.name === "catalog";
     if (scope.type !== "repository") return false;
     let re = e.static;
     if (!re) {
-      const key = `${e.cacheKey}\u0000${values.cluster}\u0000${values.namespace}\u0000${values.serviceAccount}`;
+      const filled = fillTemplate(e.parts, values);
+      // An allow that cannot be filled grants nothing; a deny that cannot be filled fails closed.
+      if (!filled) return kind === "deny";
+      const used = e.parts.flatMap((p) => ("var" in p ? [templateValue(p, values) ?? ""] : []));
+      const key = `${e.cacheKey}\u0000${used.join("\u0000")}`;
       re = this.#regexCache.get(key);
       if (!re) {
-        re = compileRepositoryPattern(e.parts, values);
+        re = compileRepositoryPattern(filled, values);
         this.#regexCache.set(key, re);
       }
     }
     return re.test(scope.name);
   }
+}
+
+function annotationsMatch(
+  wanted: CompiledRule["annotations"],
+  have: Readonly<Record<string, string>> | undefined,
+): boolean {
+  if (wanted === undefined) return true;
+  if (have === undefined) return false;
+  return wanted.every(([k, re]) => Object.hasOwn(have, k) && re.test(have[k] as string));
 }

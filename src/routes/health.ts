@@ -2,8 +2,10 @@
  * Health endpoints.
  * - `GET /healthz`: the process is alive (always 200 while it can answer).
  * - `GET /readyz`: 200 when every cluster's keys are loaded (possibly stale within max staleness) and
- *   signing keys are loaded; 503 otherwise. The body says why. A Redis outage is reported as
- *   `cache: "degraded"` but keeps 200: the service still serves from memory.
+ *   every registry's signing certificate is within its validity period (distribution verifies the `x5c`
+ *   chain with the current time, so an expired certificate fails every pull); 503 otherwise. The body
+ *   says why. A Redis outage is reported as `cache: "degraded"` but keeps 200: the service still serves
+ *   from memory. While shutting down, fastify answers 503 (`return503OnClosing`).
  */
 import type { FastifyInstance } from "fastify";
 import type { ClusterKeySet } from "../authn/jwks.js";
@@ -14,11 +16,25 @@ export function registerHealthRoutes(
   app: FastifyInstance,
   keySets: readonly ClusterKeySet[],
   store: CacheStore,
+  now: () => number = Date.now,
 ): void {
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
     const clusters = Object.fromEntries(keySets.map((ks) => [ks.cluster.name, ks.status()]));
-    const ready = keySets.every((ks) => ks.status().ready);
+    const nowMs = now();
+    const signingKeys = Object.fromEntries(
+      [...app.exchange.signingKeys].map(([service, key]) => [
+        service,
+        {
+          ready: key.certNotAfter > nowMs,
+          kid: key.kid,
+          alg: key.alg,
+          certNotAfter: new Date(key.certNotAfter).toISOString(),
+        },
+      ]),
+    );
+    const ready =
+      keySets.every((ks) => ks.status().ready) && Object.values(signingKeys).every((k) => k.ready);
     const cache = store.healthy() ? "ok" : "degraded";
     return reply
       .code(ready ? 200 : 503)
@@ -26,6 +42,7 @@ export function registerHealthRoutes(
       .send({
         status: ready ? (cache === "ok" ? "ready" : "degraded") : "not ready",
         clusters,
+        signingKeys,
         cache: { kind: store.kind, state: cache },
       });
   });

@@ -1,9 +1,11 @@
 /**
  * The registry token realm endpoints (distribution docs/spec/auth/token.md and oauth.md; REFERENCE.md §3).
- * - `GET /token?service=S&scope=...` with Basic (password = service-account JWT) or Bearer auth; answers
- *   `{token, access_token, expires_in, issued_at}`; errors in distribution's format.
- * - `POST /token` form (`grant_type=password`, what containerd sends); answers
- *   `{access_token, token_type, scope, expires_in, issued_at}`; errors per RFC 6749 §5.2.
+ * - `GET /token?service=S&scope=...` with Basic (password = service-account JWT or exchange credential) or
+ *   Bearer auth; answers `{token, access_token, expires_in, issued_at}` (+ `refresh_token` with
+ *   `offline_token=true`); errors in distribution's format.
+ * - `POST /token` form: `grant_type=password` (what containerd sends), `refresh_token`, RFC 8693
+ *   token exchange (see `oauth.ts`); answers `{access_token, token_type, scope, expires_in, issued_at}`
+ *   (+ `refresh_token` with `access_type=offline`); errors per RFC 6749 §5.2.
  * Thin adapters: parsing lives in `authn/credentials.ts` and `policy/scope.ts`, the work in `token/realm.ts`.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -11,8 +13,10 @@ import { parseAuthorization } from "../authn/credentials.js";
 import { ExchangeError } from "../errors.js";
 import { parseScopes } from "../policy/scope.js";
 import type { IssueResult, TokenRealm } from "../token/realm.js";
+import { runGrant } from "./oauth.js";
 
-type Params = Record<string, string | string[] | undefined>;
+/** Parsed query or form parameters (a repeated parameter is an array). */
+export type Params = Record<string, string | string[] | undefined>;
 
 /** RFC 3339 without fractional seconds (moby#20970: docker parses `issued_at` as RFC 3339). */
 export function rfc3339(epochSeconds: number): string {
@@ -37,7 +41,11 @@ export function repeatedParam(params: Params, name: string): string[] {
   return Array.isArray(v) ? v : [v];
 }
 
-function requireService(params: Params): string {
+/**
+ * The `service` parameter.
+ * @throws {ExchangeError} `invalid_request` when absent, empty or repeated
+ */
+export function requireService(params: Params): string {
   const service = singleParam(params, "service");
   if (service === undefined || service === "")
     throw new ExchangeError("invalid_request", 'parameter "service" is required');
@@ -48,9 +56,19 @@ function noStore(reply: FastifyReply): FastifyReply {
   return reply.header("cache-control", "no-store").header("pragma", "no-cache");
 }
 
-/** Body of a successful GET (distribution token.md "Token Response Fields"). */
+/**
+ * Body of a successful GET (distribution token.md "Token Response Fields"); `refresh_token` only when
+ * `offline_token=true` was asked.
+ */
 export function getResponse(r: IssueResult): Record<string, unknown> {
-  return { token: r.token, access_token: r.token, expires_in: r.expiresIn, issued_at: rfc3339(r.issuedAt) };
+  const body: Record<string, unknown> = {
+    token: r.token,
+    access_token: r.token,
+    expires_in: r.expiresIn,
+    issued_at: rfc3339(r.issuedAt),
+  };
+  if (r.refreshToken !== undefined) body.refresh_token = r.refreshToken;
+  return body;
 }
 
 /** Body of a successful POST (distribution oauth.md "Token Response Fields"). */
@@ -86,6 +104,7 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
         credential: credential.secret,
         service,
         scopes,
+        offline: singleParam(params, "offline_token") === "true",
         clientAddress: request.ip,
       });
       return noStore(reply).send(getResponse(result));
@@ -107,22 +126,7 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
     const grantType = singleParam(body, "grant_type");
     if (grantType === undefined || grantType === "")
       throw new ExchangeError("invalid_request", 'parameter "grant_type" is required');
-    const service = requireService(body);
-    const scopes = parseScopes(repeatedParam(body, "scope"));
-    if (grantType !== "password") {
-      throw new ExchangeError(
-        "unsupported_grant_type",
-        `grant_type "${grantType.slice(0, 60).replace(/[^\x20-\x7e]/g, "?")}" is not supported`,
-      );
-    }
-    const password = singleParam(body, "password");
-    if (password === undefined || password === "") {
-      throw new ExchangeError(
-        "missing_credentials",
-        'parameter "password" (the service-account token) is required',
-      );
-    }
-    const result = await realm.issue({ credential: password, service, scopes, clientAddress: request.ip });
-    return noStore(reply).send(postResponse(result));
+    // The grants (password, refresh_token, RFC 8693 token exchange) live in oauth.ts.
+    return noStore(reply).send(await runGrant(grantType, body, { realm, clientAddress: request.ip }));
   });
 }

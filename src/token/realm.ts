@@ -10,13 +10,25 @@ import type { Config, RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
+import { type DerivedKind, derivedKindOf, mintDerived, verifyDerived } from "./derived.js";
 import { type AccessEntry, mintRegistryToken } from "./mint.js";
 import type { SigningKey } from "./signing.js";
 
+/**
+ * How a credential was presented: as a password (Basic, Bearer, `grant_type=password`, RFC 8693
+ * `subject_token`), which takes a service-account token or an exchange credential, or as the
+ * `refresh_token` of `grant_type=refresh_token`, which takes only a refresh token.
+ */
+export type CredentialUse = "password" | "refresh";
+
 /** A request for a registry token. */
 export interface IssueRequest {
-  /** The presented credential (a service-account JWT). Never logged. */
+  /** The presented credential (a service-account JWT, an exchange credential or a refresh token). Never logged. */
   credential: string;
+  /** How it was presented (default `password`). */
+  use?: CredentialUse | undefined;
+  /** Also return a refresh token (`offline_token=true`, `access_type=offline`). */
+  offline?: boolean | undefined;
   /** The `service` parameter. */
   service: string;
   /** Parsed scopes (empty = login). */
@@ -43,6 +55,8 @@ export interface IssueResult {
   grantedScope: string;
   /** True when an already-issued token was reused from the cache. */
   cached: boolean;
+  /** A refresh token bound to the identity and service, when `offline` was asked (never outlives the credential). */
+  refreshToken?: string | undefined;
 }
 
 /** Cache counters, for metrics and the benchmark. */
@@ -72,7 +86,12 @@ export interface RealmDeps {
   logger: Logger;
   /** Clock, epoch milliseconds. */
   now?: () => number;
+  /** Called once per answered registry token (`reused`: served from the token cache), for metrics. */
+  onIssue?: (event: { service: string; reused: boolean }) => void;
 }
+
+/** A credential must have at least this much lifetime left to be exchanged, seconds. */
+export const MIN_CREDENTIAL_LIFETIME_SECONDS = 60;
 
 /** Identity cache entries are kept at most this long even for long-lived tokens, ms. */
 const IDENTITY_CACHE_MAX_MS = 10 * 60 * 1000;
@@ -81,6 +100,7 @@ const IDENTITY_CACHE_MAX_MS = 10 * 60 * 1000;
 export class TokenRealm {
   readonly #deps: RealmDeps;
   readonly #registries: ReadonlyMap<string, RegistryConfig>;
+  readonly #clusters: ReadonlySet<string>;
   readonly #now: () => number;
   readonly #subjects = new LRUCache<string, string>({ max: 50_000 });
   /** Cache counters since start. */
@@ -90,6 +110,7 @@ export class TokenRealm {
   constructor(deps: RealmDeps) {
     this.#deps = deps;
     this.#registries = new Map(deps.config.registries.map((r) => [r.service, r]));
+    this.#clusters = new Set(deps.config.clusters.map((c) => c.name));
     this.#now = deps.now ?? Date.now;
   }
 
@@ -109,12 +130,80 @@ export class TokenRealm {
   }
 
   /**
-   * Verifies a service-account token for use at `registry` (its `audiences` if set, else the cluster's),
-   * with a cache keyed by the token's SHA-256 that never outlives the token.
+   * Verifies a credential for use at `registry`, with a cache keyed by the credential's SHA-256 that never
+   * outlives it. As a `password`: an exchange credential of this registry (chosen by its `typ` header,
+   * see `derived.ts`), else a service-account token (the registry's `audiences` if set, else the
+   * cluster's). As `refresh`: only a refresh token of this registry.
+   * @throws {ExchangeError} credential errors from the verifiers, or `keys_unavailable`
+   */
+  async authenticate(
+    credential: string,
+    registry: RegistryConfig,
+    use: CredentialUse = "password",
+  ): Promise<Identity> {
+    const scope = use === "password" ? registry.service : `${use}\u0000${registry.service}`;
+    return this.#cachedIdentity(credential, scope, () => this.#verify(credential, registry, use));
+  }
+
+  /**
+   * Verifies a service-account token presented at `/v1/credential-provider` against `audiences` (the
+   * credential-provider audiences, never a registry's). Only service-account tokens: an exchange
+   * credential cannot buy another one.
    * @throws {ExchangeError} credential errors from the verifier, or `keys_unavailable`
    */
-  async authenticate(credential: string, registry: RegistryConfig): Promise<Identity> {
-    const key = `id:${secretKey(credential)}:${secretKey(registry.service).slice(0, 16)}`;
+  async authenticateForExchange(token: string, audiences: readonly string[]): Promise<Identity> {
+    return this.#cachedIdentity(token, "\u0000credential-provider", () =>
+      this.#deps.verifier.verify(token, audiences),
+    );
+  }
+
+  /**
+   * Mints an exchange credential (the password kubelet gets from `/v1/credential-provider`) for
+   * `identity` at `registry`, valid until `expiresAt` at the latest and never past the identity's token.
+   * @throws {ExchangeError} `token_expired` when the service-account token is about to expire
+   */
+  async mintExchangeCredential(registry: RegistryConfig, identity: Identity, expiresAt: number) {
+    const key = this.#deps.signingKeys.get(registry.service)!;
+    return mintDerived("exchange", key, registry, identity, expiresAt, this.#now());
+  }
+
+  /** Routes a credential to its verifier; the unverified `typ` header only chooses which one. */
+  async #verify(credential: string, registry: RegistryConfig, use: CredentialUse): Promise<Identity> {
+    const kind: DerivedKind | undefined = derivedKindOf(credential);
+    const derived = (k: DerivedKind) =>
+      verifyDerived(
+        k,
+        this.#deps.signingKeys.get(registry.service)!,
+        registry,
+        credential,
+        this.#clusters,
+        this.#now(),
+      );
+    if (use === "refresh") {
+      if (kind !== "refresh") {
+        throw new ExchangeError(
+          "malformed_token",
+          "refresh_token is not a refresh token issued by this service",
+        );
+      }
+      return derived("refresh");
+    }
+    if (kind === "exchange") return derived("exchange");
+    if (kind === "refresh") {
+      throw new ExchangeError(
+        "malformed_credentials",
+        "a refresh token is accepted only as refresh_token with grant_type=refresh_token",
+      );
+    }
+    return this.#deps.verifier.verify(credential, registry.audiences);
+  }
+
+  async #cachedIdentity(
+    credential: string,
+    scope: string,
+    verify: () => Promise<Identity>,
+  ): Promise<Identity> {
+    const key = `id:${secretKey(credential)}:${secretKey(scope).slice(0, 16)}`;
     const nowMs = this.#now();
     const cached = parseCached<Identity>(await this.#deps.store.get(key));
     if (
@@ -132,7 +221,7 @@ export class TokenRealm {
       return cached;
     }
     this.stats.identityMisses++;
-    const identity = await this.#deps.verifier.verify(credential, registry.audiences);
+    const identity = await verify();
     const ttl = Math.min(identity.expiresAt * 1000 - nowMs, IDENTITY_CACHE_MAX_MS);
     if (ttl > 0) await this.#deps.store.set(key, JSON.stringify(identity), ttl);
     this.#subjects.set(secretKey(credential), subjectKey(identity), { ttl: Math.max(1, ttl) });
@@ -148,14 +237,39 @@ export class TokenRealm {
   }
 
   /**
+   * Everything `issue` decides, without minting anything (`GET /v1/explain`): the registry, the verified
+   * identity (refused exactly as `issue` refuses it) and the policy decision per requested scope.
+   * @returns also the policy that decided, so an explanation can name the rules that applied
+   * @throws {ExchangeError} `unknown_service`, credential errors, `token_expired`, `keys_unavailable`
+   */
+  async authorize(req: Pick<IssueRequest, "credential" | "use" | "service" | "scopes">): Promise<{
+    registry: RegistryConfig;
+    identity: Identity;
+    decisions: ScopeDecision[];
+    policy: Policy;
+  }> {
+    const registry = this.registry(req.service);
+    const identity = await this.authenticate(req.credential, registry, req.use);
+    // A token a client must treat as valid for at least 60 s (distribution token.md: expires_in >= 60)
+    // cannot be derived from a credential about to expire; also catches tokens inside the exp leeway.
+    const remaining = identity.expiresAt - Math.floor(this.#now() / 1000);
+    if (remaining < MIN_CREDENTIAL_LIFETIME_SECONDS) {
+      throw new ExchangeError(
+        "token_expired",
+        `the presented credential expires in ${Math.max(0, remaining)} s; at least ${MIN_CREDENTIAL_LIFETIME_SECONDS} s are needed`,
+      );
+    }
+    const policy = this.#deps.policy;
+    return { registry, identity, decisions: policy.evaluate(identity, registry.service, req.scopes), policy };
+  }
+
+  /**
    * Issues a registry token: authenticate, evaluate the policy, mint. Partial or empty access is not an
    * error: the token carries exactly the granted actions.
    * @throws {ExchangeError} `unknown_service`, credential errors, `keys_unavailable`
    */
   async issue(req: IssueRequest): Promise<IssueResult> {
-    const registry = this.registry(req.service);
-    const identity = await this.authenticate(req.credential, registry);
-    const decisions = this.#deps.policy.evaluate(identity, registry.service, req.scopes);
+    const { registry, identity, decisions } = await this.authorize(req);
     const access: AccessEntry[] = decisions.map((d) => ({
       type: d.requested.type,
       name: d.requested.name,
@@ -167,9 +281,12 @@ export class TokenRealm {
       .filter((d) => d.granted.length > 0)
       .map((d) => formatScope({ ...d.requested, actions: d.granted }))
       .join(" ");
+    this.#deps.onIssue?.({ service: registry.service, reused: minted.cached });
     this.#deps.logger.info(
       {
         audit: {
+          decision: "issued",
+          time: new Date(nowMs).toISOString(),
           cluster: identity.cluster,
           namespace: identity.namespace,
           serviceAccount: identity.serviceAccount.name,
@@ -196,7 +313,19 @@ export class TokenRealm {
       decisions,
       grantedScope,
       cached: minted.cached,
+      refreshToken: req.offline ? await this.#refreshToken(req, registry, identity, nowMs) : undefined,
     };
+  }
+
+  /**
+   * The refresh token of an offline request: the presented one on a refresh grant (never rotated:
+   * distribution oauth.md, moby#39718), else a new one bound to the identity and `registry`, expiring
+   * with the credential it was derived from.
+   */
+  async #refreshToken(req: IssueRequest, registry: RegistryConfig, identity: Identity, nowMs: number) {
+    if (req.use === "refresh") return req.credential;
+    const key = this.#deps.signingKeys.get(registry.service)!;
+    return (await mintDerived("refresh", key, registry, identity, identity.expiresAt, nowMs)).token;
   }
 
   /**

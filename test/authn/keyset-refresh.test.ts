@@ -105,7 +105,13 @@ describe("ClusterKeySet", () => {
     const { server, ks, clock } = await setup();
     const verifier = new ServiceAccountVerifier([ks], { now: clock.now });
     const mint = () =>
-      server.issuer.mint({ namespace: "ns", serviceAccount: "sa", audiences: ["a"], nowMs: clock.now(), header: { kid: "" } });
+      server.issuer.mint({
+        namespace: "ns",
+        serviceAccount: "sa",
+        audiences: ["a"],
+        nowMs: clock.now(),
+        header: { kid: "" },
+      });
     expect((await verifier.verify(await mint())).namespace).toBe("ns");
     expect(ks.fetchCount).toBe(1);
     server.issuer.rotate();
@@ -114,7 +120,8 @@ describe("ClusterKeySet", () => {
     expect(ks.fetchCount).toBe(2);
     // a forged kid-less token costs at most the budget, then no more fetches
     const forged = `${(await mint()).slice(0, -8)}AAAAAAAA`;
-    for (let i = 0; i < 5; i++) await expect(verifier.verify(forged)).rejects.toMatchObject({ code: "invalid_signature" });
+    for (let i = 0; i < 5; i++)
+      await expect(verifier.verify(forged)).rejects.toMatchObject({ code: "invalid_signature" });
     expect(ks.fetchCount).toBe(4);
   });
 });

@@ -434,7 +434,9 @@ describe("verification through GET /token", () => {
         "token_expired",
         "the presented credential expires in 59 s; at least 60 s are needed",
       );
-      const claims = expectGranted(await get(env.app, basic(await mint(env.issuer, { claims: { exp: NOW_S + 60 } }))));
+      const claims = expectGranted(
+        await get(env.app, basic(await mint(env.issuer, { claims: { exp: NOW_S + 60 } }))),
+      );
       expect(claims.exp).toBe(NOW_S + 60);
     });
 

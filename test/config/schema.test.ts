@@ -49,6 +49,8 @@ describe("parseConfig: defaults", () => {
       trustProxy: false,
       bodyLimitBytes: 64 * 1024,
       requestTimeoutMs: 30_000,
+      keepAliveTimeoutMs: 75_000,
+      headersTimeoutMs: 15_000,
     });
     expect(cfg.logging).toEqual({ level: "info" });
     expect(cfg.clusters[0]).toEqual({
@@ -196,7 +198,9 @@ describe("parseConfig: one dotted-path line per problem", () => {
     {
       name: "empty rules",
       edit: (r) => (r.policy.rules = []),
-      want: ["policy.rules: no rules: every request would be denied (default deny); add at least one rule"],
+      want: [
+        "policy.rules: no rules: every request would be denied (default deny); add at least one rule, or set policy.defaultDeny: true to deny everything on purpose",
+      ],
     },
     {
       name: "rule without allow or deny",

@@ -22,7 +22,12 @@ function compileRules(rules: unknown[]): RuleConfig[] {
   }).policy.rules;
 }
 
-function identity(namespace: string, serviceAccount = "builder", cluster = "dev"): Identity {
+function identity(
+  namespace: string,
+  serviceAccount = "builder",
+  cluster = "dev",
+  annotations?: Record<string, string>,
+): Identity {
   return {
     cluster,
     namespace,
@@ -31,7 +36,17 @@ function identity(namespace: string, serviceAccount = "builder", cluster = "dev"
     audiences: ["registry.test"],
     expiresAt: 2_000_000_000,
     issuedAt: 1_999_996_400,
+    ...(annotations ? { annotations } : {}),
   };
+}
+
+/** An identity that came through /v1/credential-provider with these service-account annotations. */
+function annotated(
+  annotations: Record<string, string>,
+  namespace = "apps",
+  serviceAccount = "runner",
+): Identity {
+  return identity(namespace, serviceAccount, "dev", annotations);
 }
 
 const RULES = [
@@ -79,6 +94,25 @@ const RULES = [
     name: "shared-pull",
     match: { namespace: "team-*" },
     allow: [{ repository: "shared/**", actions: ["pull"] }],
+  },
+  {
+    name: "team-by-annotation",
+    match: { annotations: { "example.com/team": "*" } },
+    allow: [{ repository: "teams/${annotation:example.com/team}/**", actions: ["pull", "push"] }],
+  },
+  {
+    name: "gpu-pool",
+    match: { annotations: { "example.com/tier": "gpu-*" } },
+    allow: [{ repository: "ml/**", actions: ["pull"] }],
+  },
+  {
+    name: "payments-prod",
+    match: { annotations: { "example.com/team": "payments", "example.com/env": "prod" } },
+    allow: [{ repository: "payments/release/*", actions: ["pull"] }],
+  },
+  {
+    name: "cache-by-annotation",
+    allow: [{ repository: "cache/${namespace}/${annotation:example.com/team}", actions: ["pull"] }],
   },
 ];
 
@@ -308,6 +342,204 @@ const rows: Row[] = [
     [],
   ],
   ["nothing matches: default deny", identity("default"), S, "repository:app:pull", [], [], []],
+  [
+    "annotation template grants the annotated team's repositories",
+    annotated({ "example.com/team": "payments" }),
+    S,
+    "repository:teams/payments/api:push,pull",
+    ["pull", "push"],
+    ["team-by-annotation"],
+    [],
+  ],
+  [
+    "annotation template: another team's repositories",
+    annotated({ "example.com/team": "payments" }),
+    S,
+    "repository:teams/billing/api:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "annotation template: ** below the value, any depth",
+    annotated({ "example.com/team": "payments" }),
+    S,
+    "repository:teams/payments/a/b/c:pull",
+    ["pull"],
+    ["team-by-annotation"],
+    [],
+  ],
+  [
+    "annotation value is a literal boundary",
+    annotated({ "example.com/team": "pay" }),
+    S,
+    "repository:teams/payments/api:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "no annotations (a plain service-account token): annotation rules never apply",
+    identity("apps", "runner"),
+    S,
+    "repository:teams/payments/api:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "empty annotation map: annotation rules never apply",
+    annotated({}),
+    S,
+    "repository:teams/payments/api:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "annotation value * cannot widen the template (entry grants nothing)",
+    annotated({ "example.com/team": "*" }),
+    S,
+    "repository:teams/payments/api:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "annotation value ** cannot widen the template",
+    annotated({ "example.com/team": "**" }),
+    S,
+    "repository:teams/a/b:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "annotation value ../x cannot escape the prefix",
+    annotated({ "example.com/team": "../library" }),
+    S,
+    "repository:library/ubuntu:push",
+    [],
+    [],
+    [],
+  ],
+  [
+    "annotation value spanning components is refused, even where it would match literally",
+    annotated({ "example.com/team": "a/b" }),
+    S,
+    "repository:teams/a/b/app:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "upper-case annotation value is not a path component",
+    annotated({ "example.com/team": "Payments" }),
+    S,
+    "repository:teams/payments/api:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "match.annotations glob on the value",
+    annotated({ "example.com/tier": "gpu-a100" }),
+    S,
+    "repository:ml/models/llm:pull,push",
+    ["pull"],
+    ["gpu-pool"],
+    [],
+  ],
+  [
+    "match.annotations glob that does not match",
+    annotated({ "example.com/tier": "cpu" }),
+    S,
+    "repository:ml/models/llm:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "annotation keys are exact: a key without its prefix is another key",
+    annotated({ tier: "gpu-a100" }),
+    S,
+    "repository:ml/models/llm:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "every listed annotation must match",
+    annotated({ "example.com/team": "payments" }),
+    S,
+    "repository:payments/release/api:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "all listed annotations match",
+    annotated({ "example.com/team": "payments", "example.com/env": "prod" }),
+    S,
+    "repository:payments/release/api:pull",
+    ["pull"],
+    ["payments-prod"],
+    [],
+  ],
+  [
+    "a wrong value for one listed annotation",
+    annotated({ "example.com/team": "payments", "example.com/env": "staging" }),
+    S,
+    "repository:payments/release/api:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "namespace and annotation templates together",
+    annotated({ "example.com/team": "payments" }, "apps"),
+    S,
+    "repository:cache/apps/payments:pull",
+    ["pull"],
+    ["cache-by-annotation"],
+    [],
+  ],
+  [
+    "template in a rule without match.annotations: missing annotation grants nothing",
+    identity("apps", "runner"),
+    S,
+    "repository:cache/apps/payments:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "template in a rule without match.annotations: namespace part still literal",
+    annotated({ "example.com/team": "payments" }, "other"),
+    S,
+    "repository:cache/apps/payments:pull",
+    [],
+    [],
+    [],
+  ],
+  [
+    "annotations add to, never replace, the identity's other rules",
+    identity("team-a", "builder", "dev", { "example.com/team": "payments" }),
+    S,
+    "repository:team-a/app:pull,push",
+    ["pull", "push"],
+    ["team-push"],
+    [],
+  ],
+  [
+    "repository catalog scope is not a repository for templates",
+    annotated({ "example.com/team": "payments" }),
+    S,
+    "registry:catalog:*",
+    [],
+    [],
+    [],
+  ],
 ];
 
 describe("Policy.evaluate: table", () => {
@@ -432,7 +664,7 @@ describe("Policy construction", () => {
     }
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).problems).toEqual([
-      'policy.rules[1].deny[1].repository: unknown template variable "${team}" (known: ${cluster}, ${namespace}, ${serviceAccount})',
+      'policy.rules[1].deny[1].repository: unknown template variable "${team}" (known: ${cluster}, ${namespace}, ${serviceAccount}, ${annotation:<key>})',
     ]);
   });
 
@@ -449,5 +681,66 @@ describe("Policy construction", () => {
     warm.evaluate(identity("team-b"), S, scopes);
     warm.evaluate(teamA, S, scopes);
     expect(warm.evaluate(teamA, S, scopes)).toEqual(cold);
+  });
+});
+
+describe("Policy: templates that cannot be filled, applicable rules, empty policies", () => {
+  it("a deny whose template cannot be filled denies its actions everywhere (fails closed)", () => {
+    const policy = new Policy(
+      compileRules([
+        { name: "all", allow: [{ repository: "**", actions: ["pull", "push"] }] },
+        { name: "own-ns-read-only", deny: [{ repository: "${namespace}/**", actions: ["push"] }] },
+      ]),
+    );
+    const scopes = [parseScope("repository:other/app:pull,push")];
+    // A well-formed namespace: the deny only covers its own repositories.
+    expect(policy.evaluate(identity("team-a"), S, scopes)[0]).toMatchObject({ granted: ["pull", "push"] });
+    // A value that is not a path component (no real cluster issues one): the deny applies to everything.
+    expect(policy.evaluate(identity("Team_A"), S, scopes)[0]).toMatchObject({
+      granted: ["pull"],
+      deniedBy: ["own-ns-read-only"],
+    });
+  });
+
+  it("applicableRules lists the rules whose match applies, in config order", () => {
+    const policy = new Policy(compileRules(RULES));
+    expect(policy.applicableRules(teamA, S)).toEqual([
+      "team-push",
+      "library-pull",
+      "sa-scoped",
+      "team-a-extra",
+      "shared-pull",
+      "cache-by-annotation",
+    ]);
+    expect(policy.applicableRules(identity("ops", "builder", "prod"), "mirror.example.com")).toEqual([
+      "library-pull",
+      "ops-catalog",
+      "no-delete-in-prod",
+      "sa-scoped",
+      "mirror-pull",
+      "cache-by-annotation",
+    ]);
+    expect(policy.applicableRules(annotated({ "example.com/tier": "gpu-1" }), S)).toEqual([
+      "library-pull",
+      "sa-scoped",
+      "gpu-pool",
+      "cache-by-annotation",
+    ]);
+  });
+
+  it("`rules: []` with `defaultDeny: true` is a valid policy that grants nothing", () => {
+    const config = parseConfig({
+      clusters: [{ name: "dev", issuer: "https://dev.example.com", audiences: ["a"] }],
+      registries: [{ service: S, issuer: "i", signingKey: { keyFile: "k", certFile: "c" } }],
+      policy: { rules: [], defaultDeny: true },
+    });
+    const policy = new Policy(config.policy.rules);
+    expect(policy.evaluate(teamA, S, parseScopes(["repository:team-a/app:pull registry:catalog:*"]))).toEqual(
+      [
+        { requested: parseScope("repository:team-a/app:pull"), granted: [], allowedBy: [], deniedBy: [] },
+        { requested: parseScope("registry:catalog:*"), granted: [], allowedBy: [], deniedBy: [] },
+      ],
+    );
+    expect(policy.applicableRules(teamA, S)).toEqual([]);
   });
 });

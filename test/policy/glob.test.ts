@@ -8,9 +8,12 @@ import { ConfigError } from "../../src/errors.js";
 import {
   compileNamePattern,
   compileRepositoryPattern,
+  fillTemplate,
   hasTemplate,
+  isPathComponent,
   parseRepositoryPattern,
   type TemplateValues,
+  usesAnnotations,
 } from "../../src/policy/glob.js";
 
 const values: TemplateValues = { cluster: "prod", namespace: "team-a", serviceAccount: "builder" };
@@ -36,6 +39,16 @@ describe("identity patterns", () => {
     ["(x)", "(x)", true],
     ["x+", "xx", false],
     ["line*", "line1\nline2", true],
+    // `**` in a name pattern is the same as `*`; `*` crosses `/`, `.` and `:`
+    ["team-**", "team-a", true],
+    ["**", "", true],
+    ["a**b", "a/x.y:z/b", true],
+    ["*.example.com", "registry.example.com", true],
+    ["*.example.com", "example.com", false],
+    ["registry.example.com:*", "registry.example.com:5000", true],
+    // case-sensitive, whole string
+    ["Team-*", "team-a", false],
+    ["team", "team-a", false],
   ] as const)("%s vs %j -> %s", (pattern, name, want) => {
     expect(compileNamePattern(pattern).test(name)).toBe(want);
   });
@@ -62,6 +75,23 @@ describe("repository patterns: * vs **", () => {
     ["a/**/c", "a/b/x/c", true],
     ["team.a/*", "teamxa/app", false],
     ["localhost:5000/*", "localhost:5000/foo", true],
+    // `*` may be empty, `**` may be empty, and the `/` next to them stays literal
+    ["team-*", "team-", true],
+    ["a/**/c", "a/c", false],
+    ["a/**/c", "a//c", true],
+    ["a/**", "a/", true],
+    ["**/app", "app", false],
+    // three or more stars mean `**`
+    ["a/***", "a/b/c", true],
+    ["a/****/c", "a/b/x/c", true],
+    // `*` matches the host:port of a name, but never its `/`
+    ["*/app", "localhost:5000/app", true],
+    ["*", "localhost:5000/app", false],
+    // literal everything else, case-sensitive
+    ["Library/*", "library/ubuntu", false],
+    ["library/ubuntu", "library/ubuntu2", false],
+    ["a+b/*", "aab/x", false],
+    ["a+b/*", "a+b/x", true],
   ] as const)("%s vs %s -> %s", (pattern, name, want) => {
     expect(repoMatches(pattern, name)).toBe(want);
   });
@@ -119,11 +149,106 @@ describe("templates", () => {
     }
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).problems).toEqual([
-      `policy.rules[3].deny[1].repository: unknown template variable "${variable}" (known: \${cluster}, \${namespace}, \${serviceAccount})`,
+      `policy.rules[3].deny[1].repository: unknown template variable "${variable}" (known: \${cluster}, \${namespace}, \${serviceAccount}, \${annotation:<key>})`,
+    ]);
+  });
+
+  it("parses ${annotation:<key>} with a Kubernetes annotation key, prefix and all", () => {
+    expect(parseRepositoryPattern("teams/${annotation:example.com/team}/*", "p")).toEqual([
+      { lit: "teams/" },
+      { var: "annotation", key: "example.com/team" },
+      { lit: "/" },
+      { star: 1 },
+    ]);
+    expect(usesAnnotations(parseRepositoryPattern("${annotation:team}/**", "p"))).toBe(true);
+    expect(usesAnnotations(parseRepositoryPattern("${namespace}/**", "p"))).toBe(false);
+  });
+
+  it.each([
+    ["${annotation:}/**", "${annotation:}"],
+    ["${annotation:Bad Key}/**", "${annotation:Bad Key}"],
+    ["${annotation:example.com/}/**", "${annotation:example.com/}"],
+    ["${annotation:-team}/**", "${annotation:-team}"],
+  ])("invalid annotation key in %s -> ConfigError naming %s", (pattern, template) => {
+    let caught: unknown;
+    try {
+      parseRepositoryPattern(pattern, "policy.rules[0].allow[0].repository");
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect((caught as ConfigError).problems).toEqual([
+      `policy.rules[0].allow[0].repository: "${template}" does not name a valid annotation key (a Kubernetes annotation key: [prefix/]name)`,
     ]);
   });
 
   it("an unterminated ${ is literal text, not a template", () => {
     expect(parseRepositoryPattern("${namespace", "p")).toEqual([{ lit: "${namespace" }]);
+  });
+});
+
+describe("template values: one valid path component or nothing", () => {
+  it.each([
+    ["team-a", true],
+    ["app.v2", true],
+    ["a__b", true],
+    ["a---b", true],
+    ["a_b", true],
+    ["0", true],
+    ["", false],
+    ["*", false],
+    ["**", false],
+    ["../x", false],
+    ["..", false],
+    ["a/b", false],
+    ["Team", false],
+    ["-a", false],
+    ["a-", false],
+    ["a..b", false],
+    ["a___b", false],
+    ["a b", false],
+    ["a\nb", false],
+    ["ä", false],
+  ])("isPathComponent(%j) -> %s", (value, want) => {
+    expect(isPathComponent(value)).toBe(want);
+  });
+
+  const parts = parseRepositoryPattern("teams/${annotation:team}/${namespace}/**", "p");
+  const base: TemplateValues = { cluster: "prod", namespace: "team-a", serviceAccount: "builder" };
+
+  it("fills every template with its literal value", () => {
+    expect(fillTemplate(parts, { ...base, annotations: { team: "payments" } })).toEqual([
+      { lit: "teams/" },
+      { lit: "payments" },
+      { lit: "/" },
+      { lit: "team-a" },
+      { lit: "/" },
+      { star: 2 },
+    ]);
+  });
+
+  it.each([
+    ["no annotations at all", undefined],
+    ["the annotation is missing", { other: "payments" }],
+    ["the value is *", { team: "*" }],
+    ["the value is **", { team: "**" }],
+    ["the value climbs up", { team: "../x" }],
+    ["the value spans components", { team: "a/b" }],
+    ["the value is empty", { team: "" }],
+    ["the value has upper case", { team: "Payments" }],
+    ["the value is a regex", { team: ".*" }],
+  ])("cannot be filled when %s", (_d, annotations) => {
+    expect(fillTemplate(parts, { ...base, annotations })).toBeUndefined();
+  });
+
+  it("an identity value that is not a path component cannot be filled either", () => {
+    expect(fillTemplate(parseRepositoryPattern("${namespace}/**", "p"), { ...base, namespace: "a/b" })).toBe(
+      undefined,
+    );
+  });
+
+  it("looks annotations up as own keys only (no prototype keys)", () => {
+    const p = parseRepositoryPattern("${annotation:constructor}/x", "p");
+    expect(fillTemplate(p, { ...base, annotations: {} })).toBeUndefined();
   });
 });

@@ -97,13 +97,12 @@ describe("GET /token: exact success shapes (frozen clock)", () => {
   });
   afterAll(async () => env.close());
 
-  it("answers exactly token, access_token, expires_in, issued_at (no refresh_token), never cached", async () => {
+  it("answers exactly token, access_token, expires_in, issued_at (no refresh_token unless offline), never cached", async () => {
     const res = await getToken(
       env,
       [
         ["account", "builder"],
         ["client_id", "docker"],
-        ["offline_token", "true"],
         ["service", SERVICE],
         ["scope", "repository:team-a/app:pull,push"],
       ],
@@ -360,16 +359,19 @@ describe("POST /token (containerd)", () => {
     );
   });
 
-  it("refresh_token grants are not supported (no refresh tokens are issued)", async () => {
+  it("a refresh_token grant with something that is not a refresh token is refused", async () => {
     const res = await postForm(env, [
       ["grant_type", "refresh_token"],
       ["refresh_token", "x"],
       ["service", SERVICE],
     ]);
-    expect(res.statusCode).toBe(400);
-    expect(res.json()).toEqual(
-      oauthError("unsupported_grant_type", 'grant_type "refresh_token" is not supported'),
-    );
+    expect({ status: res.statusCode, body: res.json() }).toEqual({
+      status: 401,
+      body: {
+        error: "invalid_grant",
+        error_description: "refresh_token is not a refresh token issued by this service",
+      },
+    });
   });
 
   it("a JSON body is refused", async () => {

@@ -1,0 +1,169 @@
+#!/bin/sh
+# registry-token-exchange-credential-provider.sh: a kubelet image credential provider exec plugin
+# (KEP-2133, KEP-4412) in POSIX sh + curl, with the same contract as
+# `registry-token-exchange credential-provider`:
+#
+#   registry-token-exchange-credential-provider.sh --url URL [--ca-file FILE] [--timeout SECONDS]
+#                                                  [--attempt-timeout SECONDS]
+#
+#   stdin   the CredentialProviderRequest kubelet writes (credentialprovider.kubelet.k8s.io/v1)
+#   stdout  the CredentialProviderResponse of POST <URL>/v1/credential-provider, as the service sent it
+#   stderr  one line naming the reason, on failure
+#   exit    0 success, 1 failure, 2 usage
+#
+# Transient failures (connection refused or reset, timeouts, HTTP 429 and 5xx) are retried with
+# exponential back-off (1, 2, 4, 5, 5... s; a longer Retry-After wins) until --timeout seconds have passed
+# in total (default 50: kubelet kills exec plugins after 60 s); each attempt gets at most
+# --attempt-timeout seconds (default 10). Anything else fails at once. The request (it holds the pod's
+# service-account token) goes to curl on a file in a private temporary directory, never on the command
+# line, and is removed on exit.
+set -u
+
+prog=registry-token-exchange-credential-provider
+
+fail() {
+  printf '%s: %s\n' "$prog" "$*" >&2
+  exit 1
+}
+
+usage() {
+  printf '%s: %s (usage: %s --url URL [--ca-file FILE] [--timeout SECONDS] [--attempt-timeout SECONDS])\n' \
+    "$prog" "$*" "$prog" >&2
+  exit 2
+}
+
+is_seconds() {
+  case $1 in
+    '' | *[!0-9]*) return 1 ;;
+  esac
+  [ "$1" -gt 0 ] && [ "$1" -le 600 ]
+}
+
+url=""
+ca_file=""
+timeout=50
+attempt_timeout=10
+while [ $# -gt 0 ]; do
+  case $1 in
+    --url | --ca-file | --timeout | --attempt-timeout)
+      [ $# -ge 2 ] || usage "$1 needs a value"
+      case $1 in
+        --url) url=$2 ;;
+        --ca-file) ca_file=$2 ;;
+        --timeout) timeout=$2 ;;
+        --attempt-timeout) attempt_timeout=$2 ;;
+      esac
+      shift 2
+      ;;
+    --url=*) url=${1#--url=}; shift ;;
+    --ca-file=*) ca_file=${1#--ca-file=}; shift ;;
+    --timeout=*) timeout=${1#--timeout=}; shift ;;
+    --attempt-timeout=*) attempt_timeout=${1#--attempt-timeout=}; shift ;;
+    *) usage "unknown argument: $1" ;;
+  esac
+done
+
+[ -n "$url" ] || usage "--url is required"
+case $url in
+  http://*@* | https://*@*) usage "--url must not carry credentials" ;;
+  *'?'* | *'#'*) usage "--url must not carry a query or fragment" ;;
+  http://?* | https://?*) ;;
+  *) usage "--url must be an absolute http(s) URL" ;;
+esac
+is_seconds "$timeout" || usage "--timeout must be whole seconds in 1..600"
+is_seconds "$attempt_timeout" || usage "--attempt-timeout must be whole seconds in 1..600"
+command -v curl >/dev/null 2>&1 || fail "curl is not installed"
+if [ -n "$ca_file" ] && [ ! -r "$ca_file" ]; then
+  fail "--ca-file $ca_file: not readable"
+fi
+
+while :; do
+  case $url in
+    */) url=${url%/} ;;
+    *) break ;;
+  esac
+done
+endpoint="$url/v1/credential-provider"
+
+umask 077
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/rte-credential-provider.XXXXXX") || fail "cannot create a temporary directory"
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM
+
+cat >"$tmp/request" || fail "cannot read stdin"
+[ -s "$tmp/request" ] || fail "stdin is empty: expected a CredentialProviderRequest from kubelet"
+grep -q '"kind"[[:space:]]*:[[:space:]]*"CredentialProviderRequest"' "$tmp/request" ||
+  fail "stdin is not a CredentialProviderRequest"
+
+# A JSON string field of the error body (one line: {"errors":[{"code":..,"message":"..","detail":{"reason":".."}}]}),
+# with \" and \\ unescaped.
+json_field() {
+  sed -n -E 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*"(([^"\\]|\\.)*)".*/\1/p' "$tmp/body" 2>/dev/null |
+    head -n 1 | sed -e 's/\\"/"/g' -e 's/\\\\/\\/g'
+}
+
+error_text() {
+  message=$(json_field message)
+  reason=$(json_field reason)
+  if [ -n "$message" ]; then
+    printf ': %s' "$message"
+    [ -z "$reason" ] || printf ' (%s)' "$reason"
+  fi
+}
+
+start=$(date +%s)
+deadline=$((start + timeout))
+attempt=0
+delay=1
+last="no attempt made"
+while :; do
+  now=$(date +%s)
+  remaining=$((deadline - now))
+  [ "$remaining" -gt 0 ] || break
+  attempt=$((attempt + 1))
+  budget=$attempt_timeout
+  [ "$budget" -le "$remaining" ] || budget=$remaining
+  rm -f "$tmp/body" "$tmp/headers" "$tmp/curl.err"
+  set -- --silent --show-error --request POST --max-time "$budget" --connect-timeout "$budget" \
+    --header 'Content-Type: application/json' --header 'Accept: application/json' --header 'Expect:' \
+    --user-agent "$prog" --data-binary "@$tmp/request" \
+    --output "$tmp/body" --dump-header "$tmp/headers" --write-out '%{http_code}'
+  [ -z "$ca_file" ] || set -- "$@" --cacert "$ca_file"
+  status=$(curl "$@" "$endpoint" 2>"$tmp/curl.err")
+  rc=$?
+  retry_after=""
+  if [ "$rc" -ne 0 ]; then
+    # 7 connect failed, 28 timed out, 52 empty reply, 55/56 send/receive failed: worth another attempt.
+    # 6 (unknown host), 35/60 (TLS) and the rest are configuration problems: fail now.
+    case $rc in
+      7 | 28 | 52 | 55 | 56) transient=1 ;;
+      *) transient=0 ;;
+    esac
+    last="curl exit $rc: $(head -n 1 "$tmp/curl.err" | tr -d '\r')"
+  else
+    case $status in
+      200)
+        grep -q '"kind"[[:space:]]*:[[:space:]]*"CredentialProviderResponse"' "$tmp/body" ||
+          fail "$endpoint: the service answered something other than a CredentialProviderResponse"
+        cat "$tmp/body"
+        exit 0
+        ;;
+      429 | 5??) transient=1 ;;
+      *) transient=0 ;;
+    esac
+    last="HTTP $status$(error_text)"
+    retry_after=$(tr -d '\r' <"$tmp/headers" | sed -n 's/^[Rr][Ee][Tt][Rr][Yy]-[Aa][Ff][Tt][Ee][Rr]:[[:space:]]*\([0-9][0-9]*\)[[:space:]]*$/\1/p' | tail -n 1)
+  fi
+  [ "$transient" -eq 1 ] || fail "$endpoint: $last"
+  wait=$delay
+  if [ -n "$retry_after" ] && [ "$retry_after" -gt "$wait" ]; then
+    wait=$retry_after
+    [ "$wait" -le 10 ] || wait=10
+  fi
+  now=$(date +%s)
+  [ $((now + wait)) -lt "$deadline" ] || break
+  sleep "$wait"
+  delay=$((delay * 2))
+  [ "$delay" -le 5 ] || delay=5
+done
+fail "$endpoint: gave up after $attempt attempt(s) in $(($(date +%s) - start)) s: $last"

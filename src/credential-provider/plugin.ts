@@ -1,0 +1,287 @@
+/**
+ * The kubelet image credential provider exec plugin (`registry-token-exchange credential-provider`).
+ *
+ * Contract (kubelet pkg/credentialprovider/plugin/plugin.go, KEP-2133/KEP-4412): kubelet writes a
+ * `CredentialProviderRequest` to stdin, reads a `CredentialProviderResponse` from stdout, treats any
+ * non-zero exit as a failure (logging stderr), and kills the plugin after one minute. So the plugin:
+ * - forwards the request verbatim to `POST <url>/v1/credential-provider` and prints the answer;
+ * - retries transient failures (connection refused or reset, timeouts, 429, 5xx) with jittered
+ *   exponential back-off, honouring `Retry-After`, within a total deadline (default 50 s, below
+ *   kubelet's 60 s) and a per-attempt timeout;
+ * - fails at once on anything else (4xx, TLS errors, an unknown host) with one line on stderr;
+ * - exits 0 on success, 1 on any failure, 2 on a usage error (the CLI in `cli.ts`), like the sh plugin;
+ * - never prints or logs the service-account token or the credential except the answer on stdout.
+ */
+import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Agent, request } from "undici";
+
+/** Options of the plugin (the CLI flags). */
+export interface PluginOptions {
+  /** Base URL of the service, e.g. `https://rte.example.com` (a path prefix is kept). */
+  url: string;
+  /** PEM CA bundle to trust for the service's TLS certificate. */
+  caFile?: string | undefined;
+  /** Total time budget including retries, seconds. */
+  timeoutSeconds: number;
+  /** Time budget of one attempt, seconds. */
+  attemptTimeoutSeconds: number;
+}
+
+/** Defaults: 50 s total (kubelet kills exec plugins after 60 s), 10 s per attempt. */
+export const PLUGIN_DEFAULTS = { timeoutSeconds: 50, attemptTimeoutSeconds: 10 } as const;
+
+/** Largest request accepted on stdin and largest answer accepted from the service, bytes. */
+export const MAX_PLUGIN_BYTES = 1024 * 1024;
+
+/** A plugin failure; `message` is the one line printed on stderr (never contains a secret). */
+export class PluginError extends Error {
+  override name = "PluginError";
+}
+
+/** Clock and sleep, replaceable in tests. */
+export interface PluginDeps {
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
+}
+
+/** Network error codes worth another attempt. */
+const TRANSIENT_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+]);
+
+/** The endpoint URL for a base URL (`https://h/prefix` -> `https://h/prefix/v1/credential-provider`). */
+export function endpointUrl(base: string): URL {
+  let url: URL;
+  try {
+    url = new URL(base);
+  } catch {
+    throw new PluginError(`--url ${JSON.stringify(base.slice(0, 200))} is not an absolute URL`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") throw new PluginError("--url must be http(s)");
+  if (url.search || url.hash || url.username || url.password) {
+    throw new PluginError("--url must not carry a query, fragment or credentials");
+  }
+  url.pathname = `${url.pathname.replace(/\/+$/, "")}/v1/credential-provider`;
+  return url;
+}
+
+/** Validates the request kubelet wrote (only enough to fail early with a clear message). */
+function checkRequest(input: string): { apiVersion: string } {
+  let req: unknown;
+  try {
+    req = JSON.parse(input);
+  } catch {
+    throw new PluginError("stdin is not a JSON CredentialProviderRequest");
+  }
+  const r = req as { kind?: unknown; apiVersion?: unknown } | null;
+  if (
+    !r ||
+    typeof r !== "object" ||
+    r.kind !== "CredentialProviderRequest" ||
+    typeof r.apiVersion !== "string"
+  ) {
+    throw new PluginError("stdin is not a CredentialProviderRequest (kind/apiVersion missing)");
+  }
+  return { apiVersion: r.apiVersion };
+}
+
+interface Attempt {
+  /** The answer to print, when done. */
+  output?: string;
+  /** Why this attempt failed, when it did. */
+  reason?: string;
+  /** Whether another attempt may succeed. */
+  transient?: boolean;
+  /** Seconds the service asked to wait. */
+  retryAfterSeconds?: number;
+}
+
+function serverReason(status: number, text: string): string {
+  try {
+    const body = JSON.parse(text) as {
+      errors?: Array<{ code?: unknown; message?: unknown; detail?: { reason?: unknown } }>;
+      error?: unknown;
+      error_description?: unknown;
+    };
+    const e = body.errors?.[0];
+    if (e && typeof e.message === "string") {
+      const reason = typeof e.detail?.reason === "string" ? ` (${e.detail.reason})` : "";
+      return `HTTP ${status} ${String(e.code ?? "")}: ${e.message}${reason}`;
+    }
+    if (typeof body.error === "string") {
+      return `HTTP ${status} ${body.error}: ${String(body.error_description ?? "")}`;
+    }
+  } catch {
+    // not JSON: fall through
+  }
+  return `HTTP ${status}`;
+}
+
+function oneLine(s: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: one line on stderr, no control characters
+  return s.replace(/[\u0000-\u001f\u007f]+/g, " ").slice(0, 500);
+}
+
+function describeError(err: unknown): { reason: string; transient: boolean } {
+  const e = err as { code?: unknown; name?: unknown; message?: unknown; cause?: { code?: unknown } };
+  const code = typeof e.code === "string" ? e.code : typeof e.cause?.code === "string" ? e.cause.code : "";
+  if (e.name === "TimeoutError" || e.name === "AbortError")
+    return { reason: "attempt timed out", transient: true };
+  const message = typeof e.message === "string" ? e.message : String(err);
+  return { reason: `${code ? `${code} ` : ""}${message}`, transient: TRANSIENT_CODES.has(code) };
+}
+
+async function attempt(
+  url: URL,
+  input: string,
+  apiVersion: string,
+  agent: Agent,
+  timeoutMs: number,
+): Promise<Attempt> {
+  let res: Awaited<ReturnType<typeof request>>;
+  try {
+    res = await request(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        accept: "application/json",
+        "user-agent": "registry-token-exchange-credential-provider",
+      },
+      body: input,
+      dispatcher: agent,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (err) {
+    return describeError(err);
+  }
+  let text: string;
+  try {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_PLUGIN_BYTES) {
+        res.body.destroy();
+        return { reason: `answer larger than ${MAX_PLUGIN_BYTES} bytes`, transient: false };
+      }
+      chunks.push(chunk as Buffer);
+    }
+    text = Buffer.concat(chunks).toString("utf8");
+  } catch (err) {
+    return describeError(err);
+  }
+  const status = res.statusCode;
+  if (status === 200) {
+    let body: { kind?: unknown; apiVersion?: unknown } | null;
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      return { reason: "the service answered 200 with a body that is not JSON", transient: false };
+    }
+    if (body?.kind !== "CredentialProviderResponse" || body.apiVersion !== apiVersion) {
+      return {
+        reason: `the service answered something other than a ${apiVersion} CredentialProviderResponse`,
+        transient: false,
+      };
+    }
+    return { output: `${JSON.stringify(body)}\n` };
+  }
+  const retryAfter = Number(res.headers["retry-after"]);
+  return {
+    reason: serverReason(status, text),
+    transient: status === 429 || status >= 500,
+    ...(Number.isFinite(retryAfter) && retryAfter >= 0 ? { retryAfterSeconds: retryAfter } : {}),
+  };
+}
+
+/**
+ * Sends `input` (the `CredentialProviderRequest` from stdin) to the service and returns what to print on
+ * stdout, retrying transient failures within `options.timeoutSeconds`.
+ * @throws {PluginError} one-line reason (invalid input or options, a permanent error, or the deadline)
+ */
+export async function runCredentialProvider(
+  input: string,
+  options: PluginOptions,
+  deps: PluginDeps = {},
+): Promise<string> {
+  const now = deps.now ?? Date.now;
+  const wait = deps.sleep ?? ((ms: number) => sleep(ms));
+  const random = deps.random ?? Math.random;
+  const url = endpointUrl(options.url);
+  const { apiVersion } = checkRequest(input);
+  let ca: string | undefined;
+  if (options.caFile) {
+    try {
+      ca = readFileSync(options.caFile, "utf8");
+    } catch (err) {
+      throw new PluginError(
+        `--ca-file ${options.caFile}: ${(err as NodeJS.ErrnoException).code ?? "unreadable"}`,
+      );
+    }
+  }
+  const start = now();
+  const deadline = start + options.timeoutSeconds * 1000;
+  const perAttemptMs = options.attemptTimeoutSeconds * 1000;
+  const agent = new Agent({
+    connect: { timeout: Math.min(perAttemptMs, 10_000), ...(ca ? { ca } : {}) },
+    connections: 1,
+  });
+  try {
+    let lastReason = "no attempt made";
+    let attempts = 0;
+    for (let n = 1; ; n++) {
+      const remaining = deadline - now();
+      if (remaining <= 0) break;
+      attempts = n;
+      const result = await attempt(url, input, apiVersion, agent, Math.min(perAttemptMs, remaining));
+      if (result.output !== undefined) return result.output;
+      lastReason = result.reason ?? "unknown failure";
+      if (!result.transient) throw new PluginError(`${url.origin}: ${oneLine(lastReason)}`);
+      // Jittered exponential back-off: 0.25-0.5 s, 0.5-1 s, 1-2 s, ... capped at 5 s; Retry-After wins.
+      const base = Math.min(5000, 500 * 2 ** (n - 1));
+      let delay = base / 2 + random() * (base / 2);
+      if (result.retryAfterSeconds !== undefined)
+        delay = Math.max(delay, Math.min(result.retryAfterSeconds * 1000, 10_000));
+      // Not worth sleeping if too little would be left for another attempt.
+      if (now() + delay + 250 >= deadline) break;
+      await wait(delay);
+    }
+    throw new PluginError(
+      `${url.origin}: gave up after ${attempts} attempt${attempts === 1 ? "" : "s"} in ${Math.round((now() - start) / 100) / 10} s: ${oneLine(lastReason)}`,
+    );
+  } finally {
+    await agent.close();
+  }
+}
+
+/**
+ * Reads all of `stream` as UTF-8 (kubelet closes stdin after writing the request).
+ * @throws {PluginError} when it is empty or larger than {@link MAX_PLUGIN_BYTES}
+ */
+export async function readAll(stream: AsyncIterable<Buffer | string>): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    const b = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+    size += b.length;
+    if (size > MAX_PLUGIN_BYTES) throw new PluginError(`stdin is larger than ${MAX_PLUGIN_BYTES} bytes`);
+    chunks.push(b);
+  }
+  const text = Buffer.concat(chunks).toString("utf8");
+  if (text.trim() === "")
+    throw new PluginError("stdin is empty: expected a CredentialProviderRequest from kubelet");
+  return text;
+}

@@ -1,0 +1,326 @@
+/**
+ * The `explain` and `check-config` commands (wired in `cli.ts`), returning their output instead of
+ * printing it so tests can assert it exactly.
+ *
+ * `explain --config FILE --token FILE [--scope S]... [--service S] [--fetch-keys]` runs the service's own
+ * `TokenRealm.authorize` path (issuer lookup, `aud`/`exp`/`nbf`/`iat`/`sub` checks, per-registry audiences,
+ * the 60 s lifetime floor, exchange credentials, the policy) on a token read from a file. It contacts
+ * nothing unless `--fetch-keys` is given: a cluster with `jwksFile` is checked against that file; any other
+ * cluster's signature is NOT checked, which the output says on its first line. The claims are then checked
+ * by the very same verifier, over a copy of the token re-signed with a throw-away key that only this
+ * process trusts, so the offline answer differs from the service's only in the signature.
+ *
+ * `check-config --config FILE [--fetch-keys] [--strict]` validates the file (schema, files, signing keys,
+ * `validatePolicy`, `jwksFile` key sets) and contacts nothing unless `--fetch-keys` is given, which loads
+ * every other cluster's keys through discovery/JWKS as the service would.
+ *
+ * Exit codes: 0 ok (warnings are printed but pass); 2 configuration errors, usage errors, and with
+ * `--strict` warnings too; 1 `explain`: the service would refuse the token, `check-config --fetch-keys`:
+ * a cluster's keys could not be fetched.
+ */
+import { KeyObject } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { CompactSign, decodeJwt, decodeProtectedHeader, generateKeyPair } from "jose";
+import pino from "pino";
+import { ClusterKeySet, parseJwks, type VerificationKey } from "../authn/jwks.js";
+import { ServiceAccountVerifier } from "../authn/verify.js";
+import { MemoryStore } from "../cache/store.js";
+import { loadConfigFile } from "../config/load.js";
+import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../config/schema.js";
+import { ConfigError, ExchangeError } from "../errors.js";
+import { derivedKindOf } from "../token/derived.js";
+import { TokenRealm } from "../token/realm.js";
+import { loadSigningKey, type SigningKey } from "../token/signing.js";
+import { Policy } from "./engine.js";
+import { credentialKind, explain, formatExplanation } from "./explain.js";
+import { parseScopes } from "./scope.js";
+import { validatePolicy } from "./validate.js";
+
+/** What a command printed and its exit code. */
+export interface CommandResult {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+/** Collaborators of the commands (tests freeze the clock). */
+export interface CommandDeps {
+  /** Clock, epoch milliseconds. */
+  now?: () => number;
+  /** Environment for `PORT`/`HOST` overrides (default `process.env`). */
+  env?: Record<string, string | undefined>;
+}
+
+/** Options of {@link explainCommand}. */
+export interface ExplainOptions {
+  config: string;
+  token: string;
+  scope?: string[] | undefined;
+  service?: string | undefined;
+  fetchKeys?: boolean | undefined;
+}
+
+/** Options of {@link checkConfigCommand}. */
+export interface CheckConfigOptions {
+  config: string;
+  fetchKeys?: boolean | undefined;
+  strict?: boolean | undefined;
+}
+
+const silent = () => pino({ level: "silent" });
+const errorLines = (problems: readonly string[]) => problems.map((p) => `config error: ${p}\n`).join("");
+const warningLines = (problems: readonly string[]) => problems.map((p) => `config warning: ${p}\n`).join("");
+const label = (key: string) => `${`${key}:`.padEnd(17)}`;
+
+function loadConfig(file: string, deps: CommandDeps): Config | CommandResult {
+  try {
+    return loadConfigFile(file, deps.env ?? process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) return { stdout: "", stderr: errorLines(err.problems), code: 2 };
+    throw err;
+  }
+}
+
+function loadSigningKeys(config: Config, problems: string[], lines?: string[]): Map<string, SigningKey> {
+  const keys = new Map<string, SigningKey>();
+  config.registries.forEach((r, i) => {
+    try {
+      const key = loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`);
+      keys.set(r.service, key);
+      lines?.push(`registries[${i}] (${r.service}): signing key ${key.alg}, kid ${key.kid}\n`);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(...err.problems);
+    }
+  });
+  return keys;
+}
+
+/** The `iss` a token claims, unverified, or `undefined` when it has none readable. */
+function claimedIssuer(token: string): string | undefined {
+  try {
+    const iss = decodeJwt(token).iss;
+    return typeof iss === "string" ? iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A copy of `token` with the same header and payload, signed with a fresh key of the same algorithm, and
+ * that key; or `undefined` when the header names no algorithm a service-account token may use (the
+ * verifier then refuses the original token before looking at any key).
+ */
+async function resign(token: string): Promise<{ token: string; key: KeyObject } | undefined> {
+  let header: ReturnType<typeof decodeProtectedHeader>;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    return undefined;
+  }
+  const alg = header.alg;
+  const payload = token.split(".")[1];
+  if (
+    typeof alg !== "string" ||
+    !(SERVICE_ACCOUNT_ALGORITHMS as readonly string[]).includes(alg) ||
+    !payload
+  ) {
+    return undefined;
+  }
+  const { privateKey, publicKey } = await generateKeyPair(alg);
+  const signed = await new CompactSign(Buffer.from(payload, "base64url"))
+    .setProtectedHeader({ ...header, alg })
+    .sign(privateKey);
+  return { token: signed, key: KeyObject.from(publicKey) };
+}
+
+/**
+ * A stand-in for a cluster's key set that offers only `key`: used offline for clusters whose keys cannot
+ * be read without contacting them. It never fetches anything.
+ */
+function offlineKeySet(cluster: ClusterConfig, key: KeyObject | undefined): ClusterKeySet {
+  const stub = {
+    cluster,
+    candidates: async (kid: string | undefined): Promise<VerificationKey[]> =>
+      key === undefined ? [] : [{ kid: kid ?? "", kty: key.asymmetricKeyType === "ec" ? "EC" : "RSA", key }],
+    refreshAfterMiss: async () => false,
+    close: async () => {},
+  };
+  return stub as unknown as ClusterKeySet;
+}
+
+/**
+ * `registry-token-exchange explain`: what `/token` would grant a token, offline unless `fetchKeys`.
+ * @returns the explanation on stdout (first line: whether the signature was checked) and exit code 0; the
+ *   refusal and exit code 1 when the service would refuse the token; problems and exit code 2 for an
+ *   invalid config or usage
+ */
+export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {}): Promise<CommandResult> {
+  const now = deps.now ?? Date.now;
+  const loaded = loadConfig(opts.config, deps);
+  if ("code" in loaded) return loaded;
+  const config = loaded;
+  const { errors, warnings } = validatePolicy(config);
+  const problems = [...errors];
+  const signingKeys = loadSigningKeys(config, problems);
+  if (problems.length > 0)
+    return { stdout: "", stderr: warningLines(warnings) + errorLines(problems), code: 2 };
+  const stderr = warningLines(warnings);
+  const usage = (message: string): CommandResult => ({
+    stdout: "",
+    stderr: `${stderr}error: ${message}\n`,
+    code: 2,
+  });
+
+  const served = config.registries.map((r) => `"${r.service}"`).join(", ");
+  const service =
+    opts.service ?? (config.registries.length === 1 ? config.registries[0]?.service : undefined);
+  if (service === undefined) return usage(`explain: pass --service (this config serves ${served})`);
+  let scopes: ReturnType<typeof parseScopes>;
+  try {
+    scopes = parseScopes(opts.scope ?? []);
+  } catch (err) {
+    if (err instanceof ExchangeError) return usage(`explain: ${err.message}`);
+    throw err;
+  }
+  let token: string;
+  try {
+    token = readFileSync(opts.token, "utf8").trim();
+  } catch (err) {
+    return usage(
+      `explain: cannot read the token file ${opts.token}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
+  }
+
+  const logger = silent();
+  const kind = derivedKindOf(token);
+  const iss = kind === undefined ? claimedIssuer(token) : undefined;
+  const index = config.clusters.findIndex((c) => c.issuer === iss);
+  const target = config.clusters[index];
+  const live = (c: ClusterConfig) => opts.fetchKeys === true || c.jwksFile !== undefined;
+  let presented = token;
+  let offlineKey: KeyObject | undefined;
+  if (target && !live(target)) {
+    const copy = await resign(token);
+    if (copy) ({ token: presented, key: offlineKey } = copy);
+  }
+  const keySets = config.clusters.map((c) =>
+    live(c) ? new ClusterKeySet(c, { logger, now }) : offlineKeySet(c, offlineKey),
+  );
+  let signature: string;
+  if (kind !== undefined) {
+    signature = `checked (${credentialKind(token)}: against this service's signing key for the registry)`;
+  } else if (!target) {
+    signature = "not checked (the token's issuer is not a configured cluster)";
+  } else if (!live(target)) {
+    signature = `NOT CHECKED (offline): the identity below is what the token claims; pass --fetch-keys to verify it against the keys of cluster "${target.name}"`;
+  } else if (target.jwksFile !== undefined) {
+    signature = `checked against clusters[${index}].jwksFile (${target.jwksFile})`;
+  } else {
+    signature = `checked against the keys of cluster "${target.name}" (fetched)`;
+  }
+
+  const realm = new TokenRealm({
+    config,
+    verifier: new ServiceAccountVerifier(keySets, { now }),
+    policy: new Policy(config.policy.rules),
+    signingKeys,
+    store: new MemoryStore({ maxEntries: 100, now }),
+    logger,
+    now,
+  });
+  try {
+    const result = await realm.authorize({ credential: presented, service, scopes });
+    const body = formatExplanation(explain(result, credentialKind(token), now()));
+    return { stdout: `${label("signature")}${signature}\n${body}`, stderr, code: 0 };
+  } catch (err) {
+    if (!(err instanceof ExchangeError)) throw err;
+    if (err.code === "unknown_service") return usage(`explain: ${err.message}`);
+    const detail = err.code === "keys_unavailable" ? ` (${String(err.logDetail?.reason ?? "")})` : "";
+    return {
+      stdout: `${label("signature")}${signature}\n${label("refused")}${err.code}: ${err.message}${detail}\n`,
+      stderr,
+      code: 1,
+    };
+  } finally {
+    await Promise.all(keySets.map((ks) => ks.close()));
+  }
+}
+
+/**
+ * `registry-token-exchange check-config`: validates a config file and loads its keys.
+ * @returns a line per registry and cluster key set and an `ok:` line on stdout, warnings (and errors) on
+ *   stderr; exit code 0, 2 (errors, or warnings with `strict`), or 1 (`fetchKeys` failed)
+ */
+export async function checkConfigCommand(
+  opts: CheckConfigOptions,
+  deps: CommandDeps = {},
+): Promise<CommandResult> {
+  const now = deps.now ?? Date.now;
+  const loaded = loadConfig(opts.config, deps);
+  if ("code" in loaded) return loaded;
+  const config = loaded;
+  const lines: string[] = [];
+  const errors: string[] = [];
+  const failures: string[] = [];
+  loadSigningKeys(config, errors, lines);
+  const validation = validatePolicy(config);
+  errors.push(...validation.errors);
+  const warnings = [...validation.warnings];
+  for (const [i, c] of config.clusters.entries()) {
+    const at = `clusters[${i}] (${c.name})`;
+    if (c.jwksFile !== undefined) {
+      const keys = readJwksFile(c.jwksFile, `clusters[${i}].jwksFile`, errors, warnings);
+      if (keys !== undefined) lines.push(`${at}: ${keys} key(s) from ${c.jwksFile}\n`);
+    } else if (opts.fetchKeys) {
+      const ks = new ClusterKeySet(c, { logger: silent(), now });
+      try {
+        const set = await ks.refresh();
+        lines.push(`${at}: ${set.keys.length} key(s) fetched\n`);
+      } catch (err) {
+        const reason =
+          err instanceof ExchangeError ? String(err.logDetail?.reason ?? err.message) : String(err);
+        failures.push(`${at}: keys could not be fetched: ${reason}`);
+      } finally {
+        await ks.close();
+      }
+    } else {
+      lines.push(`${at}: keys not fetched (offline; --fetch-keys fetches them)\n`);
+    }
+  }
+  let stderr = warningLines(warnings);
+  if (errors.length > 0) return { stdout: lines.join(""), stderr: stderr + errorLines(errors), code: 2 };
+  if (opts.strict && warnings.length > 0) {
+    stderr += errorLines([`--strict: ${warnings.length} warning(s) treated as errors`]);
+    return { stdout: lines.join(""), stderr, code: 2 };
+  }
+  if (failures.length > 0) {
+    stderr += failures.map((f) => `error: ${f}\n`).join("");
+    return { stdout: lines.join(""), stderr, code: 1 };
+  }
+  const n = config.registries.length;
+  const summary = `ok: ${config.clusters.length} cluster(s), ${n} registr${n === 1 ? "y" : "ies"}, ${config.policy.rules.length} rule(s)${warnings.length > 0 ? `, ${warnings.length} warning(s)` : ""}\n`;
+  return { stdout: lines.join("") + summary, stderr, code: 0 };
+}
+
+/** Reads and parses a static JWKS file; problems go to `errors`/`warnings`. @returns the usable key count */
+function readJwksFile(file: string, path: string, errors: string[], warnings: string[]): number | undefined {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    errors.push(`${path}: cannot read the JWKS: ${(err as Error).message.split("\n")[0]}`);
+    return undefined;
+  }
+  try {
+    const keys = parseJwks(doc, (k, reason) => warnings.push(`${path}: key [${k}] skipped: ${reason}`));
+    if (keys.length === 0) {
+      errors.push(`${path}: the JWKS has no usable key`);
+      return undefined;
+    }
+    return keys.length;
+  } catch (err) {
+    errors.push(`${path}: ${(err as Error).message}`);
+    return undefined;
+  }
+}

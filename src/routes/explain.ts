@@ -1,0 +1,67 @@
+/**
+ * `GET /v1/explain?service=S&scope=...`: what `GET /token` would decide for the presented credential,
+ * without minting anything, for operators debugging with curl.
+ *
+ * Same credentials as `GET /token` (Basic password or Bearer: a service-account token or an exchange
+ * credential), authenticated and authorized by the same `TokenRealm.authorize` path, so it refuses exactly
+ * what `/token` refuses, with the same distribution-style errors (`{"errors":[{code, message, detail:
+ * {reason}}]}`, `WWW-Authenticate: Basic` on 401). Answers the verified identity (never the token) and,
+ * per requested scope, the granted actions and the names of the rules that allowed or denied them
+ * (`policy/explain.ts`). Rate limited with `/token` (the limiter covers `/v1/`).
+ */
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { parseAuthorization } from "../authn/credentials.js";
+import { ExchangeError } from "../errors.js";
+import { credentialKind, explain } from "../policy/explain.js";
+import { parseScopes } from "../policy/scope.js";
+import type { TokenRealm } from "../token/realm.js";
+import { type Params, repeatedParam, requireService } from "./token.js";
+
+/** The endpoint path. */
+export const EXPLAIN_PATH = "/v1/explain";
+
+/**
+ * Registers `GET /v1/explain`.
+ * @param realm authenticates and evaluates the policy (the same path as `/token`)
+ * @param now clock, epoch milliseconds (for `identity.expiresIn`)
+ */
+export function registerExplainRoutes(
+  app: FastifyInstance,
+  realm: TokenRealm,
+  now: () => number = Date.now,
+): void {
+  app.get(
+    EXPLAIN_PATH,
+    { config: { errorFormat: "docker", basicChallenge: true } },
+    async (request: FastifyRequest, reply) => {
+      const params = request.query as Params;
+      const service = requireService(params);
+      const scopes = parseScopes(repeatedParam(params, "scope"));
+      const credential = parseAuthorization(request.headers.authorization);
+      if (!credential) {
+        throw new ExchangeError(
+          "missing_credentials",
+          "authentication required: send the service-account token as the Basic password or as a Bearer token",
+        );
+      }
+      const result = await realm.authorize({ credential: credential.secret, service, scopes });
+      const body = explain(result, credentialKind(credential.secret), now());
+      request.log.info(
+        {
+          explain: {
+            cluster: body.identity.cluster,
+            namespace: body.identity.namespace,
+            serviceAccount: body.identity.serviceAccount.name,
+            service: body.service,
+            requested: body.scopes.map((s) => s.scope),
+            granted: body.scopes
+              .filter((s) => s.granted.length > 0)
+              .map((s) => `${s.type}:${s.name}:${s.granted.join(",")}`),
+          },
+        },
+        "policy explained",
+      );
+      return reply.header("cache-control", "no-store").header("pragma", "no-cache").send(body);
+    },
+  );
+}

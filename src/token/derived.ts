@@ -1,0 +1,288 @@
+/**
+ * Credentials this service derives from a verified identity and later accepts back at `/token`:
+ * - **exchange credentials**: the password `/v1/credential-provider` hands to kubelet (KEP-4412: kubelet
+ *   refuses a plugin that echoes the service-account token, unless its cache type is `Token`);
+ * - **refresh tokens**: what `offline_token=true` / `access_type=offline` return (distribution
+ *   docs/spec/auth/oauth.md; docker stores it as its `identitytoken`).
+ *
+ * Both are compact JWS signed with the registry's own signing key, bound to one identity (cluster,
+ * namespace, service account and its uid, pod, node, annotations) and one registry `service`, and never
+ * valid past the credential they were derived from. What keeps them apart from registry bearer tokens,
+ * and from each other:
+ * - a distinct `typ` header per kind (RFC 8725 §3.11 explicit typing), checked exactly on verification;
+ * - `iss` = `urn:registry-token-exchange:<kind>:<registry issuer>` and `aud` =
+ *   `urn:registry-token-exchange:<kind>:<service>`, never the registry's `auth.token.issuer` or its
+ *   `service`, so distribution (which checks both, registry/auth/token/token.go) refuses them as bearer
+ *   tokens even though it trusts the key; the config refuses `service`/`issuer` values in that namespace;
+ * - no `access` claim and no `x5c`.
+ *
+ * Verification: explicit algorithm allowlist (the key's own algorithm), exact `typ`, `iss`, `aud`,
+ * required `exp`/`nbf`/`iat`/`sub`/`jti`, a small clock leeway, then the identity claim is re-validated
+ * (its cluster must still be configured, `sub` must agree).
+ */
+import { randomUUID } from "node:crypto";
+import { decodeProtectedHeader, type JWTPayload, errors as joseErrors, jwtVerify, SignJWT } from "jose";
+import type { Identity } from "../authn/verify.js";
+import { RESERVED_URN_PREFIX, type RegistryConfig } from "../config/schema.js";
+import { type ErrorCode, ExchangeError } from "../errors.js";
+import { NOT_BEFORE_SKEW_SECONDS } from "./mint.js";
+import type { SigningKey } from "./signing.js";
+
+/** The two kinds of derived credential. */
+export type DerivedKind = "exchange" | "refresh";
+
+interface KindSpec {
+  /** JWS `typ` header. */
+  typ: string;
+  /** Middle part of the `iss`/`aud` URNs. */
+  urn: string;
+  /** Human name for error messages. */
+  label: string;
+}
+
+/** Per-kind constants (`typ` values are private media types of this service). */
+export const DERIVED_KINDS: Readonly<Record<DerivedKind, KindSpec>> = {
+  exchange: { typ: "rte-exchange+jwt", urn: "exchange-credential", label: "exchange credential" },
+  refresh: { typ: "rte-refresh+jwt", urn: "refresh-token", label: "refresh token" },
+};
+
+/** Longest accepted derived credential, characters (annotations are capped well below this). */
+export const MAX_DERIVED_LENGTH = 16 * 1024;
+
+/** Leeway for `exp`/`nbf`/`iat` between replicas of this service, seconds. */
+export const DERIVED_CLOCK_SKEW_SECONDS = 30;
+
+/** The private claim that carries the identity. */
+const CLAIM = "rte";
+
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+/** `iss` of a derived credential of `kind` for `registry` (never equal to `registry.issuer`). */
+export function derivedIssuer(kind: DerivedKind, registry: RegistryConfig): string {
+  return `${RESERVED_URN_PREFIX}${DERIVED_KINDS[kind].urn}:${registry.issuer}`;
+}
+
+/** `aud` of a derived credential of `kind` for `registry` (never equal to `registry.service`). */
+export function derivedAudience(kind: DerivedKind, registry: RegistryConfig): string {
+  return `${RESERVED_URN_PREFIX}${DERIVED_KINDS[kind].urn}:${registry.service}`;
+}
+
+/**
+ * Which verifier a presented credential is meant for, read from its unverified `typ` header. The answer
+ * only picks a verifier: every verifier checks everything itself, so a forged `typ` can at worst send a
+ * credential to a verifier that rejects it.
+ * @returns the derived kind, or `undefined` for anything else (a service-account token, garbage)
+ */
+export function derivedKindOf(credential: string): DerivedKind | undefined {
+  if (credential.length > MAX_DERIVED_LENGTH || !JWT_SHAPE.test(credential)) return undefined;
+  let typ: unknown;
+  try {
+    typ = decodeProtectedHeader(credential).typ;
+  } catch {
+    return undefined;
+  }
+  if (typ === DERIVED_KINDS.exchange.typ) return "exchange";
+  if (typ === DERIVED_KINDS.refresh.typ) return "refresh";
+  return undefined;
+}
+
+/** A minted derived credential. */
+export interface DerivedCredential {
+  /** The compact JWS. Never log it. */
+  token: string;
+  /** `jti` (safe to log). */
+  jti: string;
+  /** `iat`, epoch seconds. */
+  issuedAt: number;
+  /** `exp`, epoch seconds. */
+  expiresAt: number;
+}
+
+/** The identity claim as stored in a derived credential. */
+interface IdentityClaim {
+  cluster: string;
+  namespace: string;
+  serviceAccount: { name: string; uid: string };
+  pod?: { name: string; uid: string };
+  node?: { name: string; uid: string };
+  annotations?: Record<string, string>;
+  /** The credential it was derived from: its `jti` (if any), audiences and lifetime. */
+  source: { jti?: string; aud: string[]; iat: number; exp: number };
+}
+
+/**
+ * Signs a derived credential of `kind` for `registry` and `identity`.
+ * @param expiresAt wanted `exp`, epoch seconds; cut to `identity.expiresAt` (never outlives its source)
+ * @param nowMs current time, epoch milliseconds
+ * @throws {ExchangeError} `token_expired` when the source credential has (practically) expired
+ */
+export async function mintDerived(
+  kind: DerivedKind,
+  key: SigningKey,
+  registry: RegistryConfig,
+  identity: Identity,
+  expiresAt: number,
+  nowMs: number,
+): Promise<DerivedCredential> {
+  const iat = Math.floor(nowMs / 1000);
+  const exp = Math.min(expiresAt, identity.expiresAt);
+  if (exp <= iat) {
+    throw new ExchangeError(
+      "token_expired",
+      `the presented credential expires too soon to derive a ${DERIVED_KINDS[kind].label}`,
+    );
+  }
+  const claim: IdentityClaim = {
+    cluster: identity.cluster,
+    namespace: identity.namespace,
+    serviceAccount: identity.serviceAccount,
+    ...(identity.pod ? { pod: identity.pod } : {}),
+    ...(identity.node ? { node: identity.node } : {}),
+    ...(identity.annotations && Object.keys(identity.annotations).length > 0
+      ? { annotations: identity.annotations }
+      : {}),
+    source: {
+      ...(identity.tokenId ? { jti: identity.tokenId } : {}),
+      aud: identity.audiences,
+      iat: identity.issuedAt,
+      exp: identity.expiresAt,
+    },
+  };
+  const jti = randomUUID();
+  const token = await new SignJWT({ [CLAIM]: claim })
+    .setProtectedHeader({ alg: key.alg, typ: DERIVED_KINDS[kind].typ, kid: key.kid })
+    .setIssuer(derivedIssuer(kind, registry))
+    .setAudience(derivedAudience(kind, registry))
+    .setSubject(identity.subject)
+    .setIssuedAt(iat)
+    .setNotBefore(iat - NOT_BEFORE_SKEW_SECONDS)
+    .setExpirationTime(exp)
+    .setJti(jti)
+    .sign(key.privateKey);
+  return { token, jti, issuedAt: iat, expiresAt: exp };
+}
+
+function fail(kind: DerivedKind, code: ErrorCode, what: string): ExchangeError {
+  return new ExchangeError(code, `${DERIVED_KINDS[kind].label} ${what}`);
+}
+
+function isRef(v: unknown): v is { name: string; uid: string } {
+  const r = v as { name?: unknown; uid?: unknown } | null;
+  return typeof r === "object" && r !== null && typeof r.name === "string" && typeof r.uid === "string";
+}
+
+function isStringRecord(v: unknown): v is Record<string, string> {
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    !Array.isArray(v) &&
+    Object.values(v as Record<string, unknown>).every((x) => typeof x === "string")
+  );
+}
+
+/**
+ * Verifies a derived credential of `kind` for `registry` and returns the identity it carries.
+ * `expiresAt`/`issuedAt`/`tokenId` of the result describe the derived credential itself, so anything
+ * minted from it (registry tokens, refresh tokens) is cut to its `exp`.
+ * @param clusters names of the clusters currently trusted (a credential of a removed cluster is refused)
+ * @throws {ExchangeError} `malformed_token`, `unsupported_algorithm`, `invalid_signature`, `invalid_issuer`,
+ *   `invalid_audience`, `token_expired`, `token_not_yet_valid`, `missing_claim`, `invalid_subject`,
+ *   `unknown_issuer`
+ */
+export async function verifyDerived(
+  kind: DerivedKind,
+  key: SigningKey,
+  registry: RegistryConfig,
+  token: string,
+  clusters: ReadonlySet<string>,
+  nowMs: number,
+): Promise<Identity> {
+  if (token.length > MAX_DERIVED_LENGTH || !JWT_SHAPE.test(token)) {
+    throw fail(kind, "malformed_token", "is not a compact JWS");
+  }
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(token, key.publicKey, {
+      algorithms: [key.alg],
+      typ: DERIVED_KINDS[kind].typ,
+      issuer: derivedIssuer(kind, registry),
+      audience: derivedAudience(kind, registry),
+      clockTolerance: DERIVED_CLOCK_SKEW_SECONDS,
+      requiredClaims: ["exp", "nbf", "iat", "sub", "jti"],
+      currentDate: new Date(nowMs),
+    }));
+  } catch (err) {
+    throw mapJoseError(kind, err);
+  }
+  if (payload.iat! > Math.floor(nowMs / 1000) + DERIVED_CLOCK_SKEW_SECONDS) {
+    throw fail(kind, "token_not_yet_valid", 'is not valid yet ("iat" is in the future)');
+  }
+  const c = payload[CLAIM] as Partial<IdentityClaim> | undefined;
+  if (
+    !c ||
+    typeof c !== "object" ||
+    typeof c.cluster !== "string" ||
+    typeof c.namespace !== "string" ||
+    !isRef(c.serviceAccount) ||
+    (c.pod !== undefined && !isRef(c.pod)) ||
+    (c.node !== undefined && !isRef(c.node)) ||
+    (c.annotations !== undefined && !isStringRecord(c.annotations)) ||
+    typeof c.source !== "object" ||
+    c.source === null ||
+    !Array.isArray(c.source.aud)
+  ) {
+    throw fail(kind, "missing_claim", `has no valid "${CLAIM}" identity claim`);
+  }
+  if (!clusters.has(c.cluster)) {
+    throw fail(
+      kind,
+      "unknown_issuer",
+      `names cluster "${c.cluster.slice(0, 63)}", which is no longer trusted`,
+    );
+  }
+  const subject = `system:serviceaccount:${c.namespace}:${c.serviceAccount.name}`;
+  if (payload.sub !== subject)
+    throw fail(kind, "invalid_subject", '"sub" does not agree with its identity claim');
+  return {
+    cluster: c.cluster,
+    namespace: c.namespace,
+    serviceAccount: { name: c.serviceAccount.name, uid: c.serviceAccount.uid },
+    pod: c.pod ? { name: c.pod.name, uid: c.pod.uid } : undefined,
+    node: c.node ? { name: c.node.name, uid: c.node.uid } : undefined,
+    subject,
+    audiences: c.source.aud.filter((a): a is string => typeof a === "string"),
+    expiresAt: payload.exp!,
+    issuedAt: payload.iat!,
+    tokenId: payload.jti,
+    annotations: c.annotations,
+  };
+}
+
+function mapJoseError(kind: DerivedKind, err: unknown): ExchangeError {
+  if (err instanceof joseErrors.JWTExpired) return fail(kind, "token_expired", "has expired");
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    if (err.reason === "missing") return fail(kind, "missing_claim", `has no "${err.claim}" claim`);
+    switch (err.claim) {
+      case "iss":
+        return fail(kind, "invalid_issuer", 'was not issued for this registry ("iss" differs)');
+      case "aud":
+        return fail(kind, "invalid_audience", "was issued for another registry service");
+      case "nbf":
+        return fail(kind, "token_not_yet_valid", 'is not valid yet ("nbf" is in the future)');
+      case "typ":
+        return fail(
+          kind,
+          "malformed_token",
+          `has the wrong "typ" header (want "${DERIVED_KINDS[kind].typ}")`,
+        );
+      default:
+        return fail(kind, "malformed_token", `has an invalid "${err.claim}" claim`);
+    }
+  }
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) {
+    return fail(kind, "invalid_signature", "signature does not verify with this registry's signing key");
+  }
+  if (err instanceof joseErrors.JOSEAlgNotAllowed)
+    return fail(kind, "unsupported_algorithm", '"alg" is not allowed');
+  return fail(kind, "malformed_token", "is not a valid JWS");
+}

@@ -1,0 +1,354 @@
+/**
+ * deploy/kubernetes: every manifest parses (as Kubernetes reads YAML: 1.1), and the cross-references
+ * hold in the base and in the Redis overlay: names, labels and selectors; Service, probe and
+ * NetworkPolicy ports; volume mounts, ConfigMaps and the Secret template; RBAC subjects; and the
+ * ConfigMap's config is valid for the service's own schema and consistent with the mounts. The overlay is
+ * composed here (resources + strategic-merge patches); where `kubectl` is installed, `kubectl kustomize`
+ * renders both and the same checks run on its output.
+ */
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { dirname, join, posix } from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
+import { parseConfig } from "../../src/config/load.js";
+import type { Config } from "../../src/config/schema.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: manifests are walked dynamically; the assertions are the type checks
+type Obj = Record<string, any>;
+
+const root = new URL("../..", import.meta.url).pathname;
+const k8s = join(root, "deploy/kubernetes");
+const NAMESPACE = "registry-token-exchange";
+
+/** Parses a multi-document YAML file the way Kubernetes does (YAML 1.1). */
+function readDocs(file: string): Obj[] {
+  return parseAllDocuments(readFileSync(file, "utf8"), { version: "1.1" })
+    .map((d) => {
+      expect(d.errors, file).toEqual([]);
+      return d.toJS() as Obj;
+    })
+    .filter((d) => d !== null);
+}
+
+/** Strategic merge for what the patches here touch: maps merge, everything else is replaced. */
+function merge(target: Obj, patch: Obj): Obj {
+  const out: Obj = { ...target };
+  for (const [k, v] of Object.entries(patch)) {
+    out[k] =
+      v !== null &&
+      typeof v === "object" &&
+      !Array.isArray(v) &&
+      typeof out[k] === "object" &&
+      out[k] !== null
+        ? merge(out[k], v)
+        : v;
+  }
+  return out;
+}
+
+/** Composes a kustomization: resources (files or directories), then patches, then the namespace. */
+function kustomize(dir: string): { docs: Obj[]; kustomization: Obj } {
+  const kustomization = readDocs(join(dir, "kustomization.yaml"))[0]!;
+  let docs: Obj[] = [];
+  for (const r of kustomization.resources as string[]) {
+    docs.push(...(r.endsWith(".yaml") ? readDocs(join(dir, r)) : kustomize(join(dir, r)).docs));
+  }
+  for (const p of (kustomization.patches ?? []) as Array<{ path: string }>) {
+    for (const patch of readDocs(join(dir, p.path))) {
+      const i = docs.findIndex((d) => d.kind === patch.kind && d.metadata.name === patch.metadata.name);
+      expect(i, `patch ${p.path} targets an existing ${patch.kind}`).toBeGreaterThanOrEqual(0);
+      docs[i] = merge(docs[i]!, patch);
+    }
+  }
+  docs = docs.map((d) =>
+    kustomization.namespace && !["Namespace", "ClusterRoleBinding", "ClusterRole"].includes(d.kind)
+      ? { ...d, metadata: { ...d.metadata, namespace: kustomization.namespace } }
+      : d,
+  );
+  return { docs, kustomization };
+}
+
+const secretTemplate = readDocs(join(k8s, "base/signing-key-secret.template.yaml"))[0]!;
+const dockerCmd = JSON.parse(
+  readFileSync(join(root, "Dockerfile"), "utf8").match(/^CMD (\[.*\])$/m)![1]!,
+) as string[];
+
+const matches = (selector: Obj | undefined, labels: Obj | undefined) =>
+  selector !== undefined &&
+  Object.keys(selector).length > 0 &&
+  Object.entries(selector).every(([k, v]) => labels?.[k] === v);
+
+/** Everything that must hold for a set of rendered manifests. */
+function checkManifests(docs: Obj[], where: string): Config {
+  const find = (kind: string, name: string) => docs.find((d) => d.kind === kind && d.metadata?.name === name);
+  const all = (kind: string) => docs.filter((d) => d.kind === kind);
+
+  // Names are unique per kind; namespaced objects live in the service's namespace.
+  const keys = docs.map((d) => `${d.kind}/${d.metadata.name}`);
+  expect(new Set(keys).size, `${where}: duplicates in ${keys.join(", ")}`).toBe(keys.length);
+  for (const d of docs) {
+    if (!["Namespace", "ClusterRoleBinding", "ClusterRole"].includes(d.kind)) {
+      expect(d.metadata.namespace, `${where}: ${d.kind}/${d.metadata.name}`).toBe(NAMESPACE);
+    }
+  }
+  expect(find("Namespace", NAMESPACE)).toBeDefined();
+
+  const deployments = all("Deployment");
+  const main = find("Deployment", "registry-token-exchange")!;
+  expect(main, where).toBeDefined();
+  for (const dep of deployments) {
+    const name = dep.metadata.name;
+    const pod = dep.spec.template;
+    expect(matches(dep.spec.selector.matchLabels, pod.metadata.labels), `${where}: ${name} selector`).toBe(
+      true,
+    );
+    const podSec = pod.spec.securityContext ?? {};
+    expect(podSec.runAsNonRoot, `${where}: ${name}`).toBe(true);
+    expect(podSec.seccompProfile?.type).toBe("RuntimeDefault");
+    const volumes = new Map<string, Obj>((pod.spec.volumes ?? []).map((v: Obj) => [v.name, v]));
+    for (const c of pod.spec.containers as Obj[]) {
+      const sec = c.securityContext ?? {};
+      expect(sec.readOnlyRootFilesystem, `${where}: ${name}/${c.name}`).toBe(true);
+      expect(sec.allowPrivilegeEscalation).toBe(false);
+      expect(sec.capabilities?.drop).toEqual(["ALL"]);
+      expect(sec.runAsNonRoot ?? podSec.runAsNonRoot).toBe(true);
+      expect((sec.seccompProfile ?? podSec.seccompProfile)?.type).toBe("RuntimeDefault");
+      expect(c.resources?.requests?.cpu).toBeDefined();
+      expect(c.resources?.requests?.memory).toBeDefined();
+      expect(c.resources?.limits?.memory).toBeDefined();
+      for (const m of c.volumeMounts ?? []) {
+        expect(volumes.has(m.name), `${where}: ${name}/${c.name} mounts missing volume ${m.name}`).toBe(true);
+      }
+      // Probe ports name a declared container port.
+      const portNames = new Set((c.ports ?? []).flatMap((p: Obj) => [p.name, p.containerPort]));
+      for (const probe of ["readinessProbe", "livenessProbe", "startupProbe"]) {
+        const port = c[probe]?.httpGet?.port ?? c[probe]?.tcpSocket?.port;
+        if (port !== undefined)
+          expect(portNames.has(port), `${where}: ${name} ${probe} port ${port}`).toBe(true);
+      }
+    }
+    // Volumes reference ConfigMaps in the manifests and the Secret of the template, with existing keys.
+    for (const v of volumes.values()) {
+      const sources: Obj[] = v.projected?.sources ?? [
+        ...(v.configMap ? [{ configMap: v.configMap }] : []),
+        ...(v.secret ? [{ secret: { ...v.secret, name: v.secret.secretName } }] : []),
+      ];
+      for (const s of sources) {
+        if (s.configMap) {
+          const cm = find("ConfigMap", s.configMap.name);
+          expect(cm, `${where}: ConfigMap ${s.configMap.name}`).toBeDefined();
+          for (const item of s.configMap.items ?? []) expect(Object.keys(cm!.data)).toContain(item.key);
+        }
+        if (s.secret) {
+          const secret =
+            find("Secret", s.secret.name) ??
+            (s.secret.name === secretTemplate.metadata.name ? secretTemplate : undefined);
+          expect(secret, `${where}: Secret ${s.secret.name}`).toBeDefined();
+          for (const item of s.secret.items ?? []) {
+            expect(Object.keys(secret!.stringData ?? secret!.data)).toContain(item.key);
+          }
+        }
+      }
+    }
+  }
+
+  // The service itself: replicas, spreading, probes, service account, arguments.
+  expect(main.spec.replicas).toBeGreaterThanOrEqual(2);
+  const pod = main.spec.template;
+  const labels = pod.metadata.labels;
+  const anti = pod.spec.affinity?.podAntiAffinity;
+  const terms = [
+    ...(anti?.requiredDuringSchedulingIgnoredDuringExecution ?? []),
+    ...(anti?.preferredDuringSchedulingIgnoredDuringExecution ?? []).map((t: Obj) => t.podAffinityTerm),
+  ];
+  expect(terms.some((t: Obj) => matches(t.labelSelector?.matchLabels, labels))).toBe(true);
+  const container = pod.spec.containers[0];
+  expect(container.readinessProbe.httpGet.path).toBe("/readyz");
+  expect(container.livenessProbe.httpGet.path).toBe("/healthz");
+  expect(find("ServiceAccount", pod.spec.serviceAccountName), `${where}: service account`).toBeDefined();
+  expect(container.args).toEqual(dockerCmd);
+
+  // The config: valid for the schema, and every file it names is mounted.
+  const configPath = container.args[container.args.indexOf("--config") + 1] as string;
+  const mount = (container.volumeMounts as Obj[]).find((m) => configPath.startsWith(`${m.mountPath}/`))!;
+  expect(mount, `${where}: ${configPath} is mounted`).toBeDefined();
+  const projected = pod.spec.volumes.find((v: Obj) => v.name === mount.name).projected.sources as Obj[];
+  const mountedFiles = new Map<string, Obj>();
+  for (const s of projected) {
+    const src = s.configMap ?? s.secret;
+    for (const item of src.items) mountedFiles.set(posix.join(mount.mountPath, item.path), { ...s, item });
+  }
+  const configSource = mountedFiles.get(configPath);
+  expect(configSource?.configMap, `${where}: ${configPath} comes from a ConfigMap`).toBeDefined();
+  const cm = find("ConfigMap", configSource!.configMap.name)!;
+  const raw = parseAllDocuments(cm.data[configSource!.item.key])[0]!.toJS();
+  const config = parseConfig(raw);
+  for (const r of config.registries) {
+    for (const f of [r.signingKey.keyFile, r.signingKey.certFile]) {
+      expect(mountedFiles.get(f)?.secret, `${where}: ${f} comes from the signing Secret`).toBeDefined();
+    }
+  }
+  for (const c of config.clusters) {
+    for (const f of [c.caFile, c.bearerTokenFile].filter((x): x is string => x !== undefined)) {
+      // The service account token volume Kubernetes mounts (automountServiceAccountToken).
+      expect(dirname(f)).toBe("/var/run/secrets/kubernetes.io/serviceaccount");
+      expect(find("ServiceAccount", pod.spec.serviceAccountName)!.automountServiceAccountToken).not.toBe(
+        false,
+      );
+      expect(pod.spec.automountServiceAccountToken).not.toBe(false);
+    }
+  }
+  const httpPort = (container.ports as Obj[]).find((p) => p.name === "http")!;
+  expect(config.server.port).toBe(httpPort.containerPort);
+
+  // Services select pods of a Deployment and target a port those pods declare.
+  for (const svc of all("Service")) {
+    const dep = deployments.find((d) => matches(svc.spec.selector, d.spec.template.metadata.labels));
+    expect(dep, `${where}: Service ${svc.metadata.name} selects a Deployment`).toBeDefined();
+    const declared = dep!.spec.template.spec.containers.flatMap((c: Obj) =>
+      (c.ports ?? []).flatMap((p: Obj) => [p.name, p.containerPort]),
+    );
+    for (const p of svc.spec.ports)
+      expect(declared, `${where}: ${svc.metadata.name}`).toContain(p.targetPort);
+  }
+  const mainService = all("Service").find((s) => matches(s.spec.selector, labels))!;
+  expect(mainService).toBeDefined();
+
+  // PDB and HPA point at the service's pods and Deployment.
+  const pdb = all("PodDisruptionBudget")[0]!;
+  expect(matches(pdb.spec.selector.matchLabels, labels)).toBe(true);
+  expect(pdb.spec.minAvailable).toBeLessThan(main.spec.replicas);
+  const hpa = all("HorizontalPodAutoscaler")[0]!;
+  expect(hpa.spec.scaleTargetRef).toMatchObject({
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    name: main.metadata.name,
+  });
+  expect(hpa.spec.minReplicas).toBeGreaterThanOrEqual(main.spec.replicas);
+
+  // RBAC: issuer discovery for the pods' service account.
+  const crb = all("ClusterRoleBinding").find(
+    (b) => b.roleRef.name === "system:service-account-issuer-discovery",
+  );
+  expect(crb, `${where}: issuer discovery binding`).toBeDefined();
+  expect(crb!.roleRef.kind).toBe("ClusterRole");
+  expect(crb!.subjects).toContainEqual({
+    kind: "ServiceAccount",
+    name: pod.spec.serviceAccountName,
+    namespace: NAMESPACE,
+  });
+
+  // NetworkPolicies select existing pods, and their named ports exist on the pods they concern.
+  for (const np of all("NetworkPolicy")) {
+    const selected = deployments.filter((d) =>
+      matches(np.spec.podSelector.matchLabels, d.spec.template.metadata.labels),
+    );
+    expect(selected.length, `${where}: NetworkPolicy ${np.metadata.name} selects pods`).toBeGreaterThan(0);
+    for (const rule of np.spec.ingress ?? []) {
+      for (const p of rule.ports ?? []) {
+        if (typeof p.port !== "string") continue;
+        const names = selected.flatMap((d) =>
+          d.spec.template.spec.containers.flatMap((c: Obj) => (c.ports ?? []).map((x: Obj) => x.name)),
+        );
+        expect(names, `${where}: ${np.metadata.name} port ${p.port}`).toContain(p.port);
+      }
+      for (const from of rule.from ?? []) {
+        if (!from.podSelector) continue;
+        const peers = deployments.filter((d) =>
+          matches(from.podSelector.matchLabels, d.spec.template.metadata.labels),
+        );
+        expect(peers.length, `${where}: ${np.metadata.name} ingress peers exist`).toBeGreaterThan(0);
+      }
+    }
+  }
+  const mainPolicy = all("NetworkPolicy").find((np) => matches(np.spec.podSelector.matchLabels, labels));
+  expect(mainPolicy?.spec.policyTypes).toEqual(expect.arrayContaining(["Ingress", "Egress"]));
+
+  // Redis, when configured, is a Service of these manifests, reachable through a NetworkPolicy.
+  if (config.cache.redisUrl) {
+    const url = new URL(config.cache.redisUrl);
+    const svc = find("Service", url.hostname);
+    expect(svc, `${where}: Redis Service ${url.hostname}`).toBeDefined();
+    expect(svc!.spec.ports.map((p: Obj) => p.port)).toContain(Number(url.port || 6379));
+    const egress = all("NetworkPolicy")
+      .filter((np) => matches(np.spec.podSelector.matchLabels, labels))
+      .flatMap((np) => np.spec.egress ?? []);
+    expect(
+      egress.some(
+        (r: Obj) =>
+          (r.ports ?? []).some((p: Obj) => p.port === Number(url.port || 6379)) &&
+          (r.to ?? []).some((t: Obj) =>
+            matches(
+              t.podSelector?.matchLabels,
+              deployments.find((d) => matches(svc!.spec.selector, d.spec.template.metadata.labels))?.spec
+                .template.metadata.labels,
+            ),
+          ),
+      ),
+      `${where}: egress to Redis`,
+    ).toBe(true);
+  }
+  return config;
+}
+
+describe("deploy/kubernetes", () => {
+  const base = kustomize(join(k8s, "base"));
+  const overlay = kustomize(join(k8s, "overlays/redis"));
+
+  it("base: cross-references hold and the config is valid", () => {
+    const config = checkManifests(base.docs, "base");
+    expect(config.cache.redisUrl).toBeUndefined();
+    expect(base.kustomization.resources).not.toContain("signing-key-secret.template.yaml");
+    // The image the kustomization rewrites is the container's.
+    const image = base.docs.find((d) => d.kind === "Deployment")!.spec.template.spec.containers[0].image;
+    expect(base.kustomization.images.map((i: Obj) => i.name)).toContain(image);
+  });
+
+  it("overlays/redis: adds Redis and points the config at it, changing nothing else", () => {
+    const baseConfig = checkManifests(base.docs, "base");
+    const config = checkManifests(overlay.docs, "overlays/redis");
+    expect(config.cache.redisUrl).toBe("redis://registry-token-exchange-redis:6379/0");
+    const { cache: _a, ...restBase } = baseConfig;
+    const { cache: _b, ...restOverlay } = config;
+    expect(restOverlay).toEqual(restBase);
+    const redis = overlay.docs.find(
+      (d) => d.kind === "Deployment" && d.metadata.name === "registry-token-exchange-redis",
+    );
+    expect(redis).toBeDefined();
+  });
+
+  it("ships a Secret template whose keys the Deployment mounts", () => {
+    expect(secretTemplate).toMatchObject({ kind: "Secret", type: "kubernetes.io/tls" });
+    expect(Object.keys(secretTemplate.stringData).sort()).toEqual(["tls.crt", "tls.key"]);
+  });
+
+  const kubectl = (() => {
+    try {
+      execFileSync("kubectl", ["version", "--client"], { stdio: "ignore" });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  it.skipIf(!kubectl)(
+    "renders with kubectl kustomize to the same checked manifests (skipped without kubectl)",
+    () => {
+      for (const [dir, composed] of [
+        ["base", base.docs],
+        ["overlays/redis", overlay.docs],
+      ] as const) {
+        const rendered = parseAllDocuments(
+          execFileSync("kubectl", ["kustomize", join(k8s, dir)], { encoding: "utf8" }),
+          { version: "1.1" },
+        ).map((d) => d.toJS() as Obj);
+        checkManifests(rendered, `kustomize ${dir}`);
+        const names = (docs: readonly Obj[]) => docs.map((d) => `${d.kind}/${d.metadata.name}`).sort();
+        expect(names(rendered)).toEqual(names(composed));
+        const cm = (docs: readonly Obj[]) => docs.find((d) => d.kind === "ConfigMap")!.data;
+        expect(cm(rendered)).toEqual(cm(composed));
+      }
+    },
+  );
+});
