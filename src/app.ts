@@ -6,28 +6,26 @@ import { readFileSync } from "node:fs";
 import formbody from "@fastify/formbody";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
-import { ClusterKeySet } from "./authn/jwks.js";
-import { ServiceAccountVerifier } from "./authn/verify.js";
+import type { ClusterKeySet } from "./authn/jwks.js";
 import { createCacheStores } from "./cache/index.js";
 import type { RedisClient } from "./cache/redis.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
-import { CredentialProviderExchange } from "./credential-provider/exchange.js";
 import type { LocalIssuer } from "./local/issuer.js";
 import { registerDeniedAudit } from "./plugins/audit.js";
 import { registerErrorHandling } from "./plugins/errors.js";
 import { createLogger } from "./plugins/logging.js";
 import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
-import { loadPolicy } from "./policy/validate.js";
 import { registerCredentialProviderRoutes } from "./routes/credential-provider.js";
 import { registerExplainRoutes } from "./routes/explain.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerKeyRoutes } from "./routes/keys.js";
 import { loadOpenApiDocument, registerOpenApiRoute } from "./routes/openapi.js";
 import { registerTokenRoutes } from "./routes/token.js";
-import { TokenRealm } from "./token/realm.js";
-import { loadSigningKey, type SigningKey } from "./token/signing.js";
+import { buildRuntime, type RuntimeBase, RuntimeHolder } from "./runtime.js";
+import type { TokenRealm } from "./token/realm.js";
+import type { SigningKey } from "./token/signing.js";
 
 /** Optional collaborators; defaults are built from the config. */
 export interface AppDeps {
@@ -44,14 +42,23 @@ export interface AppDeps {
   localIssuer?: { issuer: LocalIssuer; prefix: string };
 }
 
-/** What the app exposes to the server and to tests. */
+/** What the app exposes to the server and to tests (read afresh on each access: it follows reloads). */
 export interface AppContext {
   realm: TokenRealm;
   keySets: ClusterKeySet[];
   store: CacheStore;
   signingKeys: ReadonlyMap<string, SigningKey>;
+  /** The config version in force. */
+  config: Config;
+  /** Its version number (1 at start-up, +1 per successful reload). */
+  version: number;
   /** This app's Prometheus metrics (its own registry). */
   metrics: ServiceMetrics;
+  /**
+   * Swaps in a new config atomically (see `src/runtime.ts`).
+   * @throws {ConfigError} when the new config's keys or policy are invalid; the old one keeps serving
+   */
+  reload: (config: Config) => { version: number; needsRestart: string[] };
 }
 
 declare module "fastify" {
@@ -74,30 +81,23 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     ? { store: deps.store, shared: deps.shared, redis: deps.redis }
     : createCacheStores(config, logger, now);
   const store = stores.store;
-  const signingKeys = new Map<string, SigningKey>(
-    config.registries.map((r, i) => [
-      r.service,
-      loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`),
-    ]),
-  );
-  const policy = loadPolicy(config, (warning) => logger.warn(`config warning: ${warning}`));
   const metrics = new ServiceMetrics();
   const openapi = loadOpenApiDocument();
-  const keySets = config.clusters.map(
-    (c) => new ClusterKeySet(c, { logger, now, shared: stores.shared, onFetch: metrics.onJwksFetch }),
-  );
-  const verifier = new ServiceAccountVerifier(keySets, { now });
-  const realm = new TokenRealm({
-    config,
-    verifier,
-    policy,
-    signingKeys,
-    store,
-    logger,
+  const base: RuntimeBase = { logger, now, store, shared: stores.shared, metrics };
+  const runtime = new RuntimeHolder(buildRuntime(config, base), base);
+  // Getters: metrics always read the config version in force, across reloads.
+  metrics.bind({
+    realmStats: () => runtime.current.realm.stats,
+    get keySets() {
+      return runtime.current.keySets;
+    },
+    get signingKeys() {
+      return runtime.current.signingKeys;
+    },
+    redis: stores.redis,
     now,
-    onIssue: metrics.onIssue,
   });
-  metrics.bind({ realmStats: () => realm.stats, keySets, signingKeys, redis: stores.redis, now });
+  const realm = runtime.realmHandle;
 
   const https = config.server.tls
     ? {
@@ -119,7 +119,18 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   // Node's own guard against clients that never finish their headers (fastify has no option for it).
   app.server.headersTimeout = config.server.headersTimeoutMs;
-  app.decorate("exchange", { realm, keySets, store, signingKeys, metrics });
+  app.decorate("exchange", {
+    getter: (): AppContext => ({
+      realm: runtime.current.realm,
+      keySets: runtime.current.keySets,
+      signingKeys: runtime.current.signingKeys,
+      config: runtime.current.config,
+      version: runtime.current.version,
+      store,
+      metrics,
+      reload: (next: Config) => runtime.reload(next),
+    }),
+  });
   registerErrorHandling(app);
   registerMetrics(app, metrics);
   registerDeniedAudit(app, now);
@@ -127,16 +138,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   await registerRateLimit(app, config, realm, stores.redis);
   registerTokenRoutes(app, realm);
   registerExplainRoutes(app, realm, now);
-  registerCredentialProviderRoutes(
-    app,
-    new CredentialProviderExchange({ config, realm, policy, logger, now }),
-  );
-  registerKeyRoutes(app, signingKeys.values());
-  registerHealthRoutes(app, keySets, store, now);
+  registerCredentialProviderRoutes(app, runtime.credentialProviderHandle);
+  registerKeyRoutes(app, () => runtime.current.signingKeys.values());
+  registerHealthRoutes(app, () => runtime.current.keySets, store, now);
   registerOpenApiRoute(app, openapi);
   if (deps.localIssuer) deps.localIssuer.issuer.register(app, deps.localIssuer.prefix);
   app.addHook("onClose", async () => {
-    await Promise.all(keySets.map((ks) => ks.close()));
+    await runtime.close();
     if (!deps.store) await store.close();
   });
   return app;

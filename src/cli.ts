@@ -58,6 +58,7 @@ interface ServeOptions {
   stateDir: string;
   workers: number;
   redisUrl?: string;
+  watchConfig?: boolean;
 }
 
 /** Builds the commander program (exported for tests). */
@@ -75,6 +76,7 @@ export function buildProgram(): Command {
     .option("--local", "local mode: built-in cluster issuer, generated signing key, in-memory cache")
     .option("--state-dir <dir>", "local mode state folder", DEFAULT_STATE_DIR)
     .option("--redis-url <url>", "local mode: share the cache through this Redis (redis://host:port/db)")
+    .option("--watch-config", "reload the config when the file changes (SIGHUP always reloads)")
     .option(
       "--workers <n>",
       "worker processes sharing the port (node:cluster; share state through Redis)",
@@ -119,7 +121,11 @@ export function buildProgram(): Command {
         runWorkers(opts.workers, logger);
         return;
       }
-      await startServer(config, {}, true);
+      const file = opts.config!;
+      await startServer(config, {}, true, {
+        load: () => loadConfigFile(file),
+        watchFile: opts.watchConfig ? file : undefined,
+      });
     });
 
   program

@@ -3,10 +3,12 @@
  * (stop accepting, finish in-flight requests, close connections).
  */
 import cluster, { type Worker } from "node:cluster";
+import { type Stats, unwatchFile, watchFile } from "node:fs";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { type AppDeps, buildApp } from "./app.js";
 import type { Config } from "./config/schema.js";
+import { ConfigError } from "./errors.js";
 
 /** A running server. */
 export interface RunningServer {
@@ -33,15 +35,51 @@ function closeConnectionsWhenDraining(app: FastifyInstance): void {
   });
 }
 
+/** How the config is re-read for a reload (SIGHUP, or a change of the file when watched). */
+export interface ReloadSource {
+  /**
+   * Reads and validates the config file again.
+   * @throws {ConfigError} when it is invalid
+   */
+  load: () => Config;
+  /** Poll this file for changes every `intervalMs` and reload when it changes (e.g. a ConfigMap). */
+  watchFile?: string | undefined;
+  /** Poll interval for `watchFile`, ms (default 5000). */
+  intervalMs?: number;
+}
+
+/**
+ * Re-reads the config and swaps it in atomically; a bad file is refused with a logged reason and the old
+ * version keeps serving. Requests already running finish on the version they started with.
+ * @returns true when the new version is in force
+ */
+export function reloadConfig(app: FastifyInstance, source: ReloadSource, trigger: string): boolean {
+  const before = app.exchange.version;
+  try {
+    const { version, needsRestart } = app.exchange.reload(source.load());
+    app.log.info({ trigger, from: before, to: version }, "config reloaded");
+    if (needsRestart.length > 0) {
+      app.log.warn({ sections: needsRestart }, "config reloaded, but these sections only change on restart");
+    }
+    return true;
+  } catch (err) {
+    const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+    app.log.error({ trigger, version: before, problems }, "config reload refused; the running config stays");
+    return false;
+  }
+}
+
 /**
  * Builds the app, listens on `config.server.host:port`, and starts loading every cluster's keys.
  * @param handleSignals install SIGTERM/SIGINT handlers that close the server and exit (CLI only)
+ * @param reload when given, SIGHUP (and changes of `reload.watchFile`) reload the config
  * @throws {ConfigError} for invalid keys or policy; listen errors (EADDRINUSE) as thrown by Node
  */
 export async function startServer(
   config: Config,
   deps: AppDeps = {},
   handleSignals = false,
+  reload?: ReloadSource,
 ): Promise<RunningServer> {
   const app = await buildApp(config, deps);
   closeConnectionsWhenDraining(app);
@@ -55,8 +93,12 @@ export async function startServer(
   // Warm the key caches so the first pull does not pay for discovery; failures are logged by the key set.
   for (const ks of app.exchange.keySets) ks.refresh().catch(() => {});
   let closing: Promise<void> | undefined;
+  const stopReloading: Array<() => void> = [];
   const close = () => {
-    closing ??= app.close();
+    if (!closing) {
+      for (const stop of stopReloading) stop();
+      closing = app.close();
+    }
     return closing;
   };
   if (handleSignals) {
@@ -76,6 +118,20 @@ export async function startServer(
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+  }
+  if (reload) {
+    const onHup = () => void reloadConfig(app, reload, "SIGHUP");
+    process.on("SIGHUP", onHup);
+    stopReloading.push(() => process.off("SIGHUP", onHup));
+    if (reload.watchFile) {
+      const file = reload.watchFile;
+      const onChange = (curr: Stats, prev: Stats) => {
+        if (curr.mtimeMs !== prev.mtimeMs || curr.size !== prev.size)
+          reloadConfig(app, reload, "file change");
+      };
+      watchFile(file, { interval: reload.intervalMs ?? 5_000, persistent: false }, onChange);
+      stopReloading.push(() => unwatchFile(file, onChange));
+    }
   }
   return { app, url, close };
 }
@@ -129,5 +185,9 @@ export function runWorkers(workers: number, logger: Logger): void {
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  // Each worker reloads its own config on SIGHUP (see startServer).
+  process.on("SIGHUP", () => {
+    for (const w of alive()) w.process.kill("SIGHUP");
+  });
   for (let i = 0; i < workers; i++) cluster.fork();
 }

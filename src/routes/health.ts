@@ -14,12 +14,13 @@ import type { CacheStore } from "../cache/store.js";
 /** Registers `/healthz` and `/readyz`. */
 export function registerHealthRoutes(
   app: FastifyInstance,
-  keySets: readonly ClusterKeySet[],
+  currentKeySets: () => readonly ClusterKeySet[],
   store: CacheStore,
   now: () => number = Date.now,
 ): void {
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
+    const keySets = currentKeySets();
     const clusters = Object.fromEntries(keySets.map((ks) => [ks.cluster.name, ks.status()]));
     const nowMs = now();
     const signingKeys = Object.fromEntries(

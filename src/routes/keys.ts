@@ -17,10 +17,15 @@ export function publicJwks(keys: Iterable<SigningKey>): { keys: Array<Record<str
   return { keys: [...byKid.values()] };
 }
 
-/** Registers the JWKS route. */
-export function registerKeyRoutes(app: FastifyInstance, keys: Iterable<SigningKey>): void {
-  const doc = publicJwks(keys);
+/**
+ * Registers the JWKS route.
+ * @param keys the signing keys of the config version in force (read per request: it follows reloads)
+ */
+export function registerKeyRoutes(app: FastifyInstance, keys: () => Iterable<SigningKey>): void {
   app.get("/.well-known/jwks.json", async (_request, reply) =>
-    reply.type("application/jwk-set+json").header("cache-control", "public, max-age=300").send(doc),
+    reply
+      .type("application/jwk-set+json")
+      .header("cache-control", "public, max-age=300")
+      .send(publicJwks(keys())),
   );
 }

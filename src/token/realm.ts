@@ -88,6 +88,8 @@ export interface RealmDeps {
   now?: () => number;
   /** Called once per answered registry token (`reused`: served from the token cache), for metrics. */
   onIssue?: (event: { service: string; reused: boolean }) => void;
+  /** Counters to add to (shared across config reloads); a fresh set when omitted. */
+  stats?: RealmStats;
 }
 
 /** A credential must have at least this much lifetime left to be exchanged, seconds. */
@@ -104,11 +106,12 @@ export class TokenRealm {
   readonly #now: () => number;
   readonly #subjects = new LRUCache<string, string>({ max: 50_000 });
   /** Cache counters since start. */
-  readonly stats: RealmStats = { identityHits: 0, identityMisses: 0, tokenHits: 0, tokenMisses: 0 };
+  readonly stats: RealmStats;
 
   /** @param deps config, verifier, policy, keys, cache, logger, clock */
   constructor(deps: RealmDeps) {
     this.#deps = deps;
+    this.stats = deps.stats ?? { identityHits: 0, identityMisses: 0, tokenHits: 0, tokenMisses: 0 };
     this.#registries = new Map(deps.config.registries.map((r) => [r.service, r]));
     this.#clusters = new Set(deps.config.clusters.map((c) => c.name));
     this.#now = deps.now ?? Date.now;

@@ -1,0 +1,170 @@
+/**
+ * One configuration version's collaborators — policy, signing keys, cluster key sets, verifier, realm,
+ * credential-provider exchange — built together so a reload can swap them atomically.
+ *
+ * Reload contract (SIGHUP, `app.exchange.reload`):
+ * - the new version is built completely (keys loaded, policy validated) before anything changes; a bad
+ *   config throws and the old version keeps serving;
+ * - a request runs on the version current when its realm call began (routes reach the realm through
+ *   {@link RuntimeHolder.realmHandle}, which binds each call to the version current at that moment);
+ * - cluster key sets whose cluster config did not change are carried over with their cached keys;
+ *   removed ones are closed after a grace period;
+ * - `server.*`, `cache.*` and `rateLimit.*` are fixed for the life of the process: a reload that changes
+ *   them applies everything else and logs that those keys need a restart.
+ */
+import type { Logger } from "pino";
+import { ClusterKeySet } from "./authn/jwks.js";
+import { ServiceAccountVerifier } from "./authn/verify.js";
+import type { CacheStore } from "./cache/store.js";
+import type { Config } from "./config/schema.js";
+import { CredentialProviderExchange } from "./credential-provider/exchange.js";
+import type { ServiceMetrics } from "./plugins/metrics.js";
+import type { Policy } from "./policy/engine.js";
+import { loadPolicy } from "./policy/validate.js";
+import { TokenRealm } from "./token/realm.js";
+import { loadSigningKey, type SigningKey } from "./token/signing.js";
+
+/** Everything that depends on one config version. */
+export interface Runtime {
+  /** Monotonic version number, 1 for the config the process started with. */
+  version: number;
+  config: Config;
+  policy: Policy;
+  signingKeys: ReadonlyMap<string, SigningKey>;
+  keySets: ClusterKeySet[];
+  realm: TokenRealm;
+  credentialProvider: CredentialProviderExchange;
+}
+
+/** What stays the same across config versions. */
+export interface RuntimeBase {
+  logger: Logger;
+  now: () => number;
+  store: CacheStore;
+  shared?: CacheStore | undefined;
+  metrics: ServiceMetrics;
+}
+
+/** Config sections that cannot change without a restart. */
+const RESTART_ONLY = ["server", "cache", "rateLimit"] as const;
+
+/** How long removed key sets stay open for requests still using them, ms. */
+const RETIRE_GRACE_MS = 30_000;
+
+/**
+ * Builds a runtime for `config`, reusing key sets of `previous` whose cluster config is unchanged.
+ * @throws {ConfigError} for an invalid signing key or policy
+ */
+export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runtime): Runtime {
+  const signingKeys = new Map<string, SigningKey>(
+    config.registries.map((r, i) => [
+      r.service,
+      loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`),
+    ]),
+  );
+  const policy = loadPolicy(config, (warning) => base.logger.warn(`config warning: ${warning}`));
+  const reusable = new Map(previous?.keySets.map((ks) => [JSON.stringify(ks.cluster), ks]));
+  const keySets = config.clusters.map(
+    (c) =>
+      reusable.get(JSON.stringify(c)) ??
+      new ClusterKeySet(c, {
+        logger: base.logger,
+        now: base.now,
+        shared: base.shared,
+        onFetch: base.metrics.onJwksFetch,
+      }),
+  );
+  const verifier = new ServiceAccountVerifier(keySets, { now: base.now });
+  const realm = new TokenRealm({
+    config,
+    verifier,
+    policy,
+    signingKeys,
+    store: base.store,
+    logger: base.logger,
+    now: base.now,
+    onIssue: base.metrics.onIssue,
+    stats: previous?.realm.stats,
+  });
+  const credentialProvider = new CredentialProviderExchange({
+    config,
+    realm,
+    policy,
+    logger: base.logger,
+    now: base.now,
+  });
+  return {
+    version: (previous?.version ?? 0) + 1,
+    config,
+    policy,
+    signingKeys,
+    keySets,
+    realm,
+    credentialProvider,
+  };
+}
+
+/** Holds the current {@link Runtime} and swaps it on reload. */
+export class RuntimeHolder {
+  #current: Runtime;
+  readonly #base: RuntimeBase;
+  /** A {@link TokenRealm} whose every method call runs on the realm current at that moment. */
+  readonly realmHandle: TokenRealm;
+  /** Likewise for the credential-provider exchange. */
+  readonly credentialProviderHandle: CredentialProviderExchange;
+
+  /** @param initial the runtime built for the start-up config */
+  constructor(initial: Runtime, base: RuntimeBase) {
+    this.#current = initial;
+    this.#base = base;
+    this.realmHandle = bindToCurrent(() => this.#current.realm);
+    this.credentialProviderHandle = bindToCurrent(() => this.#current.credentialProvider);
+  }
+
+  /** The runtime in force now. */
+  get current(): Runtime {
+    return this.#current;
+  }
+
+  /**
+   * Builds a runtime for `config` and makes it current. Nothing changes when building fails.
+   * @returns the new version and the config sections that changed but need a restart
+   * @throws {ConfigError} (or any error from loading keys) — the old version keeps serving
+   */
+  reload(config: Config): { version: number; needsRestart: string[] } {
+    const old = this.#current;
+    const next = buildRuntime(config, this.#base, old);
+    const needsRestart = RESTART_ONLY.filter(
+      (k) => JSON.stringify(old.config[k]) !== JSON.stringify(config[k]),
+    );
+    this.#current = next;
+    const kept = new Set(next.keySets);
+    const retired = old.keySets.filter((ks) => !kept.has(ks));
+    if (retired.length > 0) {
+      setTimeout(() => {
+        for (const ks of retired) ks.close().catch(() => {});
+      }, RETIRE_GRACE_MS).unref();
+    }
+    for (const ks of next.keySets) if (!old.keySets.includes(ks)) ks.refresh().catch(() => {});
+    return { version: next.version, needsRestart: [...needsRestart] };
+  }
+
+  /** Closes every key set of the current runtime. */
+  async close(): Promise<void> {
+    await Promise.all(this.#current.keySets.map((ks) => ks.close()));
+  }
+}
+
+/**
+ * A stand-in object whose methods and properties are read from `current()` at each access, so every
+ * call runs wholly on the instance current when it began.
+ */
+function bindToCurrent<T extends object>(current: () => T): T {
+  return new Proxy({} as T, {
+    get(_target, prop) {
+      const target = current();
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
