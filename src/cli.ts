@@ -16,13 +16,18 @@
  * Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
  */
 import cluster from "node:cluster";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { loadConfigFile } from "./config/load.js";
 import { ConfigError } from "./errors.js";
 import { LocalIssuer } from "./local/issuer.js";
-import { LOCAL_ISSUER_PREFIX, LOCAL_SERVICE, prepareLocalMode } from "./local/mode.js";
+import {
+  LOCAL_CREDENTIAL_PROVIDER_AUDIENCE,
+  LOCAL_ISSUER_PREFIX,
+  LOCAL_SERVICE,
+  prepareLocalMode,
+} from "./local/mode.js";
 import { createLogger } from "./plugins/logging.js";
 import { type CommandResult, checkConfigCommand, explainCommand } from "./policy/commands.js";
 import { runWorkers, startServer } from "./server.js";
@@ -106,7 +111,8 @@ export function buildProgram(): Command {
             `  signing key:        ${setup.files.signingKey}`,
             `  signing cert:       ${setup.files.signingCert}   (the registry's auth.token.rootcertbundle)`,
             `  config in use:      ${setup.files.config}`,
-            `  mint a pod token:   npx registry-token-exchange local-token --namespace team-a --state-dir ${setup.stateDir}`,
+            `  mint a pod token:   npm run -s token -- --namespace team-a${opts.stateDir === DEFAULT_STATE_DIR ? "" : ` --state-dir ${setup.stateDir}`}`,
+            `  credential provider: POST ${server.url}/v1/credential-provider (audience ${LOCAL_CREDENTIAL_PROVIDER_AUDIENCE}, hosts ${LOCAL_SERVICE}, 127.0.0.1:5000, localhost:5000)`,
             "",
           ].join("\n"),
         );
@@ -173,7 +179,16 @@ export function buildProgram(): Command {
     .description("generate an ECDSA P-256 signing key and self-signed certificate for minted tokens")
     .requiredOption("-o, --out <dir>", "output folder")
     .option("--cn <name>", "certificate common name", "registry-token-exchange")
-    .action(async (opts: { out: string; cn: string }) => {
+    .option("--force", "overwrite an existing key (every registry trusting the old certificate breaks)")
+    .action(async (opts: { out: string; cn: string; force?: boolean }) => {
+      const existing = ["signing-key.pem", "signing-cert.pem"].filter((f) =>
+        existsSync(join(resolve(opts.out), f)),
+      );
+      if (existing.length > 0 && !opts.force) {
+        throw new ConfigError([
+          `keygen: ${existing.join(", ")} already in ${resolve(opts.out)}; refusing to overwrite (use --force)`,
+        ]);
+      }
       const files = await generateSigningKeyFiles(resolve(opts.out), opts.cn);
       const key = loadSigningKey(files.keyFile, files.certFile, "keygen");
       process.stdout.write(`${files.keyFile}\n${files.certFile}\nkid ${key.kid} (${key.alg})\n`);
@@ -270,8 +285,14 @@ function boundedSeconds(value: string): number {
 /** Runs the CLI with `argv`; maps errors to exit codes and one-line messages. */
 export async function main(argv: string[]): Promise<void> {
   try {
-    await buildProgram().parseAsync(argv);
+    const program = buildProgram();
+    // Usage errors (unknown option, missing required option) exit 2, like configuration errors;
+    // --help and --version exit 0.
+    program.exitOverride();
+    for (const command of program.commands) command.exitOverride();
+    await program.parseAsync(argv);
   } catch (err) {
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
     if (err instanceof ConfigError) {
       for (const p of err.problems) process.stderr.write(`config error: ${p}\n`);
       process.exit(2);

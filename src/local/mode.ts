@@ -17,6 +17,8 @@ import { LocalIssuer } from "./issuer.js";
 
 /** The registry `service` local mode serves. */
 export const LOCAL_SERVICE = "registry.local";
+/** The audience kubelet would request for the credential provider, in local mode. */
+export const LOCAL_CREDENTIAL_PROVIDER_AUDIENCE = "registry-token-exchange";
 /** The path prefix the built-in issuer is served under. */
 export const LOCAL_ISSUER_PREFIX = "/local-issuer";
 
@@ -63,8 +65,11 @@ export async function prepareLocalMode(
         issuer: "registry-token-exchange",
         tokenTtlSeconds: 300,
         signingKey: { keyFile, certFile },
+        // image hosts a local registry is reached by, for the credential-provider endpoint
+        hosts: [LOCAL_SERVICE, "127.0.0.1:5000", "localhost:5000"],
       },
     ],
+    credentialProvider: { audiences: [LOCAL_CREDENTIAL_PROVIDER_AUDIENCE] },
     policy: {
       rules: [
         {

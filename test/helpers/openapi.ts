@@ -15,7 +15,8 @@ import { expect } from "vitest";
 import { loadOpenApiDocument } from "../../src/routes/openapi.js";
 
 // ajv-formats is CommonJS with `exports.default`; under NodeNext the default import is the module object.
-const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ??
+/** ajv-formats' plugin (its CommonJS default export, unwrapped). */
+export const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ??
   addFormatsModule) as unknown as (ajv: Ajv2020) => Ajv2020;
 
 /** The response shape the checker needs (`app.inject`'s Response fits). */

@@ -14,7 +14,13 @@ import { buildApp } from "../../src/app.js";
 import type { CacheStore } from "../../src/cache/store.js";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
 import { AUDIENCE, basic, SERVICE, type TestEnv, testConfig, testEnv } from "../helpers/fixtures.js";
-import { documentedResponses, expectMatchesSpec, spec, specCoverage } from "../helpers/openapi.js";
+import {
+  addFormats,
+  documentedResponses,
+  expectMatchesSpec,
+  spec,
+  specCoverage,
+} from "../helpers/openapi.js";
 
 type Json = Record<string, unknown>;
 
@@ -60,7 +66,7 @@ describe("the OpenAPI document", () => {
   });
 
   it("has examples that match their own schemas", () => {
-    const ajv = new Ajv2020({ strict: false, allErrors: true });
+    const ajv = addFormats(new Ajv2020({ strict: false, allErrors: true }));
     ajv.addSchema(spec, "urn:rte:spec");
     let checked = 0;
     const walk = (node: unknown, pointer: string) => {
@@ -547,6 +553,44 @@ describe("internal errors match the contract", () => {
     });
     expect(explained.statusCode).toBe(500);
     expectMatchesSpec("GET", "/v1/explain", explained);
+  });
+});
+
+describe("size caps match the contract", () => {
+  let env: TestEnv;
+  beforeAll(async () => {
+    env = await testEnv(WITH_CP);
+  });
+  afterAll(async () => env.close());
+
+  it("answers 414 (request target) and 431 (header section) in each endpoint's format", async () => {
+    const longQuery = `service=${SERVICE}&client_id=${"c".repeat(9000)}`;
+    const filler = { "x-filler": "f".repeat(17_000) };
+    const form = { "content-type": "application/x-www-form-urlencoded" };
+    const cases: Array<[string, string, Record<string, string>, string | undefined]> = [
+      ["GET", "/token", {}, undefined],
+      ["GET", "/v1/explain", {}, undefined],
+      ["POST", "/token", form, "grant_type=password"],
+      ["POST", "/v1/credential-provider", { "content-type": "application/json" }, "{}"],
+    ];
+    for (const [method, path, headers, payload] of cases) {
+      const tooLong = await env.app.inject({
+        method: method as "GET",
+        url: `${path}?${longQuery}`,
+        headers,
+        ...(payload === undefined ? {} : { payload }),
+      });
+      expect(tooLong.statusCode, `${method} ${path}`).toBe(414);
+      expectMatchesSpec(method, path, tooLong);
+      const tooBig = await env.app.inject({
+        method: method as "GET",
+        url: path,
+        headers: { ...headers, ...filler },
+        ...(payload === undefined ? {} : { payload }),
+      });
+      expect(tooBig.statusCode, `${method} ${path}`).toBe(431);
+      expectMatchesSpec(method, path, tooBig);
+    }
   });
 });
 
