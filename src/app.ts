@@ -11,12 +11,15 @@ import { createCacheStores } from "./cache/index.js";
 import type { RedisClient } from "./cache/redis.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
+import { ExchangeError } from "./errors.js";
 import type { LocalIssuer } from "./local/issuer.js";
 import { registerDeniedAudit } from "./plugins/audit.js";
-import { registerErrorHandling } from "./plugins/errors.js";
+import { handleClientError, registerErrorHandling, sendError } from "./plugins/errors.js";
+import { registerLoadShedding } from "./plugins/load-shedding.js";
 import { createLogger } from "./plugins/logging.js";
 import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
+import { NODE_MAX_HEADER_SIZE, registerRequestLimits } from "./plugins/request-limits.js";
 import { registerCredentialProviderRoutes } from "./routes/credential-provider.js";
 import { registerExplainRoutes } from "./routes/explain.js";
 import { registerHealthRoutes } from "./routes/health.js";
@@ -26,6 +29,12 @@ import { registerTokenRoutes } from "./routes/token.js";
 import { buildRuntime, type RuntimeBase, RuntimeHolder } from "./runtime.js";
 import type { TokenRealm } from "./token/realm.js";
 import type { SigningKey } from "./token/signing.js";
+
+/**
+ * How often Node enforces `headersTimeout` and `requestTimeout` on open connections, ms. Node's default
+ * (30 s) lets a slow-loris client hold a connection up to 30 s past those timeouts.
+ */
+const CONNECTIONS_CHECKING_INTERVAL_MS = 1_000;
 
 /** Optional collaborators; defaults are built from the config. */
 export interface AppDeps {
@@ -52,6 +61,8 @@ export interface AppContext {
   config: Config;
   /** Its version number (1 at start-up, +1 per successful reload). */
   version: number;
+  /** Token-endpoint requests in flight now (bounded by `server.maxConcurrentRequests`). */
+  inFlight: () => number;
   /** This app's Prometheus metrics (its own registry). */
   metrics: ServiceMetrics;
   /**
@@ -99,16 +110,25 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   const realm = runtime.realmHandle;
 
-  const https = config.server.tls
+  // Node's header limit is raised above the service's own caps (plugins/request-limits.ts) so that an
+  // oversized request gets a JSON error from the service instead of Node's bare 431.
+  const listener = config.server.tls
     ? {
         https: {
           key: readFileSync(config.server.tls.keyFile),
           cert: readFileSync(config.server.tls.certFile),
+          maxHeaderSize: NODE_MAX_HEADER_SIZE,
+          connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
         },
       }
-    : {};
+    : {
+        http: {
+          maxHeaderSize: NODE_MAX_HEADER_SIZE,
+          connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
+        },
+      };
   const app = Fastify({
-    ...https,
+    ...listener,
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,
@@ -116,6 +136,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     keepAliveTimeout: config.server.keepAliveTimeoutMs,
     return503OnClosing: true,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
+    // A path fastify cannot decode (FST_ERR_BAD_URL) is otherwise answered with fastify's own body, which
+    // echoes the path, and so any credential pasted into it: answer in the service's format instead.
+    // Requests Node's parser refuses (e.g. headers past NODE_MAX_HEADER_SIZE): our format, nothing logged
+    // but the parser's code (fastify's default logs the raw request bytes, Authorization included).
+    clientErrorHandler: handleClientError,
+    frameworkErrors: (error, request, reply) => {
+      request.log.info({ fastifyCode: error.code, status: 400 }, "request rejected");
+      sendError(reply, new ExchangeError("invalid_request", "malformed request URL"), "docker", false);
+    },
   });
   // Node's own guard against clients that never finish their headers (fastify has no option for it).
   app.server.headersTimeout = config.server.headersTimeoutMs;
@@ -126,12 +155,15 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       signingKeys: runtime.current.signingKeys,
       config: runtime.current.config,
       version: runtime.current.version,
+      inFlight,
       store,
       metrics,
       reload: (next: Config) => runtime.reload(next),
     }),
   });
   registerErrorHandling(app);
+  registerRequestLimits(app);
+  const inFlight = registerLoadShedding(app, config.server.maxConcurrentRequests);
   registerMetrics(app, metrics);
   registerDeniedAudit(app, now);
   await app.register(formbody, { bodyLimit: config.server.bodyLimitBytes });
@@ -139,7 +171,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   registerTokenRoutes(app, realm);
   registerExplainRoutes(app, realm, now);
   registerCredentialProviderRoutes(app, runtime.credentialProviderHandle);
-  registerKeyRoutes(app, () => runtime.current.signingKeys.values());
+  registerKeyRoutes(app, () => [...runtime.current.publishedKeys.values()].flat());
   registerHealthRoutes(app, () => runtime.current.keySets, store, now);
   registerOpenApiRoute(app, openapi);
   if (deps.localIssuer) deps.localIssuer.issuer.register(app, deps.localIssuer.prefix);

@@ -37,6 +37,7 @@ export type ErrorCode =
   | "access_denied"
   // operational
   | "rate_limited"
+  | "overloaded"
   | "keys_unavailable"
   | "not_found"
   | "internal";
@@ -66,6 +67,7 @@ const STATUS: Record<ErrorCode, number> = {
   invalid_target: 400,
   access_denied: 403,
   rate_limited: 429,
+  overloaded: 503,
   keys_unavailable: 503,
   not_found: 404,
   internal: 500,

@@ -22,7 +22,7 @@ import type { ServiceMetrics } from "./plugins/metrics.js";
 import type { Policy } from "./policy/engine.js";
 import { loadPolicy } from "./policy/validate.js";
 import { TokenRealm } from "./token/realm.js";
-import { loadSigningKey, type SigningKey } from "./token/signing.js";
+import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./token/signing.js";
 
 /** Everything that depends on one config version. */
 export interface Runtime {
@@ -31,6 +31,11 @@ export interface Runtime {
   config: Config;
   policy: Policy;
   signingKeys: ReadonlyMap<string, SigningKey>;
+  /**
+   * Per registry `service`, every key published in `/.well-known/jwks.json` and accepted for the
+   * service's own derived credentials: the signing key first, then `publishedKeys` (deduplicated by `kid`).
+   */
+  publishedKeys: ReadonlyMap<string, readonly PublishedKey[]>;
   keySets: ClusterKeySet[];
   realm: TokenRealm;
   credentialProvider: CredentialProviderExchange;
@@ -62,6 +67,16 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
       loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`),
     ]),
   );
+  const publishedKeys = new Map<string, PublishedKey[]>(
+    config.registries.map((r, i) => {
+      const keys: PublishedKey[] = [signingKeys.get(r.service)!];
+      r.publishedKeys?.forEach((p, j) => {
+        const key = loadPublishedKey(p.certFile, p.keyFile, `registries[${i}].publishedKeys[${j}]`);
+        if (!keys.some((k) => k.kid === key.kid)) keys.push(key);
+      });
+      return [r.service, keys];
+    }),
+  );
   const policy = loadPolicy(config, (warning) => base.logger.warn(`config warning: ${warning}`));
   const reusable = new Map(previous?.keySets.map((ks) => [JSON.stringify(ks.cluster), ks]));
   const keySets = config.clusters.map(
@@ -80,6 +95,7 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     verifier,
     policy,
     signingKeys,
+    verificationKeys: publishedKeys,
     store: base.store,
     logger: base.logger,
     now: base.now,
@@ -98,6 +114,7 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     config,
     policy,
     signingKeys,
+    publishedKeys,
     keySets,
     realm,
     credentialProvider,

@@ -99,7 +99,10 @@ export class JsonFetcher {
         throw unavailable(url, `HTTP ${res.statusCode}`);
       }
       const type = String(res.headers["content-type"] ?? "");
-      if (type && !/json/i.test(type)) {
+      // The media type itself must be JSON (`application/json`, `application/jwk-set+json`, ...): a
+      // substring test would also take `text/html; profile=json` or `application/jsonp`.
+      const mediaType = type.split(";")[0]!.trim().toLowerCase();
+      if (type && !/^[a-z]+\/(?:[a-z0-9.!#$&^_-]+\+)?json$/.test(mediaType)) {
         await res.body.dump();
         throw unavailable(url, `unexpected content-type "${type.slice(0, 100)}"`);
       }

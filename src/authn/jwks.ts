@@ -17,6 +17,7 @@ import { type CacheStore, secretKey } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError } from "../errors.js";
 import { JsonFetcher } from "./fetch.js";
+import { kubernetesKeyId } from "./kid.js";
 
 /** A usable verification key from a JWKS. */
 export interface VerificationKey {
@@ -30,6 +31,11 @@ export interface VerificationKey {
   alg?: string | undefined;
   /** The imported public key. */
   key: KeyObject;
+  /**
+   * base64url SHA-256 of the key's DER SubjectPublicKeyInfo (what Kubernetes uses as the `kid`): names
+   * the key independently of the JWKS's `kid`, so a cached identity can be tied to the key that verified it.
+   */
+  fingerprint?: string | undefined;
 }
 
 /** Health of a cluster's key set, for readiness and metrics. */
@@ -100,6 +106,7 @@ function importJwk(jwk: unknown): VerificationKey | string {
     crv: typeof k.crv === "string" ? k.crv : undefined,
     alg: k.alg as string | undefined,
     key,
+    fingerprint: kubernetesKeyId(key),
   };
 }
 
@@ -137,6 +144,8 @@ interface SharedKeySet {
 const FETCH_LOCK_MS = 5_000;
 /** How often a replica that lost the lock looks for the winner's result, ms. */
 const LOCK_POLL_MS = 25;
+/** How long after a failed fetch the next one may start (requests meanwhile fail fast), ms. */
+const RETRY_BACKOFF_MS = 2_000;
 
 /** Verification keys of one cluster, fetched lazily and refreshed per the rules in the module doc. */
 export class ClusterKeySet {
@@ -173,6 +182,30 @@ export class ClusterKeySet {
         });
     this.#tokens = cluster.jwks.unknownKidBurst;
     this.#tokensAt = this.#deps.now();
+  }
+
+  /**
+   * Whether the key with `fingerprint` (see {@link VerificationKey.fingerprint}) is in the key set now
+   * loaded (possibly stale). Never fetches: a key removed from the cluster's JWKS stops counting as soon
+   * as a refresh has loaded the new set.
+   */
+  hasKey(fingerprint: string): boolean {
+    return this.#loaded?.keys.some((k) => k.fingerprint === fingerprint) ?? false;
+  }
+
+  /**
+   * Starts a background refresh when the keys are missing or past their TTL, no fetch is in flight and
+   * the retry back-off after a failure has passed; never waits, never throws. `/readyz` calls it, so a
+   * replica that started while its clusters' keys could not be fetched loads them once they can be,
+   * without any token request (a replica that is not ready gets none).
+   */
+  refreshIfDue(): void {
+    const now = this.#deps.now();
+    const l = this.#loaded;
+    if (this.#inflight !== undefined || (l !== undefined && now < l.expiresAt) || now < this.#nextRetryAt) {
+      return;
+    }
+    this.refresh().catch(() => {});
   }
 
   /** Current health, for readiness and metrics. */
@@ -433,13 +466,15 @@ export class ClusterKeySet {
         );
       }
       this.#lastError = reason;
-      this.#nextRetryAt = this.#deps.now() + 2000;
+      this.#nextRetryAt = this.#deps.now() + RETRY_BACKOFF_MS;
       this.#deps.onFetch?.(c.name, "error");
-      throw err instanceof ExchangeError
-        ? err
-        : new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-            logDetail: { reason },
-          });
+      // Every failure answers alike: the generic message, the reason in the log only, and a Retry-After
+      // of the back-off before the next attempt.
+      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+        logDetail: err instanceof ExchangeError ? (err.logDetail ?? { reason }) : { reason },
+        retryAfterSeconds: RETRY_BACKOFF_MS / 1000,
+        cause: err,
+      });
     }
   }
 
@@ -476,12 +511,26 @@ export class ClusterKeySet {
         logDetail: { url: discoveryUrl, reason: "jwks_uri is not http(s)" },
       });
     }
-    // SSRF guard: a discovery document may only point at keys on the host we fetched it from.
-    if (!c.allowCrossHostJwksUri && jwksUrl.host !== new URL(url).host) {
+    // Keys fetched over plain HTTP could be replaced on the way: never downgrade from an https discovery.
+    const configured = new URL(discoveryUrl);
+    if (
+      (configured.protocol === "https:" || new URL(url).protocol === "https:") &&
+      jwksUrl.protocol !== "https:"
+    ) {
       throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
         logDetail: {
           url: discoveryUrl,
-          reason: `jwks_uri host ${jwksUrl.host} differs from discovery host ${new URL(url).host}; set jwksUri or allowCrossHostJwksUri`,
+          reason: "jwks_uri is http but discovery is https: downgrade refused",
+        },
+      });
+    }
+    // SSRF guard: a discovery document may only point at keys on the host the config names (the
+    // configured discovery URL's, whatever redirects the discovery fetch followed).
+    if (!c.allowCrossHostJwksUri && jwksUrl.host !== configured.host) {
+      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+        logDetail: {
+          url: discoveryUrl,
+          reason: `jwks_uri host ${jwksUrl.host} differs from discovery host ${configured.host}; set jwksUri or allowCrossHostJwksUri`,
         },
       });
     }

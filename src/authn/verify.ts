@@ -42,6 +42,13 @@ export interface Identity {
   /** The token's `jti`, if any (safe to log). */
   tokenId?: string | undefined;
   /**
+   * Which key verified the credential, so a cached identity is dropped once that key is no longer
+   * trusted: the cluster key's fingerprint ({@link VerificationKey.fingerprint}; see
+   * {@link ServiceAccountVerifier.stillTrusted}), or {@link OWN_KEY_PREFIX} + `kid` for the registry key
+   * that signed an exchange credential or refresh token (checked by the realm).
+   */
+  verificationKey?: string | undefined;
+  /**
    * Service-account annotations passed through by kubelet (`CredentialProviderRequest.
    * serviceAccountAnnotations`, KEP-4412), carried by exchange credentials. Asserted by the caller of
    * `/v1/credential-provider`, not signed by the cluster: anyone holding a token with the
@@ -50,12 +57,18 @@ export interface Identity {
   annotations?: Record<string, string> | undefined;
 }
 
+/** Prefix of {@link Identity.verificationKey} for credentials signed by this service's own keys. */
+export const OWN_KEY_PREFIX = "rte:";
+
 /**
  * Longest accepted service-account token, characters (real ones are ~1-2 KiB). Kept well under Node's
  * 16 KiB header limit so that a too-long token, even base64-encoded in a Basic header, still reaches
  * the handler and gets a JSON error instead of Node's bare 431.
  */
 export const MAX_TOKEN_LENGTH = 8 * 1024;
+
+/** Longest accepted `kid`, characters (Kubernetes' are 43; RFC 7638 thumbprints 43; libtrust 59). */
+export const MAX_KID_LENGTH = 256;
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const SUBJECT = /^system:serviceaccount:([^:]+):([^:]+)$/;
@@ -81,6 +94,7 @@ export interface VerifierOptions {
  */
 export class ServiceAccountVerifier {
   readonly #byIssuer = new Map<string, ClusterKeySet>();
+  readonly #byName = new Map<string, ClusterKeySet>();
   readonly #now: () => number;
 
   /**
@@ -88,8 +102,24 @@ export class ServiceAccountVerifier {
    * @param options clock
    */
   constructor(keySets: ClusterKeySet[], options: VerifierOptions = {}) {
-    for (const ks of keySets) this.#byIssuer.set(ks.cluster.issuer, ks);
+    for (const ks of keySets) {
+      this.#byIssuer.set(ks.cluster.issuer, ks);
+      this.#byName.set(ks.cluster.name, ks);
+    }
     this.#now = options.now ?? Date.now;
+  }
+
+  /**
+   * Whether an identity verified earlier (and cached) may still be used: its cluster is still trusted
+   * and, for a service-account token, the key that verified it is still in the cluster's key set now
+   * loaded. A key removed from the cluster's JWKS (a rotation, a compromised key) thus stops admitting
+   * even tokens already seen, as soon as a refresh has loaded the new set. Never fetches.
+   */
+  stillTrusted(identity: Identity): boolean {
+    const keySet = this.#byName.get(identity.cluster);
+    if (!keySet) return false;
+    const key = identity.verificationKey;
+    return key === undefined || key.startsWith(OWN_KEY_PREFIX) || keySet.hasKey(key);
   }
 
   /**
@@ -143,6 +173,10 @@ export class ServiceAccountVerifier {
       );
     }
     const kid = typeof header.kid === "string" ? header.kid : undefined;
+    // Kubernetes key IDs are 43 characters; a huge kid is garbage and must not be remembered as such.
+    if (kid !== undefined && kid.length > MAX_KID_LENGTH) {
+      throw fail("malformed_token", `"kid" is longer than ${MAX_KID_LENGTH} characters`);
+    }
     const candidates = await keySet.candidates(kid, alg);
     if (candidates.length === 0) {
       throw fail(
@@ -161,16 +195,22 @@ export class ServiceAccountVerifier {
       requiredClaims: ["exp", "iat", "sub", "aud"],
       currentDate: new Date(this.#now()),
     };
-    let { payload, lastError } = await firstVerifying(token, candidates, options);
+    let { payload, lastError, key } = await firstVerifying(token, candidates, options);
     // Without a kid a rotated key cannot be recognised as unknown: when every key failed the signature,
     // re-fetch within the same budget as unknown kids and try the new set once.
     if (!payload && !kid && lastError instanceof joseErrors.JWSSignatureVerificationFailed) {
       if (await keySet.refreshAfterMiss()) {
-        ({ payload, lastError } = await firstVerifying(token, await keySet.candidates(kid, alg), options));
+        ({ payload, lastError, key } = await firstVerifying(
+          token,
+          await keySet.candidates(kid, alg),
+          options,
+        ));
       }
     }
     if (!payload) throw mapJoseError(lastError, cluster, accepted);
-    return toIdentity(payload, cluster, this.#now());
+    const identity = toIdentity(payload, cluster, this.#now());
+    if (key?.fingerprint !== undefined) identity.verificationKey = key.fingerprint;
+    return identity;
   }
 }
 
@@ -183,11 +223,12 @@ async function firstVerifying(
   token: string,
   candidates: readonly VerificationKey[],
   options: JWTVerifyOptions,
-): Promise<{ payload: JWTPayload | undefined; lastError: unknown }> {
+): Promise<{ payload: JWTPayload | undefined; lastError: unknown; key?: VerificationKey }> {
   let lastError: unknown;
   for (const candidate of candidates) {
     try {
-      return { payload: (await jwtVerify(token, candidate.key, options)).payload, lastError: undefined };
+      const { payload } = await jwtVerify(token, candidate.key, options);
+      return { payload, lastError: undefined, key: candidate };
     } catch (err) {
       lastError = err;
       if (!(err instanceof joseErrors.JWSSignatureVerificationFailed))
@@ -246,6 +287,14 @@ function ref(v: { name?: unknown; uid?: unknown } | undefined): { name: string; 
 
 function toIdentity(payload: JWTPayload, cluster: ClusterConfig, nowMs: number): Identity {
   const now = Math.floor(nowMs / 1000);
+  // RFC 7519 NumericDate may be fractional, but Kubernetes always writes whole seconds, and what we mint
+  // from these values must be integers (distribution parses exp/nbf/iat as int64).
+  for (const claim of ["exp", "iat", "nbf"] as const) {
+    const v = payload[claim];
+    if (v !== undefined && !Number.isSafeInteger(v)) {
+      throw fail("malformed_token", `"${claim}" claim is not a whole number of seconds`);
+    }
+  }
   const iat = payload.iat!;
   if (iat > now + cluster.clockSkewSeconds) {
     throw fail("token_not_yet_valid", 'service-account token is not valid yet ("iat" is in the future)');

@@ -24,7 +24,11 @@ export interface CacheStores {
  * background and the service runs degraded until it answers.
  */
 export function createCacheStores(config: Config, logger: Logger, now: () => number = Date.now): CacheStores {
-  const memory = new MemoryStore({ maxEntries: config.cache.memory.maxEntries, now });
+  const memory = new MemoryStore({
+    maxEntries: config.cache.memory.maxEntries,
+    maxBytes: config.cache.memory.maxBytes,
+    now,
+  });
   const client = createRedisClient(config.cache);
   if (!client) return { store: memory };
   const shared = new RedisStore(client, config.cache.keyPrefix, logger.child({ component: "redis" }));

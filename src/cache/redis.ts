@@ -16,6 +16,25 @@ import type { CacheStore } from "./store.js";
 /** A Redis connection of any topology. */
 export type RedisClient = Redis | Cluster;
 
+/** After a failed or timed-out command, Redis is bypassed for this long, ms (a simple circuit breaker). */
+export const REDIS_PAUSE_MS = 1_000;
+
+const pausedUntil = new WeakMap<RedisClient, number>();
+
+/**
+ * Whether `client` may be used now: connected, and not paused after a recent failure. One request can
+ * issue several cache commands; the pause keeps a slow Redis from costing each of them a full
+ * `commandTimeoutMs`.
+ */
+export function redisUsable(client: RedisClient): boolean {
+  return client.status === "ready" && (pausedUntil.get(client) ?? 0) <= Date.now();
+}
+
+/** Records a failed or timed-out command: `client` is bypassed for {@link REDIS_PAUSE_MS}. */
+export function pauseRedis(client: RedisClient): void {
+  pausedUntil.set(client, Date.now() + REDIS_PAUSE_MS);
+}
+
 /**
  * Creates the ioredis client for `cache` config, or `undefined` when no Redis is configured.
  * Connection starts in the background; the client is usable once `status === "ready"`.
@@ -86,7 +105,7 @@ export class RedisStore implements CacheStore {
   }
 
   healthy(): boolean {
-    return this.client.status === "ready";
+    return redisUsable(this.client);
   }
 
   async get(key: string): Promise<string | undefined> {
@@ -94,6 +113,7 @@ export class RedisStore implements CacheStore {
     try {
       return (await this.client.get(this.#prefix + key)) ?? undefined;
     } catch {
+      pauseRedis(this.client);
       return undefined;
     }
   }
@@ -103,6 +123,7 @@ export class RedisStore implements CacheStore {
     try {
       await this.client.set(this.#prefix + key, value, "PX", Math.ceil(ttlMs));
     } catch {
+      pauseRedis(this.client);
       // a miss next time; see the CacheStore contract
     }
   }
@@ -112,6 +133,7 @@ export class RedisStore implements CacheStore {
     try {
       return (await this.client.set(this.#prefix + key, value, "PX", Math.ceil(ttlMs), "NX")) === "OK";
     } catch {
+      pauseRedis(this.client);
       return true;
     }
   }
@@ -121,6 +143,7 @@ export class RedisStore implements CacheStore {
     try {
       await this.client.del(this.#prefix + key);
     } catch {
+      pauseRedis(this.client);
       // ignored
     }
   }

@@ -44,9 +44,17 @@ export function secretKey(secret: string): string {
 export interface MemoryStoreOptions {
   /** Most entries kept; least recently used are evicted first. */
   maxEntries: number;
+  /**
+   * Most bytes of keys and values kept (string lengths plus {@link ENTRY_OVERHEAD_BYTES} per entry),
+   * whichever bound is reached first; least recently used are evicted first. Default: no byte bound.
+   */
+  maxBytes?: number | undefined;
   /** Clock in epoch ms (frozen in tests). */
   now?: () => number;
 }
+
+/** What an entry costs beyond its key and value strings (LRU slots, the entry object), bytes, roughly. */
+export const ENTRY_OVERHEAD_BYTES = 64;
 
 /** In-process store on a bounded LRU (lru-cache), with per-entry TTLs. */
 export class MemoryStore implements CacheStore {
@@ -56,7 +64,17 @@ export class MemoryStore implements CacheStore {
 
   /** @param options size bound and clock */
   constructor(options: MemoryStoreOptions) {
-    this.#lru = new LRUCache({ max: options.maxEntries });
+    // Bounded in bytes as well as in count: entries range from ~0.5 KB (an identity) to several KB (a
+    // registry token carries its x5c certificate), so a count alone let 100,000 entries hold ~150 MB.
+    this.#lru = new LRUCache<string, { value: string; until: number }>({
+      max: options.maxEntries,
+      ...(options.maxBytes
+        ? {
+            maxSize: options.maxBytes,
+            sizeCalculation: (entry, key) => key.length + entry.value.length + ENTRY_OVERHEAD_BYTES,
+          }
+        : {}),
+    });
     this.#now = options.now ?? Date.now;
   }
 

@@ -73,6 +73,15 @@ function filePaths(
         set: (v) => (r.signingKey[key] = v),
       });
     }
+    r.publishedKeys?.forEach((p, j) => {
+      for (const key of ["keyFile", "certFile"] as const) {
+        out.push({
+          path: `registries[${i}].publishedKeys[${j}].${key}`,
+          get: () => p[key],
+          set: (v) => (p[key] = v),
+        });
+      }
+    });
   });
   if (cfg.cache.redisPasswordFile !== undefined) {
     const cache = cfg.cache;

@@ -104,6 +104,17 @@ const signingKeySchema = z
   .strict();
 
 /**
+ * A key published next to the active signing key during a rotation (the next key, or the previous one):
+ * its certificate, and optionally its private key (checked to match, never used to sign).
+ */
+const publishedKeySchema = z
+  .object({
+    certFile: nonEmpty,
+    keyFile: nonEmpty.optional(),
+  })
+  .strict();
+
+/**
  * A registry host as it appears in an image reference (`host[:port]`): a lower-case DNS name, an IPv4
  * address or a bracketed IPv6 address, optionally with a port; no scheme, no path.
  */
@@ -144,6 +155,12 @@ const registrySchema = z
       .max(86_400)
       .default(300),
     signingKey: signingKeySchema,
+    /**
+     * Keys published in `/.well-known/jwks.json` besides `signingKey` and accepted for this service's own
+     * exchange credentials and refresh tokens, but never used to sign: the next key before a switch,
+     * the previous one until what it signed has expired.
+     */
+    publishedKeys: z.array(publishedKeySchema).max(8).optional(),
     /** Optional: a token must carry one of these audiences to be used at this registry. */
     audiences: z.array(nonEmpty).min(1).optional(),
     /**
@@ -239,6 +256,12 @@ const cacheSchema = z
     memory: z
       .object({
         maxEntries: z.number().int().min(100).default(100_000),
+        /** Most bytes of cached keys and values (whichever of the two bounds is reached first). */
+        maxBytes: z
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .default(32 * 1024 * 1024),
       })
       .strict()
       .prefault({}),
@@ -288,6 +311,8 @@ const serverSchema = z
     keepAliveTimeoutMs: z.number().int().min(1000).max(3_600_000).default(75_000),
     /** The longest a client may take to send the request headers, ms (slow-loris guard). */
     headersTimeoutMs: z.number().int().min(1000).default(15_000),
+    /** Token-endpoint requests processed at once; more are refused at once with 503 (load shedding). */
+    maxConcurrentRequests: z.number().int().min(1).max(100_000).default(512),
     tls: z.object({ certFile: nonEmpty, keyFile: nonEmpty }).strict().optional(),
   })
   .strict()

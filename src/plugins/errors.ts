@@ -6,8 +6,11 @@
  * - `oauth` (`POST /token`): RFC 6749 §5.2 `{"error","error_description"}`.
  * Status >= 500 answers a generic message; the detail goes to the log only. No stack trace, no token.
  */
+import { STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type ErrorCode, ExchangeError } from "../errors.js";
+import { NODE_MAX_HEADER_SIZE } from "./request-limits.js";
 
 /** Which wire format a route's errors use; set per route as `config: { errorFormat }`. */
 export type ErrorFormat = "docker" | "oauth";
@@ -51,6 +54,7 @@ function oauthError(code: ErrorCode, status: number): string {
       return "invalid_request";
     case "keys_unavailable":
     case "rate_limited":
+    case "overloaded":
       return "temporarily_unavailable";
     case "internal":
     case "not_found":
@@ -106,6 +110,40 @@ export function sendError(
     return reply.send({ error: oauthError(err.code, status), error_description: message });
   }
   return reply.send({ errors: [{ code: dockerCode(status), message, detail: { reason: err.code } }] });
+}
+
+/**
+ * fastify's `clientErrorHandler`: answers a request Node's parser refused (request line and headers over
+ * {@link NODE_MAX_HEADER_SIZE}, a malformed request, headers too slow) in the distribution format, then
+ * closes the connection. It logs the parser's error code only: the error object carries the raw request
+ * bytes (`rawPacket`), Authorization header included, which fastify's default handler logs at trace level.
+ */
+export function handleClientError(
+  this: FastifyInstance,
+  err: Error & { code?: string },
+  socket: Socket,
+): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  let status = 400;
+  let message = "malformed HTTP request";
+  if (err.code === "HPE_HEADER_OVERFLOW") {
+    status = 431;
+    message = `request line and headers are larger than ${NODE_MAX_HEADER_SIZE} bytes`;
+  } else if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+    status = 408;
+    message = "the request was not received in time";
+  }
+  this.log.debug({ code: err.code, status }, "client error");
+  const body = JSON.stringify({
+    errors: [{ code: dockerCode(status), message, detail: { reason: "invalid_request" } }],
+  });
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
 
 /**

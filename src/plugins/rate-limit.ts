@@ -14,13 +14,13 @@ import rateLimit from "@fastify/rate-limit";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { LRUCache } from "lru-cache";
 import { parseAuthorization } from "../authn/credentials.js";
-import type { RedisClient } from "../cache/redis.js";
+import { pauseRedis, type RedisClient, redisUsable } from "../cache/redis.js";
 import type { Config } from "../config/schema.js";
 import { ExchangeError } from "../errors.js";
 import type { TokenRealm } from "../token/realm.js";
 
 /** Paths that are rate limited (the token realm and the exchange endpoints). */
-const LIMITED = /^\/(token|v1\/)/;
+export const LIMITED = /^\/(token|v1\/)/;
 
 const INCR_LUA = `
 local current = redis.call('INCR', KEYS[1])
@@ -66,7 +66,7 @@ function hybridStore(redis: RedisClient | undefined, prefix: string) {
   };
   return class HybridStore {
     incr(key: string, cb: IncrCallback, timeWindow: number): void {
-      if (redis?.status !== "ready") {
+      if (!redis || !redisUsable(redis)) {
         cb(null, incrLocal(key, timeWindow));
         return;
       }
@@ -75,7 +75,10 @@ function hybridStore(redis: RedisClient | undefined, prefix: string) {
           const [current, ttl] = r as [number, number];
           cb(null, { current, ttl });
         },
-        () => cb(null, incrLocal(key, timeWindow)),
+        () => {
+          pauseRedis(redis);
+          cb(null, incrLocal(key, timeWindow));
+        },
       );
     }
     child(): HybridStore {
@@ -102,7 +105,8 @@ export async function registerRateLimit(
     hook: "preHandler",
     timeWindow: rl.timeWindowSeconds * 1000,
     store: hybridStore(redis, config.cache.keyPrefix) as never,
-    allowList: (request: FastifyRequest) => !LIMITED.test(request.url),
+    // The matched route pattern, never the raw URL: `/%74oken` is routed to /token too.
+    allowList: (request: FastifyRequest) => !LIMITED.test(request.routeOptions.url ?? ""),
     keyGenerator: (request: FastifyRequest) => {
       const credential = presentedCredential(request);
       const subject = credential ? realm.knownSubject(credential) : undefined;

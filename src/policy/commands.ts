@@ -30,7 +30,7 @@ import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../
 import { ConfigError, ExchangeError } from "../errors.js";
 import { derivedKindOf } from "../token/derived.js";
 import { TokenRealm } from "../token/realm.js";
-import { loadSigningKey, type SigningKey } from "../token/signing.js";
+import { loadPublishedKey, loadSigningKey, type SigningKey } from "../token/signing.js";
 import { Policy } from "./engine.js";
 import { credentialKind, explain, formatExplanation } from "./explain.js";
 import { parseScopes } from "./scope.js";
@@ -92,6 +92,15 @@ function loadSigningKeys(config: Config, problems: string[], lines?: string[]): 
       if (!(err instanceof ConfigError)) throw err;
       problems.push(...err.problems);
     }
+    r.publishedKeys?.forEach((p, j) => {
+      try {
+        const key = loadPublishedKey(p.certFile, p.keyFile, `registries[${i}].publishedKeys[${j}]`);
+        lines?.push(`registries[${i}] (${r.service}): published key ${key.alg}, kid ${key.kid}\n`);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        problems.push(...err.problems);
+      }
+    });
   });
   return keys;
 }

@@ -5,7 +5,10 @@
  *   every registry's signing certificate is within its validity period (distribution verifies the `x5c`
  *   chain with the current time, so an expired certificate fails every pull); 503 otherwise. The body
  *   says why. A Redis outage is reported as `cache: "degraded"` but keeps 200: the service still serves
- *   from memory. While shutting down, fastify answers 503 (`return503OnClosing`).
+ *   from memory. While shutting down, fastify answers 503 (`return503OnClosing`). Each call also starts
+ *   a background re-fetch of key sets that are missing or expired (within the retry back-off): a replica
+ *   that started while a cluster's keys could not be fetched receives no token request until it is ready,
+ *   so the readiness probe is what retries.
  */
 import type { FastifyInstance } from "fastify";
 import type { ClusterKeySet } from "../authn/jwks.js";
@@ -21,6 +24,7 @@ export function registerHealthRoutes(
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
     const keySets = currentKeySets();
+    for (const ks of keySets) ks.refreshIfDue();
     const clusters = Object.fromEntries(keySets.map((ks) => [ks.cluster.name, ks.status()]));
     const nowMs = now();
     const signingKeys = Object.fromEntries(

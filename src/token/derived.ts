@@ -22,11 +22,11 @@
  */
 import { randomUUID } from "node:crypto";
 import { decodeProtectedHeader, type JWTPayload, errors as joseErrors, jwtVerify, SignJWT } from "jose";
-import type { Identity } from "../authn/verify.js";
+import { type Identity, OWN_KEY_PREFIX } from "../authn/verify.js";
 import { RESERVED_URN_PREFIX, type RegistryConfig } from "../config/schema.js";
 import { type ErrorCode, ExchangeError } from "../errors.js";
 import { NOT_BEFORE_SKEW_SECONDS } from "./mint.js";
-import type { SigningKey } from "./signing.js";
+import type { PublishedKey, SigningKey } from "./signing.js";
 
 /** The two kinds of derived credential. */
 export type DerivedKind = "exchange" | "refresh";
@@ -184,6 +184,9 @@ function isStringRecord(v: unknown): v is Record<string, string> {
  * Verifies a derived credential of `kind` for `registry` and returns the identity it carries.
  * `expiresAt`/`issuedAt`/`tokenId` of the result describe the derived credential itself, so anything
  * minted from it (registry tokens, refresh tokens) is cut to its `exp`.
+ * @param keys the registry's active signing key, or every key it accepts (active first, then the
+ *   `publishedKeys` of a rotation): the one whose `kid` the credential names verifies it, so what the
+ *   previous key signed stays valid until it expires
  * @param clusters names of the clusters currently trusted (a credential of a removed cluster is refused)
  * @throws {ExchangeError} `malformed_token`, `unsupported_algorithm`, `invalid_signature`, `invalid_issuer`,
  *   `invalid_audience`, `token_expired`, `token_not_yet_valid`, `missing_claim`, `invalid_subject`,
@@ -191,7 +194,7 @@ function isStringRecord(v: unknown): v is Record<string, string> {
  */
 export async function verifyDerived(
   kind: DerivedKind,
-  key: SigningKey,
+  keys: PublishedKey | readonly PublishedKey[],
   registry: RegistryConfig,
   token: string,
   clusters: ReadonlySet<string>,
@@ -200,6 +203,15 @@ export async function verifyDerived(
   if (token.length > MAX_DERIVED_LENGTH || !JWT_SHAPE.test(token)) {
     throw fail(kind, "malformed_token", "is not a compact JWS");
   }
+  const accepted = Array.isArray(keys) ? (keys as readonly PublishedKey[]) : [keys as PublishedKey];
+  let kid: unknown;
+  try {
+    kid = decodeProtectedHeader(token).kid;
+  } catch {
+    throw fail(kind, "malformed_token", "is not a valid JWS");
+  }
+  // An unknown kid is checked against the active key, so that it fails exactly as a forgery does.
+  const key = accepted.find((k) => k.kid === kid) ?? accepted[0]!;
   let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(token, key.publicKey, {
@@ -255,6 +267,7 @@ export async function verifyDerived(
     issuedAt: payload.iat!,
     tokenId: payload.jti,
     annotations: c.annotations,
+    verificationKey: `${OWN_KEY_PREFIX}${key.kid}`,
   };
 }
 

@@ -74,7 +74,7 @@ function base64urlJson(value: unknown): string {
  */
 export async function mintRegistryToken(key: SigningKey, req: MintRequest): Promise<MintedToken> {
   const iat = Math.floor(req.nowMs / 1000);
-  const exp = Math.min(iat + req.ttlSeconds, req.notAfter);
+  const exp = Math.floor(Math.min(iat + req.ttlSeconds, req.notAfter));
   const jti = randomUUID();
   // A compact JWS (RFC 7515 §7.1) signed with node:crypto's synchronous sign: jose 6 signs through
   // WebCrypto, which hands each signature to the libuv thread pool and costs 2.4x the CPU (bench/README.md).

@@ -4,7 +4,7 @@
  */
 import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
-import type { Identity, ServiceAccountVerifier } from "../authn/verify.js";
+import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
 import { type CacheStore, secretKey } from "../cache/store.js";
 import type { Config, RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
@@ -12,7 +12,7 @@ import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
 import { type DerivedKind, derivedKindOf, mintDerived, verifyDerived } from "./derived.js";
 import { type AccessEntry, mintRegistryToken } from "./mint.js";
-import type { SigningKey } from "./signing.js";
+import type { PublishedKey, SigningKey } from "./signing.js";
 
 /**
  * How a credential was presented: as a password (Basic, Bearer, `grant_type=password`, RFC 8693
@@ -82,6 +82,11 @@ export interface RealmDeps {
   policy: Policy;
   /** Signing key per registry `service`. */
   signingKeys: ReadonlyMap<string, SigningKey>;
+  /**
+   * Every key per registry `service` whose exchange credentials and refresh tokens are accepted: the
+   * signing key first, then `publishedKeys` (a rotation's next and previous keys). Default: the signing key.
+   */
+  verificationKeys?: ReadonlyMap<string, readonly PublishedKey[]>;
   store: CacheStore;
   logger: Logger;
   /** Clock, epoch milliseconds. */
@@ -102,6 +107,8 @@ const IDENTITY_CACHE_MAX_MS = 10 * 60 * 1000;
 export class TokenRealm {
   readonly #deps: RealmDeps;
   readonly #registries: ReadonlyMap<string, RegistryConfig>;
+  /** Fingerprint of the trust configuration, part of every identity-cache key. */
+  readonly #trust: string;
   readonly #clusters: ReadonlySet<string>;
   readonly #now: () => number;
   readonly #subjects = new LRUCache<string, string>({ max: 50_000 });
@@ -115,6 +122,16 @@ export class TokenRealm {
     this.#registries = new Map(deps.config.registries.map((r) => [r.service, r]));
     this.#clusters = new Set(deps.config.clusters.map((c) => c.name));
     this.#now = deps.now ?? Date.now;
+    // Everything a verification depended on: a reload that changes any of it (a cluster removed, an issuer
+    // or audience changed) makes every cached identity a miss, so it is verified again under the new trust.
+    const cfg = deps.config;
+    this.#trust = secretKey(
+      JSON.stringify([
+        cfg.clusters.map((c) => [c.name, c.issuer, c.audiences, c.algorithms]),
+        cfg.registries.map((r) => [r.service, r.issuer, r.audiences ?? null]),
+        cfg.credentialProvider?.audiences ?? null,
+      ]),
+    ).slice(0, 16);
   }
 
   /**
@@ -145,7 +162,7 @@ export class TokenRealm {
     use: CredentialUse = "password",
   ): Promise<Identity> {
     const scope = use === "password" ? registry.service : `${use}\u0000${registry.service}`;
-    return this.#cachedIdentity(credential, scope, () => this.#verify(credential, registry, use));
+    return this.#cachedIdentity(credential, scope, () => this.#verify(credential, registry, use), registry);
   }
 
   /**
@@ -176,7 +193,7 @@ export class TokenRealm {
     const derived = (k: DerivedKind) =>
       verifyDerived(
         k,
-        this.#deps.signingKeys.get(registry.service)!,
+        this.#deps.verificationKeys?.get(registry.service) ?? this.#deps.signingKeys.get(registry.service)!,
         registry,
         credential,
         this.#clusters,
@@ -201,19 +218,38 @@ export class TokenRealm {
     return this.#deps.verifier.verify(credential, registry.audiences);
   }
 
+  /**
+   * Whether a cached identity may still be used: its cluster and the key that verified it are still
+   * trusted (a cluster key still in the cluster's JWKS; for a credential this service derived, a key of
+   * `registry` still active or published).
+   */
+  #stillTrusted(identity: Identity, registry: RegistryConfig | undefined): boolean {
+    if (!this.#deps.verifier.stillTrusted(identity)) return false;
+    const own = identity.verificationKey;
+    if (own === undefined || !own.startsWith(OWN_KEY_PREFIX) || registry === undefined) return true;
+    const keys = this.#deps.verificationKeys?.get(registry.service) ?? [
+      this.#deps.signingKeys.get(registry.service)!,
+    ];
+    return keys.some((k) => `${OWN_KEY_PREFIX}${k.kid}` === own);
+  }
+
   async #cachedIdentity(
     credential: string,
     scope: string,
     verify: () => Promise<Identity>,
+    registry?: RegistryConfig,
   ): Promise<Identity> {
-    const key = `id:${secretKey(credential)}:${secretKey(scope).slice(0, 16)}`;
+    const key = `id:${secretKey(credential)}:${secretKey(`${scope}\u0000${this.#trust}`).slice(0, 16)}`;
     const nowMs = this.#now();
     const cached = parseCached<Identity>(await this.#deps.store.get(key));
     if (
       cached &&
       typeof cached.expiresAt === "number" &&
       cached.expiresAt * 1000 > nowMs &&
-      cached.serviceAccount
+      cached.serviceAccount &&
+      // Its cluster may have been removed by a reload, or the key that verified it (from the cluster's
+      // JWKS, or from this registry's published keys).
+      this.#stillTrusted(cached, registry)
     ) {
       this.stats.identityHits++;
       if (!this.#subjects.has(secretKey(credential))) {
@@ -346,6 +382,9 @@ export class TokenRealm {
       .filter((a) => a.actions.length > 0)
       .map((a) => `${a.type}:${a.name}:${a.actions.join(",")}`)
       .sort();
+    const key = this.#deps.signingKeys.get(registry.service)!;
+    // The signing key's kid is part of the key: after a switch of signing keys (a rotation), a token
+    // signed by the previous key is never handed out again, so the registry can stop trusting it at once.
     const cacheKey = `tok:${secretKey(
       JSON.stringify([
         identity.cluster,
@@ -355,6 +394,7 @@ export class TokenRealm {
         registry.service,
         registry.issuer,
         granted,
+        key.kid,
       ]),
     )}`;
     const now = Math.floor(nowMs / 1000);
@@ -373,7 +413,6 @@ export class TokenRealm {
       }
       this.stats.tokenMisses++;
     }
-    const key = this.#deps.signingKeys.get(registry.service)!;
     const minted = await mintRegistryToken(key, {
       issuer: registry.issuer,
       audience: registry.service,

@@ -14,20 +14,28 @@ import { libtrustKeyId } from "./keyid.js";
 /** JWS algorithms distribution v2.8 and v3 both accept for token signatures. */
 export type SigningAlgorithm = "ES256" | "ES384" | "ES512" | "RS256";
 
-/** A loaded signing key with everything a token header and the JWKS need. */
-export interface SigningKey {
+/**
+ * A key this service publishes in `/.well-known/jwks.json` and accepts its own derived credentials
+ * (exchange credentials, refresh tokens) from: the active signing key, and during a rotation the next
+ * and the previous one (`registries[].publishedKeys`).
+ */
+export interface PublishedKey {
   /** JWS algorithm, derived from the key type. */
   alg: SigningAlgorithm;
   /** libtrust key ID of the public key (what v2.8 matches against its rootcertbundle). */
   kid: string;
-  /** The private key. */
-  privateKey: KeyObject;
   /** The public key. */
   publicKey: KeyObject;
   /** `x5c`: standard base64 DER certificates, leaf first (RFC 7515 §4.1.6). */
   x5c: string[];
   /** The leaf certificate's `notAfter`, epoch milliseconds. */
   certNotAfter: number;
+}
+
+/** A loaded signing key with everything a token header and the JWKS need. */
+export interface SigningKey extends PublishedKey {
+  /** The private key. */
+  privateKey: KeyObject;
 }
 
 /**
@@ -102,6 +110,45 @@ export function loadSigningKey(keyFile: string, certFile: string, where: string)
 }
 
 /**
+ * Loads a published (not signing) key: its certificate (chain, leaf first) and, optionally, its private
+ * key, which is then checked to belong to the certificate but never used.
+ * @param certFile PEM certificate, optionally followed by intermediates
+ * @param keyFile PEM private key, if the operator still has it at hand (the next key of a rotation)
+ * @param where dotted config path for messages, e.g. `registries[0].publishedKeys[1]`
+ * @throws {ConfigError} when a file is unreadable, not PEM, of an unsupported type, or the key and
+ *   certificate do not belong together
+ */
+export function loadPublishedKey(certFile: string, keyFile: string | undefined, where: string): PublishedKey {
+  if (keyFile !== undefined) {
+    const { privateKey: _unused, ...published } = loadSigningKey(keyFile, certFile, where);
+    return published;
+  }
+  let certs: X509Certificate[];
+  try {
+    const blocks = pemCertificates(readFileSync(certFile, "utf8"));
+    if (blocks.length === 0) throw new Error("no CERTIFICATE block");
+    certs = blocks.map((b) => new X509Certificate(b));
+  } catch (err) {
+    throw new ConfigError([`${where}.certFile: not a readable PEM certificate (${(err as Error).message})`]);
+  }
+  const leaf = certs[0]!;
+  const publicKey = leaf.publicKey;
+  let alg: SigningAlgorithm;
+  try {
+    alg = algorithmFor(publicKey);
+  } catch (err) {
+    throw new ConfigError([`${where}.certFile: ${(err as Error).message}`]);
+  }
+  return {
+    alg,
+    kid: libtrustKeyId(publicKey),
+    publicKey,
+    x5c: certs.map((c) => c.raw.toString("base64")),
+    certNotAfter: Date.parse(leaf.validTo),
+  };
+}
+
+/**
  * Generates an ECDSA P-256 key and a self-signed certificate (10 years) and writes them as PEM files.
  * Used by local mode and tests; production keys come from operators.
  * @param dir folder to write `signing-key.pem` and `signing-cert.pem` into (created if missing)
@@ -145,6 +192,9 @@ export async function generateSigningKeyFiles(
   const keyFile = join(dir, "signing-key.pem");
   const certFile = join(dir, "signing-cert.pem");
   writeFileSync(keyFile, keyPem, { mode: 0o600 });
-  writeFileSync(certFile, cert.toString("pem"), { mode: 0o644 });
+  // A PEM file ends with a newline: a rotation bundle is made with `cat old.pem new.pem`, and without it
+  // the two certificates run together ("-----END CERTIFICATE----------BEGIN...") and distribution refuses
+  // the whole bundle ("token auth requires at least one token signing root certificate").
+  writeFileSync(certFile, `${cert.toString("pem").trimEnd()}\n`, { mode: 0o644 });
   return { keyFile, certFile };
 }

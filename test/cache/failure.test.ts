@@ -130,13 +130,17 @@ describe("cache errors never grant access", () => {
     const forged = `${sa.slice(0, -10)}AAAAAAAAAA`;
     const client = new Redis(redis.url);
     cleanup.push(async () => client.disconnect());
-    // garbage where the forged token's identity would be cached
-    await client.set(
-      `rte:id:${secretKey(forged)}:${secretKey(SERVICE).slice(0, 16)}`,
-      "not json",
-      "PX",
-      60_000,
-    );
+    // learn the key suffix (service + trust fingerprint) from a real entry, then put garbage where the
+    // forged token's identity would be cached
+    const ok = await app.inject({
+      method: "GET",
+      url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull`,
+      headers: { authorization: basic(sa) },
+    });
+    expect(ok.statusCode).toBe(200);
+    const [realKey] = await client.keys(`rte:id:${secretKey(sa)}:*`);
+    const suffix = realKey!.split(":").at(-1);
+    await client.set(`rte:id:${secretKey(forged)}:${suffix}`, "not json", "PX", 60_000);
     const res = await app.inject({
       method: "GET",
       url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull`,

@@ -51,6 +51,7 @@ describe("parseConfig: defaults", () => {
       requestTimeoutMs: 30_000,
       keepAliveTimeoutMs: 75_000,
       headersTimeoutMs: 15_000,
+      maxConcurrentRequests: 512,
     });
     expect(cfg.logging).toEqual({ level: "info" });
     expect(cfg.clusters[0]).toEqual({

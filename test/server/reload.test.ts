@@ -86,6 +86,24 @@ describe("app.exchange.reload", () => {
     expect(app.exchange.version).toBe(2);
   });
 
+  it("a reload that changes an audience re-verifies already cached identities", async () => {
+    const issuer = await startLocalIssuerServer();
+    cleanup.push(() => issuer.close());
+    const app = await buildApp(await testConfig(issuer.url), { logger: pino({ level: "silent" }) });
+    cleanup.push(() => app.close());
+    const sa = await issuer.issuer.mint({ namespace: "team-a", serviceAccount: "ci", audiences: [AUDIENCE] });
+    expect((await granted(app, sa)).length).toBeGreaterThan(0);
+    const cluster = { name: "test", issuer: issuer.url, audiences: ["another-audience"] };
+    app.exchange.reload(await testConfig(issuer.url, { clusters: [cluster] }));
+    const res = await app.inject({
+      method: "GET",
+      url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull`,
+      headers: { authorization: basic(sa) },
+    });
+    expect(res.statusCode).toBe(401);
+    expect(res.json().errors[0].detail.reason).toBe("invalid_audience");
+  });
+
   it("reports sections that only change on restart", async () => {
     const issuer = await startLocalIssuerServer();
     cleanup.push(() => issuer.close());

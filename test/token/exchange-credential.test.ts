@@ -124,6 +124,8 @@ describe("verifyDerived", () => {
       expiresAt: NOW_S + 1800,
       issuedAt: NOW_S,
       tokenId: c.jti,
+      // Which of the registry's keys verified it (a cached identity is dropped once that key is unpublished).
+      verificationKey: `rte:${key.kid}`,
     });
   });
 

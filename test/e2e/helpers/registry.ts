@@ -27,10 +27,17 @@ export interface RegistryServer {
 /**
  * Writes a distribution config (version 0.1) into `dir`: filesystem storage under `dir/storage`, HTTP on
  * 127.0.0.1:`port`, token auth against `realm`.
+ * @param rootcertbundle the certificates the registry trusts token signatures from (a PEM file, possibly
+ *   several certificates); default: the shared test signing certificate
  * @returns the config file path
  */
-export async function writeRegistryConfig(dir: string, port: number, realm: string): Promise<string> {
-  const { certFile } = await signingKeyFiles();
+export async function writeRegistryConfig(
+  dir: string,
+  port: number,
+  realm: string,
+  rootcertbundle?: string,
+): Promise<string> {
+  const certFile = rootcertbundle ?? (await signingKeyFiles()).certFile;
   const config = {
     version: 0.1,
     log: { level: "info", formatter: "text", accesslog: { disabled: false } },
@@ -61,12 +68,17 @@ async function challengesBearer(url: string, realm: string): Promise<boolean> {
 /**
  * Starts `docker-registry serve` in `dir` (config, storage and log there) for the token `realm`, and
  * waits for its Bearer challenge. Retries with a new port if the chosen one was taken meanwhile.
+ * @param options `rootcertbundle` (see {@link writeRegistryConfig}); `port` to reuse (a restart)
  */
-export async function startRegistry(dir: string, realm: string): Promise<RegistryServer> {
+export async function startRegistry(
+  dir: string,
+  realm: string,
+  options: { rootcertbundle?: string; port?: number } = {},
+): Promise<RegistryServer> {
   let lastError: unknown;
   for (let attempt = 1; attempt <= 3; attempt++) {
-    const port = await freePort();
-    const file = await writeRegistryConfig(dir, port, realm);
+    const port = attempt === 1 && options.port !== undefined ? options.port : await freePort();
+    const file = await writeRegistryConfig(dir, port, realm, options.rootcertbundle);
     const proc = new ManagedProcess(
       "docker-registry",
       REGISTRY_BIN,
