@@ -59,6 +59,20 @@ export function algorithmFor(key: KeyObject): SigningAlgorithm {
   throw new Error(`unsupported key type ${t} (use EC P-256/P-384/P-521 or RSA >= 2048)`);
 }
 
+/**
+ * Reads a PEM certificate chain (leaf first).
+ * @throws {ConfigError} `<where>.certFile: not a readable PEM certificate (...)`
+ */
+function readCertificateChain(certFile: string, where: string): X509Certificate[] {
+  try {
+    const blocks = pemCertificates(readFileSync(certFile, "utf8"));
+    if (blocks.length === 0) throw new Error("no CERTIFICATE block");
+    return blocks.map((b) => new X509Certificate(b));
+  } catch (err) {
+    throw new ConfigError([`${where}.certFile: not a readable PEM certificate (${(err as Error).message})`]);
+  }
+}
+
 /** Splits a PEM bundle into its CERTIFICATE blocks. */
 function pemCertificates(pem: string): string[] {
   return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
@@ -85,14 +99,7 @@ export function loadSigningKey(keyFile: string, certFile: string, where: string)
   } catch (err) {
     throw new ConfigError([`${where}.keyFile: ${(err as Error).message}`]);
   }
-  let certs: X509Certificate[];
-  try {
-    const blocks = pemCertificates(readFileSync(certFile, "utf8"));
-    if (blocks.length === 0) throw new Error("no CERTIFICATE block");
-    certs = blocks.map((b) => new X509Certificate(b));
-  } catch (err) {
-    throw new ConfigError([`${where}.certFile: not a readable PEM certificate (${(err as Error).message})`]);
-  }
+  const certs = readCertificateChain(certFile, where);
   const leaf = certs[0]!;
   const publicKey = createPublicKey(privateKey);
   const spki = (k: KeyObject) => k.export({ type: "spki", format: "der" });
@@ -123,14 +130,7 @@ export function loadPublishedKey(certFile: string, keyFile: string | undefined, 
     const { privateKey: _unused, ...published } = loadSigningKey(keyFile, certFile, where);
     return published;
   }
-  let certs: X509Certificate[];
-  try {
-    const blocks = pemCertificates(readFileSync(certFile, "utf8"));
-    if (blocks.length === 0) throw new Error("no CERTIFICATE block");
-    certs = blocks.map((b) => new X509Certificate(b));
-  } catch (err) {
-    throw new ConfigError([`${where}.certFile: not a readable PEM certificate (${(err as Error).message})`]);
-  }
+  const certs = readCertificateChain(certFile, where);
   const leaf = certs[0]!;
   const publicKey = leaf.publicKey;
   let alg: SigningAlgorithm;
