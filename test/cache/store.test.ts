@@ -21,6 +21,19 @@ describe("MemoryStore", () => {
     expect(await store.get("k100")).toBe("100");
   });
 
+  it("with maxBytes, evicts least recently used entries once their total size passes the bound", async () => {
+    const store = new MemoryStore({ maxEntries: 1000, maxBytes: 10_000 });
+    const big = "x".repeat(3_000);
+    for (let i = 0; i < 5; i++) await store.set(`k${i}`, big, 60_000);
+    expect(await store.get("k0")).toBeUndefined();
+    expect(await store.get("k1")).toBeUndefined();
+    expect(await store.get("k4")).toBe(big);
+    // an entry larger than the whole bound is not kept at all
+    await store.set("huge", "y".repeat(20_000), 60_000);
+    expect(await store.get("huge")).toBeUndefined();
+    expect(await store.get("k4")).toBe(big);
+  });
+
   it("setIfAbsent wins once until the entry expires", async () => {
     let now = 0;
     const store = new MemoryStore({ maxEntries: 100, now: () => now });
