@@ -12,6 +12,8 @@
  * - a `match.cluster` / `match.service` glob that matches no configured cluster / registry;
  * - two rules with the same name (explanations and audit lines could not tell them apart);
  * - deny entries in a rule that matches on annotations (a caller that leaves them out escapes them);
+ * - annotations trusted too widely: a rule matching on annotations with a wildcard namespace, or an allow
+ *   pattern whose only template is `${annotation:...}` (the caller asserts annotations, see KEP-4412);
  * - an allow entry that grants nothing because deny entries of its own rule, or of rules that apply to
  *   every request it applies to, cancel every action it allows on every repository it matches;
  * - a registry audience that a token meant for another registry also carries.
@@ -110,6 +112,15 @@ export function validatePolicy(config: Config): PolicyValidation {
               `${path}.repository: \${annotation:...} is not allowed in deny entries: annotations are asserted by the caller, who could leave them out or change them to escape the deny`,
             );
           }
+          if (
+            kind === "allow" &&
+            usesAnnotations(parts) &&
+            !parts.some((p) => "var" in p && p.var !== "annotation")
+          ) {
+            warnings.push(
+              `${path}.repository: uses \${annotation:...} but no \${cluster}, \${namespace} or \${serviceAccount}: annotations are asserted by the caller, so any matching workload can claim a value and be granted the repository it names; bind the pattern to the signed identity too`,
+            );
+          }
           return { path, grant, parts };
         } catch (err) {
           if (!(err instanceof ConfigError)) throw err;
@@ -119,6 +130,17 @@ export function validatePolicy(config: Config): PolicyValidation {
       });
     parsed.push({ allow: entries("allow"), deny: entries("deny") });
 
+    const boundToIdentity = (g: GrantConfig) =>
+      g.repository !== undefined && /\$\{(cluster|namespace|serviceAccount)\}/.test(g.repository);
+    if (
+      rule.match.annotations !== undefined &&
+      rule.match.namespace.includes("*") &&
+      rule.allow.some((g) => !boundToIdentity(g))
+    ) {
+      warnings.push(
+        `${at}.match.annotations: with the wildcard namespace "${rule.match.namespace}" and an allow entry not bound to \${namespace}, \${serviceAccount} or \${cluster}: annotations are asserted by the caller, so any workload in a matching namespace can claim them and get that grant; narrow match.namespace or bind the pattern to the identity`,
+      );
+    }
     if (rule.match.annotations !== undefined && rule.deny.length > 0) {
       warnings.push(
         `${at}.deny: this rule matches on annotations, which the caller asserts: a caller that leaves them out escapes these deny entries (put them in a rule without match.annotations)`,

@@ -63,11 +63,13 @@ describe("README worked example", () => {
     const cfg = parseConfig({ ...parseYaml(yamlBlocks[0] ?? ""), policy: { rules: rule } });
     expect(validatePolicy(cfg)).toEqual({ errors: [], warnings: [] });
     const p = new Policy(cfg.policy.rules);
-    const scope = [parseScope("repository:teams/payments/app:pull")];
+    const scope = [parseScope("repository:tenant-1/teams/payments/app:pull")];
     const grant = (id: Identity) => p.evaluate(id, "registry.example.com", scope)[0]!.granted;
     expect(grant(who("prod / tenant-1 / runner", { "example.com/team": "payments" }))).toEqual(["pull"]);
     expect(grant(who("prod / tenant-1 / runner", { "example.com/team": "billing" }))).toEqual([]);
     expect(grant(who("prod / tenant-1 / runner"))).toEqual([]);
     expect(grant(who("prod / team-a / runner", { "example.com/team": "payments" }))).toEqual([]);
+    // a workload of another tenant claiming the annotation only reaches its own namespace tree
+    expect(grant(who("prod / tenant-2 / runner", { "example.com/team": "payments" }))).toEqual([]);
   });
 });

@@ -279,6 +279,8 @@ const cases: Case[] = [
     ],
     [],
     [
+      "policy.rules[0].allow[0].repository: uses ${annotation:...} but no ${cluster}, ${namespace} or ${serviceAccount}: annotations are asserted by the caller, so any matching workload can claim a value and be granted the repository it names; bind the pattern to the signed identity too",
+      'policy.rules[0].match.annotations: with the wildcard namespace "*" and an allow entry not bound to ${namespace}, ${serviceAccount} or ${cluster}: annotations are asserted by the caller, so any workload in a matching namespace can claim them and get that grant; narrow match.namespace or bind the pattern to the identity',
       "policy.rules[3].deny: this rule matches on annotations, which the caller asserts: a caller that leaves them out escapes these deny entries (put them in a rule without match.annotations)",
       "policy.rules[0].allow[0]: grants nothing: every action it allows is denied on every repository it matches by policy.rules[1].deny[0]",
     ],
