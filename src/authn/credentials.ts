@@ -61,3 +61,18 @@ export function parseAuthorization(header: string | undefined): PresentedCredent
   }
   throw new ExchangeError("malformed_credentials", "unsupported Authorization scheme (use Basic or Bearer)");
 }
+
+/**
+ * Like {@link parseAuthorization}, for endpoints where a credential is required.
+ * @throws {ExchangeError} `missing_credentials` when the header is absent, `malformed_credentials` as above
+ */
+export function requireAuthorization(header: string | undefined): PresentedCredential {
+  const credential = parseAuthorization(header);
+  if (!credential) {
+    throw new ExchangeError(
+      "missing_credentials",
+      "authentication required: send the service-account token as the Basic password or as a Bearer token",
+    );
+  }
+  return credential;
+}

@@ -10,8 +10,7 @@
  * (`policy/explain.ts`). Rate limited with `/token` (the limiter covers `/v1/`).
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { parseAuthorization } from "../authn/credentials.js";
-import { ExchangeError } from "../errors.js";
+import { requireAuthorization } from "../authn/credentials.js";
 import { credentialKind, explain } from "../policy/explain.js";
 import { parseScopes } from "../policy/scope.js";
 import type { TokenRealm } from "../token/realm.js";
@@ -37,13 +36,7 @@ export function registerExplainRoutes(
       const params = request.query as Params;
       const service = requireService(params);
       const scopes = parseScopes(repeatedParam(params, "scope"));
-      const credential = parseAuthorization(request.headers.authorization);
-      if (!credential) {
-        throw new ExchangeError(
-          "missing_credentials",
-          "authentication required: send the service-account token as the Basic password or as a Bearer token",
-        );
-      }
+      const credential = requireAuthorization(request.headers.authorization);
       const result = await realm.authorize({ credential: credential.secret, service, scopes });
       const body = explain(result, credentialKind(credential.secret), now());
       request.log.info(

@@ -9,7 +9,7 @@
  * Thin adapters: parsing lives in `authn/credentials.ts` and `policy/scope.ts`, the work in `token/realm.ts`.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { parseAuthorization } from "../authn/credentials.js";
+import { requireAuthorization } from "../authn/credentials.js";
 import { ExchangeError } from "../errors.js";
 import { parseScopes } from "../policy/scope.js";
 import type { IssueResult, TokenRealm } from "../token/realm.js";
@@ -94,12 +94,7 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
       const params = request.query as Params;
       const service = requireService(params);
       const scopes = parseScopes(repeatedParam(params, "scope"));
-      const credential = parseAuthorization(request.headers.authorization);
-      if (!credential)
-        throw new ExchangeError(
-          "missing_credentials",
-          "authentication required: send the service-account token as the Basic password or as a Bearer token",
-        );
+      const credential = requireAuthorization(request.headers.authorization);
       const result = await realm.issue({
         credential: credential.secret,
         service,
