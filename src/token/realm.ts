@@ -239,7 +239,8 @@ export class TokenRealm {
     verify: () => Promise<Identity>,
     registry?: RegistryConfig,
   ): Promise<Identity> {
-    const key = `id:${secretKey(credential)}:${secretKey(`${scope}\u0000${this.#trust}`).slice(0, 16)}`;
+    const credentialHash = secretKey(credential);
+    const key = `id:${credentialHash}:${secretKey(`${scope}\u0000${this.#trust}`).slice(0, 16)}`;
     const nowMs = this.#now();
     const cached = parseCached<Identity>(await this.#deps.store.get(key));
     if (
@@ -252,8 +253,8 @@ export class TokenRealm {
       this.#stillTrusted(cached, registry)
     ) {
       this.stats.identityHits++;
-      if (!this.#subjects.has(secretKey(credential))) {
-        this.#subjects.set(secretKey(credential), subjectKey(cached), {
+      if (!this.#subjects.has(credentialHash)) {
+        this.#subjects.set(credentialHash, subjectKey(cached), {
           ttl: cached.expiresAt * 1000 - nowMs,
         });
       }
@@ -263,7 +264,7 @@ export class TokenRealm {
     const identity = await verify();
     const ttl = Math.min(identity.expiresAt * 1000 - nowMs, IDENTITY_CACHE_MAX_MS);
     if (ttl > 0) await this.#deps.store.set(key, JSON.stringify(identity), ttl);
-    this.#subjects.set(secretKey(credential), subjectKey(identity), { ttl: Math.max(1, ttl) });
+    this.#subjects.set(credentialHash, subjectKey(identity), { ttl: Math.max(1, ttl) });
     return identity;
   }
 
