@@ -2,6 +2,7 @@
  * The application factory: `buildApp(config, deps)` returns a ready Fastify instance with every route
  * registered and nothing listening. `src/server.ts` listens; tests call `app.inject()`.
  */
+
 import { readFileSync } from "node:fs";
 import formbody from "@fastify/formbody";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
@@ -13,6 +14,7 @@ import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
 import { ExchangeError } from "./errors.js";
 import type { LocalIssuer } from "./local/issuer.js";
+import { accessLogController, registerAccessLog } from "./plugins/access-log.js";
 import { registerDeniedAudit } from "./plugins/audit.js";
 import { handleClientError, registerErrorHandling, sendError } from "./plugins/errors.js";
 import { registerLoadShedding } from "./plugins/load-shedding.js";
@@ -130,6 +132,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   const app = Fastify({
     ...listener,
     loggerInstance: logger as FastifyBaseLogger,
+    // One access line per request instead of fastify's two (plugins/access-log.ts).
+    logController: accessLogController(),
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,
     requestTimeout: config.server.requestTimeoutMs,
@@ -161,6 +165,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       reload: (next: Config) => runtime.reload(next),
     }),
   });
+  registerAccessLog(app);
   registerErrorHandling(app);
   registerRequestLimits(app);
   const inFlight = registerLoadShedding(app, config.server.maxConcurrentRequests);

@@ -16,10 +16,12 @@
  * always leaves the 60 s `/token` requires, plus a margin), so kubelet's cache (keyed by registry plus
  * service account, or by token with `cacheType: Token`) never hands out an expired credential.
  */
+
 import type { Logger } from "pino";
 import type { Identity } from "../authn/verify.js";
 import type { Config, RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
+import type { AuditSink } from "../plugins/access-log.js";
 import type { Policy } from "../policy/engine.js";
 import { MIN_CREDENTIAL_LIFETIME_SECONDS, type TokenRealm } from "../token/realm.js";
 import { parseImageReference } from "./image.js";
@@ -190,12 +192,17 @@ export class CredentialProviderExchange {
   }
 
   /**
-   * Exchanges a `CredentialProviderRequest` body for a `CredentialProviderResponse`.
+   * Exchanges a `CredentialProviderRequest` body for a `CredentialProviderResponse`. The audit record
+   * (`"exchange credential issued"` / `"... denied"`) goes to `audit` when given, else to the logger.
    * @throws {ExchangeError} `not_found` when not configured; `invalid_request` / `unknown_service` (400);
    *   credential errors (401); `access_denied` (403) when the policy grants no `pull` on the image;
    *   `keys_unavailable` (503)
    */
-  async exchange(body: unknown, clientAddress?: string): Promise<CredentialProviderResponse> {
+  async exchange(
+    body: unknown,
+    clientAddress?: string,
+    audit?: AuditSink,
+  ): Promise<CredentialProviderResponse> {
     const cp = this.#deps.config.credentialProvider;
     if (!cp) {
       throw new ExchangeError(
@@ -218,7 +225,7 @@ export class CredentialProviderExchange {
       { type: "repository", name: image.repository, actions: ["pull"] },
     ]);
     if (!decision || decision.granted.length === 0) {
-      this.#audit("denied", identity, registry, image.repository, clientAddress);
+      this.#audit(audit, "denied", identity, registry, image.repository, clientAddress);
       throw new ExchangeError(
         "access_denied",
         `service account ${identity.namespace}/${identity.serviceAccount.name} of cluster "${identity.cluster}" may not pull "${image.repository}" from "${registry.service}"`,
@@ -239,7 +246,7 @@ export class CredentialProviderExchange {
       Math.floor(nowMs / 1000) + cp.credentialTtlSeconds,
     );
     const remaining = credential.expiresAt - Math.floor(nowMs / 1000);
-    this.#audit("issued", identity, registry, image.repository, clientAddress, {
+    this.#audit(audit, "issued", identity, registry, image.repository, clientAddress, {
       jti: credential.jti,
       expiresAt: new Date(credential.expiresAt * 1000).toISOString(),
       rules: decision.allowedBy,
@@ -254,6 +261,7 @@ export class CredentialProviderExchange {
   }
 
   #audit(
+    sink: AuditSink | undefined,
     decision: "issued" | "denied",
     identity: Identity,
     registry: RegistryConfig,
@@ -261,24 +269,23 @@ export class CredentialProviderExchange {
     clientAddress: string | undefined,
     extra: Record<string, unknown> = {},
   ): void {
-    this.#deps.logger.info(
+    const audit = sink ?? ((record, msg) => this.#deps.logger.info({ audit: record }, msg));
+    audit(
       {
-        audit: {
-          decision,
-          kind: "exchange-credential",
-          cluster: identity.cluster,
-          namespace: identity.namespace,
-          serviceAccount: identity.serviceAccount.name,
-          pod: identity.pod?.name,
-          service: registry.service,
-          repository,
-          requested: [`repository:${repository}:pull`],
-          granted: decision === "issued" ? [`repository:${repository}:pull`] : [],
-          annotationKeys: Object.keys(identity.annotations ?? {}),
-          saTokenId: identity.tokenId,
-          client: clientAddress,
-          ...extra,
-        },
+        decision,
+        kind: "exchange-credential",
+        cluster: identity.cluster,
+        namespace: identity.namespace,
+        serviceAccount: identity.serviceAccount.name,
+        pod: identity.pod?.name,
+        service: registry.service,
+        repository,
+        requested: [`repository:${repository}:pull`],
+        granted: decision === "issued" ? [`repository:${repository}:pull`] : [],
+        annotationKeys: Object.keys(identity.annotations ?? {}),
+        saTokenId: identity.tokenId,
+        client: clientAddress,
+        ...extra,
       },
       decision === "issued" ? "exchange credential issued" : "exchange credential denied",
     );

@@ -1,18 +1,21 @@
 /**
- * The audit line for refused credentials. Issued tokens are audited by the realm (`"token issued"`,
- * `audit.decision: "issued"`); this hook adds one line per request whose credential was refused (every
- * 401), so an operator sees who was turned away, from where and why:
+ * The audit record of refused credentials. Issued tokens are audited by the realm (`"token issued"`,
+ * `audit.decision: "issued"`); this hook adds a record to the access line (plugins/access-log.ts) of every
+ * request whose credential was refused (every 401), so an operator sees who was turned away, from where
+ * and why:
  *
- *   {"audit":{"decision":"denied","time":"...","reason":"token_expired","status":401,"route":"/token",
- *    "service":"registry.example.com","requested":["repository:team-a/app:pull"],"client":"10.0.0.7"},
- *    "msg":"credential denied"}
+ *   {"req":{...},"res":{"statusCode":401},"audit":{"decision":"denied","time":"...",
+ *    "reason":"token_expired","status":401,"route":"/token","service":"registry.example.com",
+ *    "requested":["repository:team-a/app:pull"],"client":"10.0.0.7"},"msg":"credential denied"}
  *
  * Only request fields that are never secret are logged: the reason code, the route, the `service` and
  * `scope` parameters (cut and stripped of control characters) and the client address. Never the token,
  * nothing decoded from it (an unverified claim is attacker-controlled), never a header.
  */
+
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { safeEcho } from "../errors.js";
+import { auditAccessLog } from "./access-log.js";
 import { toExchangeError } from "./errors.js";
 
 /** Most requested scopes echoed into one audit line. */
@@ -31,7 +34,7 @@ function asList(value: unknown): string[] {
 }
 
 /**
- * Registers the denied-credential audit line.
+ * Registers the denied-credential audit record.
  * @param now clock, epoch milliseconds (the line's `time`)
  */
 export function registerDeniedAudit(app: FastifyInstance, now: () => number = Date.now): void {
@@ -45,19 +48,18 @@ export function registerDeniedAudit(app: FastifyInstance, now: () => number = Da
       .filter((s) => s !== "")
       .slice(0, MAX_SCOPES)
       .map((s) => safeEcho(s, 200));
-    request.log.info(
+    auditAccessLog(
+      request,
       {
-        audit: {
-          decision: "denied",
-          time: new Date(now()).toISOString(),
-          reason: err.code,
-          status: err.statusCode,
-          method: request.method,
-          route: request.routeOptions.url,
-          service: service === undefined ? undefined : safeEcho(service, 100),
-          requested,
-          client: request.ip,
-        },
+        decision: "denied",
+        time: new Date(now()).toISOString(),
+        reason: err.code,
+        status: err.statusCode,
+        method: request.method,
+        route: request.routeOptions.url,
+        service: service === undefined ? undefined : safeEcho(service, 100),
+        requested,
+        client: request.ip,
       },
       "credential denied",
     );

@@ -6,10 +6,12 @@
  * - `oauth` (`POST /token`): RFC 6749 §5.2 `{"error","error_description"}`.
  * Status >= 500 answers a generic message; the detail goes to the log only. No stack trace, no token.
  */
+
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type ErrorCode, ExchangeError } from "../errors.js";
+import { annotateAccessLog } from "./access-log.js";
 import { NODE_MAX_HEADER_SIZE } from "./request-limits.js";
 
 /** Which wire format a route's errors use; set per route as `config: { errorFormat }`. */
@@ -156,8 +158,9 @@ export function registerErrorHandling(app: FastifyInstance): void {
     const cfg = request.routeOptions.config;
     if (err.statusCode >= 500) {
       request.log.error({ err: error, code: err.code, detail: err.logDetail }, "request failed");
+      annotateAccessLog(request, { code: err.code }, "request failed");
     } else {
-      request.log.info({ code: err.code, status: err.statusCode, detail: err.logDetail }, "request rejected");
+      annotateAccessLog(request, { code: err.code, detail: err.logDetail }, "request rejected");
     }
     return sendError(reply, err, cfg?.errorFormat ?? "docker", cfg?.basicChallenge ?? false);
   });

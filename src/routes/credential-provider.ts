@@ -6,9 +6,11 @@
  * distribution format used by the GET realm (`{"errors":[{code, message, detail:{reason}}]}`).
  * Thin adapter: the work is in `credential-provider/exchange.ts`.
  */
+
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { CredentialProviderExchange } from "../credential-provider/exchange.js";
 import { ExchangeError } from "../errors.js";
+import { auditToAccessLog } from "../plugins/access-log.js";
 
 /** The endpoint path. */
 export const CREDENTIAL_PROVIDER_PATH = "/v1/credential-provider";
@@ -41,7 +43,7 @@ export function registerCredentialProviderRoutes(
           `POST ${CREDENTIAL_PROVIDER_PATH} needs an application/json CredentialProviderRequest body`,
         );
       }
-      const response = await exchange.exchange(request.body, request.ip);
+      const response = await exchange.exchange(request.body, request.ip, auditToAccessLog(request));
       return reply.header("cache-control", "no-store").header("pragma", "no-cache").send(response);
     },
   );

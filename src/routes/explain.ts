@@ -9,8 +9,10 @@
  * per requested scope, the granted actions and the names of the rules that allowed or denied them
  * (`policy/explain.ts`). Rate limited with `/token` (the limiter covers `/v1/`).
  */
+
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { requireAuthorization } from "../authn/credentials.js";
+import { annotateAccessLog } from "../plugins/access-log.js";
 import { credentialKind, explain } from "../policy/explain.js";
 import { parseScopes } from "../policy/scope.js";
 import type { TokenRealm } from "../token/realm.js";
@@ -39,7 +41,8 @@ export function registerExplainRoutes(
       const credential = requireAuthorization(request.headers.authorization);
       const result = await realm.authorize({ credential: credential.secret, service, scopes });
       const body = explain(result, credentialKind(credential.secret), now());
-      request.log.info(
+      annotateAccessLog(
+        request,
         {
           explain: {
             cluster: body.identity.cluster,

@@ -14,6 +14,7 @@
  * `scope` may repeat (containers/image) and/or be space-joined (containerd, docker).
  */
 import { ExchangeError, isExchangeError, safeEcho } from "../errors.js";
+import type { AuditSink } from "../plugins/access-log.js";
 import { parseScopes } from "../policy/scope.js";
 import type { IssueResult, TokenRealm } from "../token/realm.js";
 import { type Params, postResponse, repeatedParam, requireService, singleParam } from "./token.js";
@@ -29,10 +30,11 @@ export const TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt";
 /** RFC 8693 §3 token type of an OAuth access token (what a registry token is). */
 export const TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token";
 
-/** Where the request came from, for the audit log. */
+/** Where the request came from and where its audit record goes. */
 interface GrantContext {
   realm: TokenRealm;
   clientAddress: string;
+  audit?: AuditSink | undefined;
 }
 
 function required(body: Params, name: string, what: string): string {
@@ -92,6 +94,7 @@ async function passwordGrant(body: Params, ctx: GrantContext): Promise<Record<st
     scopes,
     offline: offline(body),
     clientAddress: ctx.clientAddress,
+    audit: ctx.audit,
   });
   return withRefreshToken(postResponse(result), result);
 }
@@ -112,6 +115,7 @@ async function refreshGrant(body: Params, ctx: GrantContext): Promise<Record<str
     // The same refresh token goes back (never rotated), as in distribution oauth.md's example.
     offline: true,
     clientAddress: ctx.clientAddress,
+    audit: ctx.audit,
   });
   return withRefreshToken(postResponse(result), result);
 }
@@ -173,6 +177,7 @@ async function tokenExchangeGrant(body: Params, ctx: GrantContext): Promise<Reco
       service: audience,
       scopes,
       clientAddress: ctx.clientAddress,
+      audit: ctx.audit,
     });
   } catch (err) {
     // RFC 8693 §2.2.2: an invalid or unacceptable subject_token is invalid_request (400), not invalid_grant.

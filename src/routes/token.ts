@@ -8,9 +8,11 @@
  *   (+ `refresh_token` with `access_type=offline`); errors per RFC 6749 §5.2.
  * Thin adapters: parsing lives in `authn/credentials.ts` and `policy/scope.ts`, the work in `token/realm.ts`.
  */
+
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { requireAuthorization } from "../authn/credentials.js";
 import { ExchangeError } from "../errors.js";
+import { auditToAccessLog } from "../plugins/access-log.js";
 import { parseScopes } from "../policy/scope.js";
 import type { IssueResult, TokenRealm } from "../token/realm.js";
 import { runGrant } from "./oauth.js";
@@ -101,6 +103,7 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
         scopes,
         offline: singleParam(params, "offline_token") === "true",
         clientAddress: request.ip,
+        audit: auditToAccessLog(request),
       });
       return noStore(reply).send(getResponse(result));
     },
@@ -122,6 +125,12 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
     if (grantType === undefined || grantType === "")
       throw new ExchangeError("invalid_request", 'parameter "grant_type" is required');
     // The grants (password, refresh_token, RFC 8693 token exchange) live in oauth.ts.
-    return noStore(reply).send(await runGrant(grantType, body, { realm, clientAddress: request.ip }));
+    return noStore(reply).send(
+      await runGrant(grantType, body, {
+        realm,
+        clientAddress: request.ip,
+        audit: auditToAccessLog(request),
+      }),
+    );
   });
 }

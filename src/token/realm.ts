@@ -2,12 +2,14 @@
  * The token realm: credential -> verified identity -> policy decision -> minted registry token.
  * HTTP-free so that the routes, the CLI and tests share one path.
  */
+
 import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
 import { type CacheStore, secretKey } from "../cache/store.js";
 import type { Config, RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
+import type { AuditSink } from "../plugins/access-log.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
 import { type DerivedKind, derivedKindOf, mintDerived, verifyDerived } from "./derived.js";
@@ -35,6 +37,11 @@ export interface IssueRequest {
   scopes: Scope[];
   /** Client address, for the audit log. */
   clientAddress?: string | undefined;
+  /**
+   * Where the `"token issued"` audit record goes (routes add it to the request's access line); without
+   * one the realm writes it as a line of its own.
+   */
+  audit?: AuditSink | undefined;
 }
 
 /** An issued registry token and the decision behind it. */
@@ -322,25 +329,24 @@ export class TokenRealm {
       .map((d) => formatScope({ ...d.requested, actions: d.granted }))
       .join(" ");
     this.#deps.onIssue?.({ service: registry.service, reused: minted.cached });
-    this.#deps.logger.info(
+    const audit = req.audit ?? ((record, msg) => this.#deps.logger.info({ audit: record }, msg));
+    audit(
       {
-        audit: {
-          decision: "issued",
-          time: new Date(nowMs).toISOString(),
-          cluster: identity.cluster,
-          namespace: identity.namespace,
-          serviceAccount: identity.serviceAccount.name,
-          pod: identity.pod?.name,
-          service: registry.service,
-          requested: req.scopes.map(formatScope),
-          granted: grantedScope === "" ? [] : grantedScope.split(" "),
-          rules: [...new Set(decisions.flatMap((d) => d.allowedBy))],
-          deniedBy: [...new Set(decisions.flatMap((d) => d.deniedBy))],
-          jti: minted.jti,
-          cacheHit: minted.cached,
-          saTokenId: identity.tokenId,
-          client: req.clientAddress,
-        },
+        decision: "issued",
+        time: new Date(nowMs).toISOString(),
+        cluster: identity.cluster,
+        namespace: identity.namespace,
+        serviceAccount: identity.serviceAccount.name,
+        pod: identity.pod?.name,
+        service: registry.service,
+        requested: req.scopes.map(formatScope),
+        granted: grantedScope === "" ? [] : grantedScope.split(" "),
+        rules: [...new Set(decisions.flatMap((d) => d.allowedBy))],
+        deniedBy: [...new Set(decisions.flatMap((d) => d.deniedBy))],
+        jti: minted.jti,
+        cacheHit: minted.cached,
+        saTokenId: identity.tokenId,
+        client: req.clientAddress,
       },
       "token issued",
     );

@@ -588,7 +588,7 @@ describe("secrets never reach the logs", () => {
 
       // The logger really captured these requests (an empty log would pass the checks below vacuously).
       const log = lines.join("");
-      expect(lines.length).toBeGreaterThan(20);
+      expect(lines.length).toBeGreaterThanOrEqual(bad.length + minted.length);
       for (const t of minted) expect(log).toContain(decodeJwt(t).jti as string);
       expect(log).toContain('"msg":"request rejected"');
 
@@ -606,8 +606,7 @@ describe("secrets never reach the logs", () => {
   });
 });
 
-// A credential pasted into the URL path (a misconfigured realm URL) must not reach the "incoming request"
-// line: the request serializer logs the matched route pattern, never the path as sent.
+// A credential pasted into the URL path (a misconfigured realm URL) must not reach the access line: the request serializer logs the matched route pattern, never the path as sent.
 describe("secrets in the URL path", () => {
   it("a token in the request path is not logged", async () => {
     const { logger, lines } = capturingLogger("trace");

@@ -26,7 +26,7 @@ export interface ExchangeService {
   issuer: LocalIssuer;
   /** Every log line, parsed. */
   lines: Array<Record<string, unknown>>;
-  /** Completed requests, in order (from fastify's `request completed` lines). */
+  /** Completed requests, in order (from the one access line of each request). */
   requests: () => LoggedRequest[];
   /** The `audit` objects of issued tokens, in order. */
   audits: () => Array<Record<string, unknown>>;
@@ -60,17 +60,14 @@ export async function startExchange(): Promise<ExchangeService> {
     await issuerServer.close();
     throw err;
   }
-  // Request id -> method/path from "incoming request", completed by "request completed".
+  // Each request's access line holds its method, route and status (plugins/access-log.ts).
   const requests = (): LoggedRequest[] => {
-    const started = new Map<unknown, { method: string; path: string }>();
     const out: LoggedRequest[] = [];
     for (const l of lines) {
       const req = l.req as { method?: string; path?: string } | undefined;
-      if (req?.method && req.path) started.set(l.reqId, { method: req.method, path: req.path });
       const res = l.res as { statusCode?: number } | undefined;
-      if (res?.statusCode !== undefined) {
-        const s = started.get(l.reqId);
-        if (s) out.push({ ...s, statusCode: res.statusCode });
+      if (req?.method && req.path && res?.statusCode !== undefined) {
+        out.push({ method: req.method, path: req.path, statusCode: res.statusCode });
       }
     }
     return out;
