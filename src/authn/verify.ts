@@ -4,20 +4,21 @@
  *
  * Order of checks: shape and size -> unverified `iss` picks the cluster (legacy Secret-based tokens are
  * refused here) -> `alg` against the cluster's allowlist -> key by `kid` (or every key fitting `alg` when
- * `kid` is empty or absent) -> signature, `iss`, `aud`, `exp`, `nbf` (jose, with leeway) -> `iat` not in
- * the future -> `sub` and the `kubernetes.io` claim agree.
+ * `kid` is empty or absent) -> signature (node:crypto, `authn/jws.ts`) -> `iss`, `aud`, `iat`, `exp`, `nbf`
+ * with leeway -> `iat` not in the future -> `sub` and the `kubernetes.io` claim agree.
  */
-import {
-  decodeJwt,
-  decodeProtectedHeader,
-  type JWTPayload,
-  type JWTVerifyOptions,
-  errors as joseErrors,
-  jwtVerify,
-} from "jose";
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import type { ClusterKeySet, VerificationKey } from "./jwks.js";
+import type { ClusterKeySet } from "./jwks.js";
+import {
+  type ClaimFailure,
+  checkClaims,
+  type DecodedJws,
+  decodeCompactJws,
+  isJwsAlgorithm,
+  JwsFormatError,
+  verifyJwsSignature,
+} from "./jws.js";
 
 /** A verified Kubernetes workload identity. */
 export interface Identity {
@@ -136,37 +137,38 @@ export class ServiceAccountVerifier {
     }
     if (!JWT_SHAPE.test(token))
       throw fail("malformed_token", "credential is not a JWT (expected header.payload.signature)");
-    let header: ReturnType<typeof decodeProtectedHeader>;
-    let unverified: JWTPayload;
+    let jws: DecodedJws;
     try {
-      header = decodeProtectedHeader(token);
-      unverified = decodeJwt(token);
-    } catch {
+      jws = decodeCompactJws(token);
+    } catch (err) {
+      if (err instanceof JwsFormatError && err.message.includes("crit")) {
+        throw fail("malformed_token", "credential is not a valid JWT");
+      }
       throw fail("malformed_token", "credential is not a JWT (header or payload is not base64url JSON)");
     }
-    if (typeof unverified.iss !== "string")
+    const { header, payload } = jws;
+    if (typeof payload.iss !== "string")
       throw fail("missing_claim", 'service-account token has no "iss" claim');
-    if ("kubernetes.io/serviceaccount/namespace" in unverified && !("kubernetes.io" in unverified)) {
+    const iss = payload.iss;
+    if ("kubernetes.io/serviceaccount/namespace" in payload && !("kubernetes.io" in payload)) {
       throw fail(
         "legacy_token",
         "legacy Secret-based service-account tokens never expire and are not accepted; use a projected (bound) token",
       );
     }
-    const keySet = this.#byIssuer.get(unverified.iss);
+    const keySet = this.#byIssuer.get(iss);
     if (!keySet) {
-      const near = [...this.#byIssuer.keys()].find(
-        (i) => i.replace(/\/+$/, "") === unverified.iss!.replace(/\/+$/, ""),
-      );
+      const near = [...this.#byIssuer.keys()].find((i) => i.replace(/\/+$/, "") === iss.replace(/\/+$/, ""));
       throw fail(
         near ? "invalid_issuer" : "unknown_issuer",
         near
-          ? `"iss" claim "${safeEcho(unverified.iss)}" differs from the trusted issuer "${near}" by a trailing slash`
-          : `"iss" claim "${safeEcho(unverified.iss)}" is not a trusted cluster issuer`,
+          ? `"iss" claim "${safeEcho(iss)}" differs from the trusted issuer "${near}" by a trailing slash`
+          : `"iss" claim "${safeEcho(iss)}" is not a trusted cluster issuer`,
       );
     }
     const cluster = keySet.cluster;
     const alg = header.alg;
-    if (typeof alg !== "string" || !(cluster.algorithms as readonly string[]).includes(alg)) {
+    if (!isJwsAlgorithm(alg) || !(cluster.algorithms as readonly string[]).includes(alg)) {
       throw fail(
         "unsupported_algorithm",
         `"alg" ${safeEcho(alg)} is not allowed for cluster "${cluster.name}" (allowed: ${cluster.algorithms.join(", ")})`,
@@ -186,89 +188,63 @@ export class ServiceAccountVerifier {
           : `no key of cluster "${cluster.name}" fits "alg" ${alg}`,
       );
     }
-    const accepted = audiences ?? cluster.audiences;
-    const options = {
-      algorithms: [...cluster.algorithms],
-      issuer: cluster.issuer,
-      audience: [...accepted],
-      clockTolerance: cluster.clockSkewSeconds,
-      requiredClaims: ["exp", "iat", "sub", "aud"],
-      currentDate: new Date(this.#now()),
-    };
-    let { payload, lastError, key } = await firstVerifying(token, candidates, options);
+    let key = candidates.find((c) => verifyJwsSignature(jws, alg, c.key));
     // Without a kid a rotated key cannot be recognised as unknown: when every key failed the signature,
     // re-fetch within the same budget as unknown kids and try the new set once.
-    if (!payload && !kid && lastError instanceof joseErrors.JWSSignatureVerificationFailed) {
-      if (await keySet.refreshAfterMiss()) {
-        ({ payload, lastError, key } = await firstVerifying(
-          token,
-          await keySet.candidates(kid, alg),
-          options,
-        ));
-      }
+    if (!key && !kid && (await keySet.refreshAfterMiss())) {
+      key = (await keySet.candidates(kid, alg)).find((c) => verifyJwsSignature(jws, alg, c.key));
     }
-    if (!payload) throw mapJoseError(lastError, cluster, accepted);
-    const identity = toIdentity(payload, cluster, this.#now());
-    if (key?.fingerprint !== undefined) identity.verificationKey = key.fingerprint;
+    if (!key) {
+      throw fail(
+        "invalid_signature",
+        `token signature does not verify with the keys of cluster "${cluster.name}"`,
+      );
+    }
+    const accepted = audiences ?? cluster.audiences;
+    const nowMs = this.#now();
+    const failure = checkClaims(payload, {
+      required: REQUIRED_CLAIMS,
+      issuer: cluster.issuer,
+      audiences: accepted,
+      clockToleranceSeconds: cluster.clockSkewSeconds,
+      nowSeconds: Math.floor(nowMs / 1000),
+    });
+    if (failure) throw claimError(failure, cluster, accepted);
+    const identity = toIdentity(payload, cluster, nowMs);
+    if (key.fingerprint !== undefined) identity.verificationKey = key.fingerprint;
     return identity;
   }
 }
 
 /**
- * Verifies with each candidate key in turn; stops at the first whose signature verifies.
- * @returns the payload, or the last error (a signature failure when no key verified)
- * @throws nothing: claim errors are returned as `lastError` with no payload
+ * Claims a service-account token must carry, in the order their absence is reported (`iss` is checked
+ * before: it chose the cluster).
  */
-async function firstVerifying(
-  token: string,
-  candidates: readonly VerificationKey[],
-  options: JWTVerifyOptions,
-): Promise<{ payload: JWTPayload | undefined; lastError: unknown; key?: VerificationKey }> {
-  let lastError: unknown;
-  for (const candidate of candidates) {
-    try {
-      const { payload } = await jwtVerify(token, candidate.key, options);
-      return { payload, lastError: undefined, key: candidate };
-    } catch (err) {
-      lastError = err;
-      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed))
-        return { payload: undefined, lastError: err };
-    }
-  }
-  return { payload: undefined, lastError };
-}
+const REQUIRED_CLAIMS = ["aud", "sub", "iat", "exp"] as const;
 
-function mapJoseError(err: unknown, cluster: ClusterConfig, audiences: readonly string[]): ExchangeError {
-  if (err instanceof joseErrors.JWTExpired) return fail("token_expired", "service-account token has expired");
-  if (err instanceof joseErrors.JWTClaimValidationFailed) {
-    // Absence first: jose reports a missing `aud`/`iss` with the same claim name as a mismatch.
-    if (err.reason === "missing")
-      return fail("missing_claim", `service-account token has no "${err.claim}" claim`);
-    switch (err.claim) {
-      case "iss":
-        return fail("invalid_issuer", `"iss" claim does not match cluster "${cluster.name}"`);
-      case "aud":
-        return fail(
-          "invalid_audience",
-          `"aud" claim does not contain an accepted audience (accepted: ${audiences.map((a) => safeEcho(a, 80)).join(", ")})`,
-        );
-      case "nbf":
-        if (err.reason !== "check_failed") return fail("malformed_token", '"nbf" claim is invalid');
-        return fail("token_not_yet_valid", 'service-account token is not valid yet ("nbf" is in the future)');
-      default:
-        return fail("malformed_token", `"${err.claim}" claim is invalid`);
-    }
+function claimError(
+  failure: ClaimFailure,
+  cluster: ClusterConfig,
+  audiences: readonly string[],
+): ExchangeError {
+  const { claim, reason } = failure;
+  switch (reason) {
+    case "missing":
+      return fail("missing_claim", `service-account token has no "${claim}" claim`);
+    case "expired":
+      return fail("token_expired", "service-account token has expired");
+    case "not_yet_valid":
+      return fail("token_not_yet_valid", 'service-account token is not valid yet ("nbf" is in the future)');
+    case "mismatch":
+      return claim === "iss"
+        ? fail("invalid_issuer", `"iss" claim does not match cluster "${cluster.name}"`)
+        : fail(
+            "invalid_audience",
+            `"aud" claim does not contain an accepted audience (accepted: ${audiences.map((a) => safeEcho(a, 80)).join(", ")})`,
+          );
+    default:
+      return fail("malformed_token", `"${claim}" claim is invalid`);
   }
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) {
-    return fail(
-      "invalid_signature",
-      `token signature does not verify with the keys of cluster "${cluster.name}"`,
-    );
-  }
-  if (err instanceof joseErrors.JOSEAlgNotAllowed)
-    return fail("unsupported_algorithm", '"alg" is not allowed');
-  if (err instanceof joseErrors.JOSEError) return fail("malformed_token", "credential is not a valid JWT");
-  return fail("malformed_token", "credential is not a valid JWT", { error: String(err) });
 }
 
 interface KubernetesClaim {
@@ -285,7 +261,7 @@ function ref(v: { name?: unknown; uid?: unknown } | undefined): { name: string; 
   return undefined;
 }
 
-function toIdentity(payload: JWTPayload, cluster: ClusterConfig, nowMs: number): Identity {
+function toIdentity(payload: Record<string, unknown>, cluster: ClusterConfig, nowMs: number): Identity {
   const now = Math.floor(nowMs / 1000);
   // RFC 7519 NumericDate may be fractional, but Kubernetes always writes whole seconds, and what we mint
   // from these values must be integers (distribution parses exp/nbf/iat as int64).
@@ -295,11 +271,14 @@ function toIdentity(payload: JWTPayload, cluster: ClusterConfig, nowMs: number):
       throw fail("malformed_token", `"${claim}" claim is not a whole number of seconds`);
     }
   }
-  const iat = payload.iat!;
+  // checkClaims has established that these are present and numbers.
+  const iat = payload.iat as number;
+  const exp = payload.exp as number;
   if (iat > now + cluster.clockSkewSeconds) {
     throw fail("token_not_yet_valid", 'service-account token is not valid yet ("iat" is in the future)');
   }
-  const m = SUBJECT.exec(payload.sub ?? "");
+  const sub = typeof payload.sub === "string" ? payload.sub : "";
+  const m = SUBJECT.exec(sub);
   if (!m) {
     throw fail(
       "invalid_subject",
@@ -322,9 +301,11 @@ function toIdentity(payload: JWTPayload, cluster: ClusterConfig, nowMs: number):
     serviceAccount: sa,
     pod: ref(k8s.pod),
     node: ref(k8s.node),
-    subject: payload.sub!,
-    audiences: Array.isArray(payload.aud) ? payload.aud : [payload.aud as string],
-    expiresAt: payload.exp!,
+    subject: sub,
+    audiences: (Array.isArray(payload.aud) ? payload.aud : [payload.aud]).filter(
+      (a): a is string => typeof a === "string",
+    ),
+    expiresAt: exp,
     issuedAt: iat,
     tokenId: typeof payload.jti === "string" ? payload.jti.slice(0, 64) : undefined,
   };

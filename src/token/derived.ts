@@ -21,7 +21,15 @@
  * (its cluster must still be configured, `sub` must agree).
  */
 import { randomUUID } from "node:crypto";
-import { decodeProtectedHeader, type JWTPayload, errors as joseErrors, jwtVerify, SignJWT } from "jose";
+import {
+  base64urlJson,
+  type ClaimFailure,
+  checkClaims,
+  type DecodedJws,
+  decodeCompactJws,
+  signCompactJws,
+  verifyJwsSignature,
+} from "../authn/jws.js";
 import { type Identity, OWN_KEY_PREFIX } from "../authn/verify.js";
 import { RESERVED_URN_PREFIX, type RegistryConfig } from "../config/schema.js";
 import { type ErrorCode, ExchangeError } from "../errors.js";
@@ -77,7 +85,11 @@ export function derivedKindOf(credential: string): DerivedKind | undefined {
   if (credential.length > MAX_DERIVED_LENGTH || !JWT_SHAPE.test(credential)) return undefined;
   let typ: unknown;
   try {
-    typ = decodeProtectedHeader(credential).typ;
+    typ = (
+      JSON.parse(Buffer.from(credential.slice(0, credential.indexOf(".")), "base64url").toString()) as {
+        typ?: unknown;
+      } | null
+    )?.typ;
   } catch {
     return undefined;
   }
@@ -149,16 +161,22 @@ export async function mintDerived(
     },
   };
   const jti = randomUUID();
-  const token = await new SignJWT({ [CLAIM]: claim })
-    .setProtectedHeader({ alg: key.alg, typ: DERIVED_KINDS[kind].typ, kid: key.kid })
-    .setIssuer(derivedIssuer(kind, registry))
-    .setAudience(derivedAudience(kind, registry))
-    .setSubject(identity.subject)
-    .setIssuedAt(iat)
-    .setNotBefore(iat - NOT_BEFORE_SKEW_SECONDS)
-    .setExpirationTime(exp)
-    .setJti(jti)
-    .sign(key.privateKey);
+  const header = base64urlJson({ alg: key.alg, typ: DERIVED_KINDS[kind].typ, kid: key.kid });
+  const token = signCompactJws(
+    header,
+    {
+      [CLAIM]: claim,
+      iss: derivedIssuer(kind, registry),
+      aud: derivedAudience(kind, registry),
+      sub: identity.subject,
+      iat,
+      nbf: iat - NOT_BEFORE_SKEW_SECONDS,
+      exp,
+      jti,
+    },
+    key.alg,
+    key.privateKey,
+  );
   return { token, jti, issuedAt: iat, expiresAt: exp };
 }
 
@@ -204,29 +222,34 @@ export async function verifyDerived(
     throw fail(kind, "malformed_token", "is not a compact JWS");
   }
   const accepted = Array.isArray(keys) ? (keys as readonly PublishedKey[]) : [keys as PublishedKey];
-  let kid: unknown;
+  let jws: DecodedJws;
   try {
-    kid = decodeProtectedHeader(token).kid;
+    jws = decodeCompactJws(token);
   } catch {
     throw fail(kind, "malformed_token", "is not a valid JWS");
   }
   // An unknown kid is checked against the active key, so that it fails exactly as a forgery does.
-  const key = accepted.find((k) => k.kid === kid) ?? accepted[0]!;
-  let payload: JWTPayload;
-  try {
-    ({ payload } = await jwtVerify(token, key.publicKey, {
-      algorithms: [key.alg],
-      typ: DERIVED_KINDS[kind].typ,
-      issuer: derivedIssuer(kind, registry),
-      audience: derivedAudience(kind, registry),
-      clockTolerance: DERIVED_CLOCK_SKEW_SECONDS,
-      requiredClaims: ["exp", "nbf", "iat", "sub", "jti"],
-      currentDate: new Date(nowMs),
-    }));
-  } catch (err) {
-    throw mapJoseError(kind, err);
+  const key = accepted.find((k) => k.kid === jws.header.kid) ?? accepted[0]!;
+  if (jws.header.alg !== key.alg) throw fail(kind, "unsupported_algorithm", '"alg" is not allowed');
+  if (!verifyJwsSignature(jws, key.alg, key.publicKey)) {
+    throw fail(kind, "invalid_signature", "signature does not verify with this registry's signing key");
   }
-  if (payload.iat! > Math.floor(nowMs / 1000) + DERIVED_CLOCK_SKEW_SECONDS) {
+  const typ = jws.header.typ;
+  if (typeof typ !== "string" || typ.toLowerCase() !== DERIVED_KINDS[kind].typ) {
+    throw fail(kind, "malformed_token", `has the wrong "typ" header (want "${DERIVED_KINDS[kind].typ}")`);
+  }
+  const payload = jws.payload;
+  const nowSeconds = Math.floor(nowMs / 1000);
+  const failure = checkClaims(payload, {
+    required: DERIVED_REQUIRED_CLAIMS,
+    issuer: derivedIssuer(kind, registry),
+    audiences: [derivedAudience(kind, registry)],
+    clockToleranceSeconds: DERIVED_CLOCK_SKEW_SECONDS,
+    nowSeconds,
+  });
+  if (failure) throw claimError(kind, failure);
+  const iat = payload.iat as number;
+  if (iat > nowSeconds + DERIVED_CLOCK_SKEW_SECONDS) {
     throw fail(kind, "token_not_yet_valid", 'is not valid yet ("iat" is in the future)');
   }
   const c = payload[CLAIM] as Partial<IdentityClaim> | undefined;
@@ -263,39 +286,30 @@ export async function verifyDerived(
     node: c.node ? { name: c.node.name, uid: c.node.uid } : undefined,
     subject,
     audiences: c.source.aud.filter((a): a is string => typeof a === "string"),
-    expiresAt: payload.exp!,
-    issuedAt: payload.iat!,
-    tokenId: payload.jti,
+    expiresAt: payload.exp as number,
+    issuedAt: iat,
+    tokenId: typeof payload.jti === "string" ? payload.jti : undefined,
     annotations: c.annotations,
     verificationKey: `${OWN_KEY_PREFIX}${key.kid}`,
   };
 }
 
-function mapJoseError(kind: DerivedKind, err: unknown): ExchangeError {
-  if (err instanceof joseErrors.JWTExpired) return fail(kind, "token_expired", "has expired");
-  if (err instanceof joseErrors.JWTClaimValidationFailed) {
-    if (err.reason === "missing") return fail(kind, "missing_claim", `has no "${err.claim}" claim`);
-    switch (err.claim) {
-      case "iss":
-        return fail(kind, "invalid_issuer", 'was not issued for this registry ("iss" differs)');
-      case "aud":
-        return fail(kind, "invalid_audience", "was issued for another registry service");
-      case "nbf":
-        return fail(kind, "token_not_yet_valid", 'is not valid yet ("nbf" is in the future)');
-      case "typ":
-        return fail(
-          kind,
-          "malformed_token",
-          `has the wrong "typ" header (want "${DERIVED_KINDS[kind].typ}")`,
-        );
-      default:
-        return fail(kind, "malformed_token", `has an invalid "${err.claim}" claim`);
-    }
+/** Claims a derived credential must carry, in the order their absence is reported. */
+const DERIVED_REQUIRED_CLAIMS = ["iss", "aud", "jti", "sub", "iat", "nbf", "exp"] as const;
+
+function claimError(kind: DerivedKind, { claim, reason }: ClaimFailure): ExchangeError {
+  switch (reason) {
+    case "missing":
+      return fail(kind, "missing_claim", `has no "${claim}" claim`);
+    case "expired":
+      return fail(kind, "token_expired", "has expired");
+    case "not_yet_valid":
+      return fail(kind, "token_not_yet_valid", 'is not valid yet ("nbf" is in the future)');
+    case "mismatch":
+      return claim === "iss"
+        ? fail(kind, "invalid_issuer", 'was not issued for this registry ("iss" differs)')
+        : fail(kind, "invalid_audience", "was issued for another registry service");
+    default:
+      return fail(kind, "malformed_token", `has an invalid "${claim}" claim`);
   }
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) {
-    return fail(kind, "invalid_signature", "signature does not verify with this registry's signing key");
-  }
-  if (err instanceof joseErrors.JOSEAlgNotAllowed)
-    return fail(kind, "unsupported_algorithm", '"alg" is not allowed');
-  return fail(kind, "malformed_token", "is not a valid JWS");
 }

@@ -6,9 +6,10 @@
  * `exp`, `nbf`, `iat` (integer seconds), `jti`, `access: [{type, name, actions}]`.
  * `nbf` is set a few seconds in the past against clock skew between us and the registry (docker_auth#41).
  */
-import { randomUUID, sign } from "node:crypto";
+import { randomUUID } from "node:crypto";
+import { base64urlJson, signCompactJws } from "../authn/jws.js";
 import type { Action } from "../config/schema.js";
-import type { SigningAlgorithm, SigningKey } from "./signing.js";
+import type { SigningKey } from "./signing.js";
 
 /** One entry of the `access` claim. */
 export interface AccessEntry {
@@ -53,20 +54,8 @@ export interface MintedToken {
 /** Seconds `nbf` is set before `iat`. */
 export const NOT_BEFORE_SKEW_SECONDS = 5;
 
-/** Digest and signature encoding per algorithm; JWS ECDSA signatures are `r || s` (RFC 7518 §3.4). */
-const SIGNATURE: Record<SigningAlgorithm, { hash: string; dsaEncoding?: "ieee-p1363" }> = {
-  ES256: { hash: "sha256", dsaEncoding: "ieee-p1363" },
-  ES384: { hash: "sha384", dsaEncoding: "ieee-p1363" },
-  ES512: { hash: "sha512", dsaEncoding: "ieee-p1363" },
-  RS256: { hash: "sha256" },
-};
-
 /** The encoded protected header of each key: the same for every token it signs. */
 const encodedHeaders = new WeakMap<SigningKey, string>();
-
-function base64urlJson(value: unknown): string {
-  return Buffer.from(JSON.stringify(value)).toString("base64url");
-}
 
 /**
  * Signs a registry token with `key`. The lifetime is `ttlSeconds`, cut to `notAfter`.
@@ -76,28 +65,27 @@ export async function mintRegistryToken(key: SigningKey, req: MintRequest): Prom
   const iat = Math.floor(req.nowMs / 1000);
   const exp = Math.floor(Math.min(iat + req.ttlSeconds, req.notAfter));
   const jti = randomUUID();
-  // A compact JWS (RFC 7515 §7.1) signed with node:crypto's synchronous sign: jose 6 signs through
-  // WebCrypto, which hands each signature to the libuv thread pool and costs 2.4x the CPU (bench/README.md).
+  // Signed with node:crypto (authn/jws.ts): jose 6 signs through WebCrypto, which hands each signature to
+  // the libuv thread pool and costs 2.4x the CPU (bench/README.md).
   let header = encodedHeaders.get(key);
   if (header === undefined) {
     header = base64urlJson({ alg: key.alg, typ: "JWT", kid: key.kid, x5c: key.x5c });
     encodedHeaders.set(key, header);
   }
-  const payload = base64urlJson({
-    access: req.access,
-    iss: req.issuer,
-    sub: req.subject,
-    aud: req.audience,
-    iat,
-    nbf: iat - NOT_BEFORE_SKEW_SECONDS,
-    exp,
-    jti,
-  });
-  const input = `${header}.${payload}`;
-  const { hash, dsaEncoding } = SIGNATURE[key.alg];
-  const signature = sign(hash, Buffer.from(input), {
-    key: key.privateKey,
-    ...(dsaEncoding ? { dsaEncoding } : {}),
-  });
-  return { token: `${input}.${signature.toString("base64url")}`, jti, issuedAt: iat, expiresAt: exp };
+  const token = signCompactJws(
+    header,
+    {
+      access: req.access,
+      iss: req.issuer,
+      sub: req.subject,
+      aud: req.audience,
+      iat,
+      nbf: iat - NOT_BEFORE_SKEW_SECONDS,
+      exp,
+      jti,
+    },
+    key.alg,
+    key.privateKey,
+  );
+  return { token, jti, issuedAt: iat, expiresAt: exp };
 }
