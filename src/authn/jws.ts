@@ -44,7 +44,18 @@ export function isJwsAlgorithm(alg: unknown): alg is JwsAlgorithm {
 }
 
 /** Why a string is not a usable compact JWS: the caller words the error in its own protocol's terms. */
-export class JwsFormatError extends Error {}
+export class JwsFormatError extends Error {
+  /**
+   * @param reason `shape`: not three base64url parts; `json`: header or payload is not a JSON object;
+   *   `crit`: the header has `crit`
+   */
+  constructor(
+    readonly reason: "shape" | "json" | "crit",
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 /** A compact JWS split and decoded, not yet verified. */
 export interface DecodedJws {
@@ -65,10 +76,10 @@ function jsonObject(part: string, what: string): Record<string, unknown> {
   try {
     value = JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
   } catch {
-    throw new JwsFormatError(`${what} is not base64url JSON`);
+    throw new JwsFormatError("json", `${what} is not base64url JSON`);
   }
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
-    throw new JwsFormatError(`${what} is not a JSON object`);
+    throw new JwsFormatError("json", `${what} is not a JSON object`);
   }
   return value as Record<string, unknown>;
 }
@@ -80,9 +91,11 @@ function jsonObject(part: string, what: string): Record<string, unknown> {
  */
 export function decodeCompactJws(token: string): DecodedJws {
   const m = COMPACT.exec(token);
-  if (!m) throw new JwsFormatError("not a compact JWS (expected header.payload.signature)");
+  if (!m) throw new JwsFormatError("shape", "not a compact JWS (expected header.payload.signature)");
   const header = jsonObject(m[1]!, "header");
-  if (header.crit !== undefined) throw new JwsFormatError('header has "crit" (no extension is supported)');
+  if (header.crit !== undefined) {
+    throw new JwsFormatError("crit", 'header has "crit" (no extension is supported)');
+  }
   return {
     header,
     payload: jsonObject(m[2]!, "payload"),

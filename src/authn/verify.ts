@@ -71,7 +71,6 @@ export const MAX_TOKEN_LENGTH = 8 * 1024;
 /** Longest accepted `kid`, characters (Kubernetes' are 43; RFC 7638 thumbprints 43; libtrust 59). */
 export const MAX_KID_LENGTH = 256;
 
-const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const SUBJECT = /^system:serviceaccount:([^:]+):([^:]+)$/;
 
 function fail(
@@ -135,15 +134,14 @@ export class ServiceAccountVerifier {
     if (token.length > MAX_TOKEN_LENGTH) {
       throw fail("malformed_token", `service-account token is longer than ${MAX_TOKEN_LENGTH} characters`);
     }
-    if (!JWT_SHAPE.test(token))
-      throw fail("malformed_token", "credential is not a JWT (expected header.payload.signature)");
     let jws: DecodedJws;
     try {
       jws = decodeCompactJws(token);
     } catch (err) {
-      if (err instanceof JwsFormatError && err.message.includes("crit")) {
+      if (err instanceof JwsFormatError && err.reason === "shape")
+        throw fail("malformed_token", "credential is not a JWT (expected header.payload.signature)");
+      if (err instanceof JwsFormatError && err.reason === "crit")
         throw fail("malformed_token", "credential is not a valid JWT");
-      }
       throw fail("malformed_token", "credential is not a JWT (header or payload is not base64url JSON)");
     }
     const { header, payload } = jws;

@@ -38,9 +38,12 @@ function asList(value: unknown): string[] {
  * @param now clock, epoch milliseconds (the line's `time`)
  */
 export function registerDeniedAudit(app: FastifyInstance, now: () => number = Date.now): void {
-  app.addHook("onError", async (request: FastifyRequest, _reply: FastifyReply, error: unknown) => {
+  app.addHook("onError", (request: FastifyRequest, _reply: FastifyReply, error: unknown, done) => {
     const err = toExchangeError(error);
-    if (err.statusCode !== 401) return;
+    if (err.statusCode !== 401) {
+      done();
+      return;
+    }
     const p = params(request);
     const service = asList(p.service)[0];
     const requested = asList(p.scope)
@@ -63,5 +66,6 @@ export function registerDeniedAudit(app: FastifyInstance, now: () => number = Da
       },
       "credential denied",
     );
+    done();
   });
 }

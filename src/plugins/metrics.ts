@@ -230,11 +230,14 @@ function routeLabel(request: FastifyRequest): string {
  * and `/v1/*`).
  */
 export function registerMetrics(app: FastifyInstance, metrics: ServiceMetrics): void {
-  app.addHook("onResponse", async (request: FastifyRequest, reply: FastifyReply) => {
+  // Callback-style hooks: an async hook costs a promise per request.
+  app.addHook("onResponse", (request: FastifyRequest, reply: FastifyReply, done) => {
     metrics.observeRequest(request.method, routeLabel(request), reply.statusCode, reply.elapsedTime / 1000);
+    done();
   });
-  app.addHook("onError", async (request: FastifyRequest, _reply: FastifyReply, error: unknown) => {
+  app.addHook("onError", (request: FastifyRequest, _reply: FastifyReply, error: unknown, done) => {
     metrics.denial(toExchangeError(error).code, routeLabel(request));
+    done();
   });
   app.get("/metrics", async (_request, reply) => {
     const { contentType, body } = await metrics.render();

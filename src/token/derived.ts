@@ -82,17 +82,16 @@ export function derivedAudience(kind: DerivedKind, registry: RegistryConfig): st
  * @returns the derived kind, or `undefined` for anything else (a service-account token, garbage)
  */
 export function derivedKindOf(credential: string): DerivedKind | undefined {
-  if (credential.length > MAX_DERIVED_LENGTH || !JWT_SHAPE.test(credential)) return undefined;
-  let typ: unknown;
+  // Only the header is read: the whole credential's shape is checked by the verifier it goes to.
+  const dot = credential.indexOf(".");
+  if (credential.length > MAX_DERIVED_LENGTH || dot < 1) return undefined;
+  let header: unknown;
   try {
-    typ = (
-      JSON.parse(Buffer.from(credential.slice(0, credential.indexOf(".")), "base64url").toString()) as {
-        typ?: unknown;
-      } | null
-    )?.typ;
+    header = JSON.parse(Buffer.from(credential.slice(0, dot), "base64url").toString());
   } catch {
     return undefined;
   }
+  const typ = header !== null && typeof header === "object" ? (header as { typ?: unknown }).typ : undefined;
   if (typ === DERIVED_KINDS.exchange.typ) return "exchange";
   if (typ === DERIVED_KINDS.refresh.typ) return "refresh";
   return undefined;

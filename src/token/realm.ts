@@ -119,6 +119,8 @@ export class TokenRealm {
   readonly #clusters: ReadonlySet<string>;
   readonly #now: () => number;
   readonly #subjects = new LRUCache<string, string>({ max: 50_000 });
+  /** Identity-cache key suffix per verification scope (a few: one per registry and use). */
+  readonly #scopeKeys = new Map<string, string>();
   /** Cache counters since start. */
   readonly stats: RealmStats;
 
@@ -247,7 +249,12 @@ export class TokenRealm {
     registry?: RegistryConfig,
   ): Promise<Identity> {
     const credentialHash = secretKey(credential);
-    const key = `id:${credentialHash}:${secretKey(`${scope}\u0000${this.#trust}`).slice(0, 16)}`;
+    let scopeKey = this.#scopeKeys.get(scope);
+    if (scopeKey === undefined) {
+      scopeKey = secretKey(`${scope}\u0000${this.#trust}`).slice(0, 16);
+      if (this.#scopeKeys.size < 1_000) this.#scopeKeys.set(scope, scopeKey);
+    }
+    const key = `id:${credentialHash}:${scopeKey}`;
     const nowMs = this.#now();
     const cached = parseCached<Identity>(await this.#deps.store.get(key));
     if (
