@@ -154,6 +154,11 @@ export class ClusterKeySet {
   readonly #fetcher: JsonFetcher | undefined;
   #loaded: Loaded | undefined;
   #inflight: Promise<Loaded> | undefined;
+  /**
+   * The earliest `fetchedAt` the refresh in flight accepts: the time of the miss that started it (an
+   * unknown `kid`, a signature no key verified), or 0 for a refresh that only renews the TTL.
+   */
+  #inflightSince = 0;
   #lastError: string | undefined;
   #nextRetryAt = 0;
   #tokens: number;
@@ -237,15 +242,13 @@ export class ClusterKeySet {
       const knownUnknownUntil = this.#unknownKids.get(kid);
       if (knownUnknownUntil !== undefined && knownUnknownUntil > now) return [];
       if (this.#deps.shared && (await this.#deps.shared.get(this.#unknownKey(kid))) !== undefined) return [];
-      if (this.#inflight !== undefined) {
-        loaded = await this.#inflight.catch(() => loaded);
-      } else if (this.#takeToken()) {
-        loaded = await this.refresh().catch(() => loaded);
-      } else {
-        return [];
-      }
+      const fresh = await this.#refreshedSince(now);
+      if (fresh === undefined) return [];
+      loaded = fresh;
       found = loaded.keys.filter((k) => k.kid === kid);
       if (found.length === 0) {
+        // Only a set fetched after the miss proves the kid unknown; remembered so that a storm of
+        // tokens with it costs no more fetches.
         const ttlMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
         if (this.#unknownKids.size > 10_000) this.#unknownKids.clear();
         this.#unknownKids.set(kid, this.#deps.now() + ttlMs);
@@ -263,22 +266,48 @@ export class ClusterKeySet {
    */
   async refreshAfterMiss(): Promise<boolean> {
     const before = this.#generation;
-    if (this.#inflight !== undefined) await this.#inflight.catch(() => undefined);
-    else if (this.#takeToken()) await this.refresh().catch(() => undefined);
-    else return false;
+    await this.#refreshedSince(this.#deps.now());
     return this.#generation !== before;
   }
 
   /**
-   * Loads keys now (single-flight). Resolves with the fresh set; on failure keeps the old set and rejects.
+   * A key set fetched at or after `missAt` (epoch ms), for a token that the current set cannot verify:
+   * joins the refresh in flight when that one was itself started by a miss (or its result is recent
+   * enough), else starts one within the unknown-`kid` budget. A set fetched before the miss, such as a
+   * newer copy another replica fetched before a rotation, is never taken as the answer: taking one made
+   * a replica remember a just-rotated kid as unknown (found by the benchmark's two-worker storm).
+   * @returns the set, or `undefined` when the budget is spent or the fetch failed
+   */
+  async #refreshedSince(missAt: number): Promise<Loaded | undefined> {
+    // A refresh in flight that renews the TTL may resolve with a set older than the miss; by then another
+    // waiter may have started one for its own miss, which is joined in turn.
+    for (let inflight = this.#inflight; inflight !== undefined; inflight = this.#inflight) {
+      const since = this.#inflightSince;
+      const joined = await inflight.catch(() => undefined);
+      // A failed fetch: the retry back-off applies, no new attempt for this request.
+      if (joined === undefined) return undefined;
+      if (since > 0 || joined.fetchedAt >= missAt) return joined;
+      if (this.#inflight === inflight) break;
+    }
+    if (!this.#takeToken()) return undefined;
+    return this.refresh(missAt).catch(() => undefined);
+  }
+
+  /**
+   * Loads keys now (single-flight: joins a refresh in flight). Resolves with the fresh set; on failure
+   * keeps the old set and rejects.
+   * @param since with Redis, adopt another replica's set only if it was fetched at or after this time,
+   *   epoch ms (default: any set newer than the one loaded)
    * @throws {ExchangeError} `keys_unavailable`
    */
-  refresh(): Promise<Loaded> {
+  refresh(since = 0): Promise<Loaded> {
     if (this.#inflight !== undefined) return this.#inflight;
-    const p = this.#load().finally(() => {
+    const p = this.#load(since).finally(() => {
       this.#inflight = undefined;
+      this.#inflightSince = 0;
     });
     this.#inflight = p;
+    this.#inflightSince = since;
     return p;
   }
 
@@ -313,11 +342,17 @@ export class ClusterKeySet {
     return `jwks-unknown:${this.cluster.name}:${secretKey(kid).slice(0, 32)}`;
   }
 
-  /** Fetches, or adopts what another replica fetched (single-flight across replicas via a short lock). */
-  async #load(): Promise<Loaded> {
+  /**
+   * Fetches, or adopts what another replica fetched (single-flight across replicas via a short lock).
+   * `since`: the earliest `fetchedAt` to adopt (see {@link refresh}). Replicas' clocks are compared: a lock
+   * loser whose clock runs ahead of the winner's by more than the winner's fetch takes may not recognise
+   * the winner's set as recent enough and fetches itself after the wait (one more fetch, never a wrong
+   * answer).
+   */
+  async #load(since: number): Promise<Loaded> {
     const shared = this.#deps.shared;
     if (!shared) return this.#fetch();
-    const before = this.#loaded?.fetchedAt ?? 0;
+    const before = Math.max(this.#loaded?.fetchedAt ?? 0, since - 1);
     const adopted = await this.#adoptShared(before);
     if (adopted) return adopted;
     const lockKey = `jwks-lock:${this.cluster.name}`;
