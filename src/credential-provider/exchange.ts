@@ -274,6 +274,7 @@ export class CredentialProviderExchange {
       {
         decision,
         kind: "exchange-credential",
+        time: new Date(this.#now()).toISOString(),
         cluster: identity.cluster,
         namespace: identity.namespace,
         serviceAccount: identity.serviceAccount.name,

@@ -167,6 +167,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
     // The path is not echoed: a client may have put a credential in it.
     const err = new ExchangeError("not_found", `no such endpoint for ${request.method}`);
+    annotateAccessLog(request, { code: err.code }, "request rejected");
     return sendError(reply, err, "docker", false);
   });
 }

@@ -98,7 +98,7 @@ describe("access line", () => {
     expect(out[0]!.audit).toBeUndefined();
   });
 
-  it("writes one plain line for other routes and for unknown paths", async () => {
+  it("writes one line for other routes, and a rejection for unknown paths", async () => {
     const health = await linesOf(() => app.inject({ method: "GET", url: "/healthz" }));
     expect(health).toHaveLength(1);
     expect(health[0]).toMatchObject({
@@ -108,7 +108,12 @@ describe("access line", () => {
     });
     const missing = await linesOf(() => app.inject({ method: "GET", url: "/nowhere" }));
     expect(missing).toHaveLength(1);
-    expect(missing[0]).toMatchObject({ req: { path: "(no route)" }, res: { statusCode: 404 } });
+    expect(missing[0]).toMatchObject({
+      msg: "request rejected",
+      code: "not_found",
+      req: { path: "(no route)" },
+      res: { statusCode: 404 },
+    });
   });
 });
 
