@@ -129,6 +129,12 @@ interface Loaded {
   keys: VerificationKey[];
   /** The JWKS document as fetched (public keys only), shared with other replicas. */
   raw: unknown;
+  /**
+   * When the fetch that produced this set was sent, epoch ms: the set shows the cluster's keys as of
+   * about then, so it proves a `kid` unknown only to a miss at or before this time.
+   */
+  requestedAt: number;
+  /** When the fetch completed, epoch ms. */
   fetchedAt: number;
   expiresAt: number;
 }
@@ -136,6 +142,8 @@ interface Loaded {
 /** What replicas share per cluster in the Redis tier. */
 interface SharedKeySet {
   jwks: unknown;
+  /** See {@link Loaded.requestedAt}; absent in sets written by older versions (never proof of a miss). */
+  requestedAt?: number;
   fetchedAt: number;
   expiresAt: number;
 }
@@ -154,11 +162,6 @@ export class ClusterKeySet {
   readonly #fetcher: JsonFetcher | undefined;
   #loaded: Loaded | undefined;
   #inflight: Promise<Loaded> | undefined;
-  /**
-   * The earliest `fetchedAt` the refresh in flight accepts: the time of the miss that started it (an
-   * unknown `kid`, a signature no key verified), or 0 for a refresh that only renews the TTL.
-   */
-  #inflightSince = 0;
   #lastError: string | undefined;
   #nextRetryAt = 0;
   #tokens: number;
@@ -242,13 +245,13 @@ export class ClusterKeySet {
       const knownUnknownUntil = this.#unknownKids.get(kid);
       if (knownUnknownUntil !== undefined && knownUnknownUntil > now) return [];
       if (this.#deps.shared && (await this.#deps.shared.get(this.#unknownKey(kid))) !== undefined) return [];
-      const fresh = await this.#refreshedSince(now);
+      const fresh = await this.#refreshedSince(now, (l) => l.keys.some((k) => k.kid === kid));
       if (fresh === undefined) return [];
       loaded = fresh;
       found = loaded.keys.filter((k) => k.kid === kid);
       if (found.length === 0) {
-        // Only a set fetched after the miss proves the kid unknown; remembered so that a storm of
-        // tokens with it costs no more fetches.
+        // A set requested after the miss proves the kid unknown (#refreshedSince returns no other set
+        // without it); remembered so that a storm of tokens with it costs no more fetches.
         const ttlMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
         if (this.#unknownKids.size > 10_000) this.#unknownKids.clear();
         this.#unknownKids.set(kid, this.#deps.now() + ttlMs);
@@ -271,23 +274,22 @@ export class ClusterKeySet {
   }
 
   /**
-   * A key set fetched at or after `missAt` (epoch ms), for a token that the current set cannot verify:
-   * joins the refresh in flight when that one was itself started by a miss (or its result is recent
-   * enough), else starts one within the unknown-`kid` budget. A set fetched before the miss, such as a
-   * newer copy another replica fetched before a rotation, is never taken as the answer: taking one made
-   * a replica remember a just-rotated kid as unknown (found by the benchmark's two-worker storm).
+   * A key set that settles a miss at `missAt` (epoch ms): one that `wanted` accepts (it has the key looked
+   * for), or one requested at or after the miss. Joins the refresh in flight; when that one was sent
+   * before the miss and lacks what is wanted (a rotation may have happened in between), or none is in
+   * flight, starts one within the unknown-`kid` budget. A set requested before the miss, such as the
+   * answer of a fetch already in flight or a newer copy another replica fetched before a rotation, is
+   * never taken as proof that a key does not exist: taking one made a replica remember a just-rotated kid
+   * as unknown (found by the benchmark's two-worker storm and by review).
    * @returns the set, or `undefined` when the budget is spent or the fetch failed
    */
-  async #refreshedSince(missAt: number): Promise<Loaded | undefined> {
-    // A refresh in flight that renews the TTL may resolve with a set older than the miss; by then another
-    // waiter may have started one for its own miss, which is joined in turn.
+  async #refreshedSince(missAt: number, wanted?: (loaded: Loaded) => boolean): Promise<Loaded | undefined> {
+    // Another waiter may have started a newer refresh by the time the joined one settles: join that too.
     for (let inflight = this.#inflight; inflight !== undefined; inflight = this.#inflight) {
-      const since = this.#inflightSince;
       const joined = await inflight.catch(() => undefined);
       // A failed fetch: the retry back-off applies, no new attempt for this request.
       if (joined === undefined) return undefined;
-      if (since > 0 || joined.fetchedAt >= missAt) return joined;
-      if (this.#inflight === inflight) break;
+      if (joined.requestedAt >= missAt || wanted?.(joined)) return joined;
     }
     if (!this.#takeToken()) return undefined;
     return this.refresh(missAt).catch(() => undefined);
@@ -296,18 +298,16 @@ export class ClusterKeySet {
   /**
    * Loads keys now (single-flight: joins a refresh in flight). Resolves with the fresh set; on failure
    * keeps the old set and rejects.
-   * @param since with Redis, adopt another replica's set only if it was fetched at or after this time,
-   *   epoch ms (default: any set newer than the one loaded)
+   * @param since with Redis, adopt another replica's set only if its fetch was sent at or after this
+   *   time, epoch ms (default: any set newer than the one loaded)
    * @throws {ExchangeError} `keys_unavailable`
    */
   refresh(since = 0): Promise<Loaded> {
     if (this.#inflight !== undefined) return this.#inflight;
     const p = this.#load(since).finally(() => {
       this.#inflight = undefined;
-      this.#inflightSince = 0;
     });
     this.#inflight = p;
-    this.#inflightSince = since;
     return p;
   }
 
@@ -344,16 +344,15 @@ export class ClusterKeySet {
 
   /**
    * Fetches, or adopts what another replica fetched (single-flight across replicas via a short lock).
-   * `since`: the earliest `fetchedAt` to adopt (see {@link refresh}). Replicas' clocks are compared: a lock
-   * loser whose clock runs ahead of the winner's by more than the winner's fetch takes may not recognise
-   * the winner's set as recent enough and fetches itself after the wait (one more fetch, never a wrong
-   * answer).
+   * `since`: the earliest `requestedAt` to adopt (see {@link refresh}). Replicas' clocks are compared: a
+   * lock loser whose clock runs ahead of the winner's may not recognise the winner's set as recent enough
+   * and fetches itself after the wait (one more fetch, never a wrong answer).
    */
   async #load(since: number): Promise<Loaded> {
     const shared = this.#deps.shared;
     if (!shared) return this.#fetch();
-    const before = Math.max(this.#loaded?.fetchedAt ?? 0, since - 1);
-    const adopted = await this.#adoptShared(before);
+    const before = this.#loaded?.fetchedAt ?? 0;
+    const adopted = await this.#adoptShared(before, since);
     if (adopted) return adopted;
     const lockKey = `jwks-lock:${this.cluster.name}`;
     const won = await shared.setIfAbsent(lockKey, String(process.pid), FETCH_LOCK_MS);
@@ -361,7 +360,7 @@ export class ClusterKeySet {
       const deadline = Date.now() + Math.min(this.cluster.fetch.timeoutMs, 3_000);
       while (Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
-        const theirs = await this.#adoptShared(before);
+        const theirs = await this.#adoptShared(before, since);
         if (theirs) return theirs;
       }
       // The lock holder is slow or gone: fetch ourselves rather than fail.
@@ -370,6 +369,7 @@ export class ClusterKeySet {
       const loaded = await this.#fetch();
       const doc: SharedKeySet = {
         jwks: loaded.raw,
+        requestedAt: loaded.requestedAt,
         fetchedAt: loaded.fetchedAt,
         expiresAt: loaded.expiresAt,
       };
@@ -384,8 +384,11 @@ export class ClusterKeySet {
     }
   }
 
-  /** Adopts the shared key set when it is newer than `after` and still fresh. */
-  async #adoptShared(after: number): Promise<Loaded | undefined> {
+  /**
+   * Adopts the shared key set when it is newer than `after` (its `fetchedAt`), still fresh, and (with
+   * `since` > 0) requested at or after `since`.
+   */
+  async #adoptShared(after: number, since: number): Promise<Loaded | undefined> {
     const text = await this.#deps.shared?.get(`jwks:${this.cluster.name}`);
     if (text === undefined) return undefined;
     let doc: SharedKeySet;
@@ -395,6 +398,8 @@ export class ClusterKeySet {
       return undefined;
     }
     if (!(doc.fetchedAt > after) || !(doc.expiresAt > this.#deps.now())) return undefined;
+    const requestedAt = typeof doc.requestedAt === "number" ? doc.requestedAt : 0;
+    if (since > 0 && !(requestedAt >= since)) return undefined;
     let keys: VerificationKey[];
     try {
       keys = parseJwks(doc.jwks);
@@ -402,7 +407,13 @@ export class ClusterKeySet {
       return undefined;
     }
     if (keys.length === 0) return undefined;
-    const loaded: Loaded = { keys, raw: doc.jwks, fetchedAt: doc.fetchedAt, expiresAt: doc.expiresAt };
+    const loaded: Loaded = {
+      keys,
+      raw: doc.jwks,
+      requestedAt,
+      fetchedAt: doc.fetchedAt,
+      expiresAt: doc.expiresAt,
+    };
     this.#accept(loaded);
     return loaded;
   }
@@ -438,6 +449,7 @@ export class ClusterKeySet {
     const c = this.cluster;
     const log = this.#deps.logger;
     this.fetchCount++;
+    const requestedAt = this.#deps.now();
     try {
       let doc: unknown;
       let maxAge: number | undefined;
@@ -486,7 +498,7 @@ export class ClusterKeySet {
         c.jwks.maxTtlSeconds,
         Math.max(c.jwks.minTtlSeconds, maxAge ?? c.jwks.minTtlSeconds),
       );
-      const loaded: Loaded = { keys, raw: doc, fetchedAt: now, expiresAt: now + ttl * 1000 };
+      const loaded: Loaded = { keys, raw: doc, requestedAt, fetchedAt: now, expiresAt: now + ttl * 1000 };
       this.#accept(loaded);
       this.#deps.onFetch?.(c.name, "ok");
       log.debug({ cluster: c.name, keys: keys.length, ttlSeconds: ttl }, "cluster keys loaded");

@@ -229,7 +229,9 @@ export async function verifyDerived(
   }
   // An unknown kid is checked against the active key, so that it fails exactly as a forgery does.
   const key = accepted.find((k) => k.kid === jws.header.kid) ?? accepted[0]!;
-  if (jws.header.alg !== key.alg) throw fail(kind, "unsupported_algorithm", '"alg" is not allowed');
+  const alg = jws.header.alg;
+  if (typeof alg !== "string" || alg === "") throw fail(kind, "malformed_token", "is not a valid JWS");
+  if (alg !== key.alg) throw fail(kind, "unsupported_algorithm", '"alg" is not allowed');
   if (!verifyJwsSignature(jws, key.alg, key.publicKey)) {
     throw fail(kind, "invalid_signature", "signature does not verify with this registry's signing key");
   }

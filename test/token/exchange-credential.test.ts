@@ -253,6 +253,30 @@ describe("verifyDerived", () => {
     });
   });
 
+  it.each([
+    ["no alg", { typ: "rte-exchange+jwt" }, "malformed_token", "exchange credential is not a valid JWS"],
+    [
+      "alg none",
+      { alg: "none", typ: "rte-exchange+jwt" },
+      "unsupported_algorithm",
+      'exchange credential "alg" is not allowed',
+    ],
+    [
+      "alg a number",
+      { alg: 1, typ: "rte-exchange+jwt" },
+      "malformed_token",
+      "exchange credential is not a valid JWS",
+    ],
+  ])("a header with %s is refused before any signature check", async (_name, header, code, message) => {
+    const real = (await mintDerived("exchange", key, registry, identity, NOW_S + 600, NOW)).token;
+    const [, payload, signature] = real.split(".");
+    const forged = `${Buffer.from(JSON.stringify(header)).toString("base64url")}.${payload}.${signature}`;
+    await expect(verifyDerived("exchange", key, registry, forged, CLUSTERS, NOW)).rejects.toMatchObject({
+      code,
+      message,
+    });
+  });
+
   it("a credential signed by another key is refused", async () => {
     const stranger = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
     const forged = await new SignJWT(validClaims())
