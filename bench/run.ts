@@ -417,8 +417,11 @@ try {
     const scenarios = all.filter(want);
     for (const store of STORES) for (const s of scenarios) rows.push(await scenarioRow(s, store, 1));
     if (WORKERS > 1) {
-      const store: StoreKind = STORES.includes("redis") ? "redis" : "memory";
-      for (const s of ["uncached", "hot"].filter(want)) rows.push(await scenarioRow(s, store, WORKERS));
+      // Both stores: with Redis the workers share caches, JWKS and limits, but redis-server takes its
+      // share of the same cores; with memory each worker keeps its own.
+      for (const store of STORES) {
+        for (const s of ["uncached", "hot"].filter(want)) rows.push(await scenarioRow(s, store, WORKERS));
+      }
     }
     if (want("credential-provider") && !HAS_CREDENTIAL_PROVIDER) {
       log("credential-provider: src/routes/credential-provider.ts does not exist yet; scenario skipped");
