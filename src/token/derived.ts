@@ -33,7 +33,7 @@ import {
 import { type Identity, OWN_KEY_PREFIX } from "../authn/verify.js";
 import { RESERVED_URN_PREFIX, type RegistryConfig } from "../config/schema.js";
 import { type ErrorCode, ExchangeError } from "../errors.js";
-import { NOT_BEFORE_SKEW_SECONDS } from "./mint.js";
+import { timeClaims } from "./mint.js";
 import type { PublishedKey, SigningKey } from "./signing.js";
 
 /** The two kinds of derived credential. */
@@ -168,9 +168,7 @@ export async function mintDerived(
       iss: derivedIssuer(kind, registry),
       aud: derivedAudience(kind, registry),
       sub: identity.subject,
-      iat,
-      nbf: iat - NOT_BEFORE_SKEW_SECONDS,
-      exp,
+      ...timeClaims(iat, exp),
       jti,
     },
     key.alg,

@@ -54,6 +54,14 @@ export interface MintedToken {
 /** Seconds `nbf` is set before `iat`. */
 export const NOT_BEFORE_SKEW_SECONDS = 5;
 
+/**
+ * The time claims of every token this service signs, epoch seconds: `iat`, `nbf`
+ * ({@link NOT_BEFORE_SKEW_SECONDS} before `iat`, against clock skew at the verifier) and `exp`.
+ */
+export function timeClaims(iat: number, exp: number): { iat: number; nbf: number; exp: number } {
+  return { iat, nbf: iat - NOT_BEFORE_SKEW_SECONDS, exp };
+}
+
 /** The encoded protected header of each key: the same for every token it signs. */
 const encodedHeaders = new WeakMap<SigningKey, string>();
 
@@ -79,9 +87,7 @@ export async function mintRegistryToken(key: SigningKey, req: MintRequest): Prom
       iss: req.issuer,
       sub: req.subject,
       aud: req.audience,
-      iat,
-      nbf: iat - NOT_BEFORE_SKEW_SECONDS,
-      exp,
+      ...timeClaims(iat, exp),
       jti,
     },
     key.alg,

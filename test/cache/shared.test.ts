@@ -56,6 +56,11 @@ function tokenRequest(app: FastifyInstance, sa: string, scope = "repository:team
   });
 }
 
+/** A bound token of team-a/app with the test audience. */
+function teamAToken(): Promise<string> {
+  return issuerServer.issuer.mint({ namespace: "team-a", serviceAccount: "app", audiences: [AUDIENCE] });
+}
+
 let prefixCounter = 0;
 const apps: FastifyInstance[] = [];
 let prefix: string;
@@ -207,11 +212,7 @@ describe("a rotation seen by a replica whose keys are older than the shared set"
   it("fetches again instead of adopting a shared set fetched before the miss", async () => {
     const [a, b, config] = await twoInstances(prefix, { rateLimit: { enabled: false } });
     apps.push(a, b);
-    const good = await issuerServer.issuer.mint({
-      namespace: "team-a",
-      serviceAccount: "app",
-      audiences: [AUDIENCE],
-    });
+    const good = await teamAToken();
     expect((await tokenRequest(a, good)).statusCode).toBe(200);
     expect((await tokenRequest(b, good)).statusCode).toBe(200);
     // a fetches again later (its TTL ran out while the shared copy had gone): the shared set is now newer
@@ -226,11 +227,7 @@ describe("a rotation seen by a replica whose keys are older than the shared set"
     await a.exchange.keySets[0]!.refresh();
     const fetchesBefore = issuerServer.issuer.served.jwks;
     issuerServer.issuer.rotate();
-    const rotated = await issuerServer.issuer.mint({
-      namespace: "team-a",
-      serviceAccount: "app",
-      audiences: [AUDIENCE],
-    });
+    const rotated = await teamAToken();
     const answers = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
         tokenRequest(i % 2 ? a : b, rotated, `repository:team-a/r${i}:pull`),
