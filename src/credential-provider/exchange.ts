@@ -21,7 +21,7 @@ import type { Logger } from "pino";
 import type { Identity } from "../authn/verify.js";
 import type { Config, RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import type { AuditSink } from "../plugins/access-log.js";
+import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
 import type { Policy } from "../policy/engine.js";
 import { MIN_CREDENTIAL_LIFETIME_SECONDS, type TokenRealm } from "../token/realm.js";
 import { parseImageReference } from "./image.js";
@@ -269,8 +269,7 @@ export class CredentialProviderExchange {
     clientAddress: string | undefined,
     extra: Record<string, unknown> = {},
   ): void {
-    const audit = sink ?? ((record, msg) => this.#deps.logger.info({ audit: record }, msg));
-    audit(
+    auditSinkOr(sink, this.#deps.logger)(
       {
         decision,
         kind: "exchange-credential",

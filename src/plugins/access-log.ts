@@ -16,6 +16,7 @@
  * Server errors (5xx) still get their own `error` line with the cause, when they happen.
  */
 import { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from "fastify";
+import type { Logger } from "pino";
 
 /** Fields and message of the access line being built for one request. */
 interface AccessLogEntry {
@@ -86,6 +87,11 @@ export function annotateAccessLog(
  */
 export function auditAccessLog(request: FastifyRequest, record: Record<string, unknown>, msg: string): void {
   annotate(request, { audit: record }, msg, 2);
+}
+
+/** `sink`, or, without one, an {@link AuditSink} that writes the record as a line of its own on `logger`. */
+export function auditSinkOr(sink: AuditSink | undefined, logger: Logger): AuditSink {
+  return sink ?? ((record, msg) => logger.info({ audit: record }, msg));
 }
 
 /** An {@link AuditSink} that puts the record on the request's access line ({@link auditAccessLog}). */

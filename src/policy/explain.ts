@@ -13,26 +13,23 @@ import { formatScope } from "./scope.js";
 /** What kind of credential was presented. */
 export type CredentialKind = "service-account token" | "exchange credential" | "refresh token";
 
-/** The verified (or, offline, claimed) identity, as shown to the operator. */
-export interface ExplainedIdentity {
+/**
+ * The verified (or, offline, claimed) identity, as shown to the operator: the fields of {@link Identity}
+ * that name the workload, with its times in RFC 3339 and the credential's kind. `annotations` only for
+ * exchange credentials from `/v1/credential-provider`.
+ */
+export type ExplainedIdentity = Pick<
+  Identity,
+  "cluster" | "namespace" | "serviceAccount" | "pod" | "node" | "subject" | "audiences" | "annotations"
+> & {
   credential: CredentialKind;
-  cluster: string;
-  namespace: string;
-  serviceAccount: { name: string; uid: string };
-  pod?: { name: string; uid: string } | undefined;
-  node?: { name: string; uid: string } | undefined;
-  /** `system:serviceaccount:<namespace>:<name>`. */
-  subject: string;
-  audiences: string[];
   /** RFC 3339. */
   issuedAt: string;
   /** RFC 3339. */
   expiresAt: string;
   /** Seconds left when explained. */
   expiresIn: number;
-  /** Service-account annotations (exchange credentials from `/v1/credential-provider` only). */
-  annotations?: Record<string, string> | undefined;
-}
+};
 
 /** The decision for one requested scope. */
 export interface ExplainedScope {

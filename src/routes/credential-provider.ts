@@ -6,11 +6,11 @@
  * distribution format used by the GET realm (`{"errors":[{code, message, detail:{reason}}]}`).
  * Thin adapter: the work is in `credential-provider/exchange.ts`.
  */
-
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { CredentialProviderExchange } from "../credential-provider/exchange.js";
 import { ExchangeError } from "../errors.js";
 import { auditToAccessLog } from "../plugins/access-log.js";
+import { noStore, requestMediaType } from "./token.js";
 
 /** The endpoint path. */
 export const CREDENTIAL_PROVIDER_PATH = "/v1/credential-provider";
@@ -33,18 +33,14 @@ export function registerCredentialProviderRoutes(
           "the credential-provider endpoint is not enabled (set credentialProvider in the config)",
         );
       }
-      const type = String(request.headers["content-type"] ?? "")
-        .split(";")[0]!
-        .trim()
-        .toLowerCase();
-      if (type !== "application/json") {
+      if (requestMediaType(request) !== "application/json") {
         throw new ExchangeError(
           "unsupported_media_type",
           `POST ${CREDENTIAL_PROVIDER_PATH} needs an application/json CredentialProviderRequest body`,
         );
       }
       const response = await exchange.exchange(request.body, request.ip, auditToAccessLog(request));
-      return reply.header("cache-control", "no-store").header("pragma", "no-cache").send(response);
+      return noStore(reply).send(response);
     },
   );
 }

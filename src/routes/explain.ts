@@ -16,7 +16,7 @@ import { annotateAccessLog } from "../plugins/access-log.js";
 import { credentialKind, explain } from "../policy/explain.js";
 import { parseScopes } from "../policy/scope.js";
 import type { TokenRealm } from "../token/realm.js";
-import { type Params, repeatedParam, requireService } from "./token.js";
+import { noStore, type Params, repeatedParam, requireService } from "./token.js";
 
 /** The endpoint path. */
 export const EXPLAIN_PATH = "/v1/explain";
@@ -57,7 +57,7 @@ export function registerExplainRoutes(
         },
         "policy explained",
       );
-      return reply.header("cache-control", "no-store").header("pragma", "no-cache").send(body);
+      return noStore(reply).send(body);
     },
   );
 }

@@ -54,8 +54,17 @@ export function requireService(params: Params): string {
   return service;
 }
 
-function noStore(reply: FastifyReply): FastifyReply {
+/** Marks an answer that carries a credential as never to be cached (RFC 6749 §5.1). */
+export function noStore(reply: FastifyReply): FastifyReply {
   return reply.header("cache-control", "no-store").header("pragma", "no-cache");
+}
+
+/** The media type of a request body: `Content-Type` without its parameters, lower case ("" if absent). */
+export function requestMediaType(request: FastifyRequest): string {
+  return String(request.headers["content-type"] ?? "")
+    .split(";")[0]!
+    .trim()
+    .toLowerCase();
 }
 
 /**
@@ -110,11 +119,7 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
   );
 
   app.post("/token", { config: { errorFormat: "oauth" } }, async (request: FastifyRequest, reply) => {
-    const type = String(request.headers["content-type"] ?? "")
-      .split(";")[0]!
-      .trim()
-      .toLowerCase();
-    if (type !== "application/x-www-form-urlencoded") {
+    if (requestMediaType(request) !== "application/x-www-form-urlencoded") {
       throw new ExchangeError(
         "invalid_request",
         "POST /token needs an application/x-www-form-urlencoded body",

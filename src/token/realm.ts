@@ -9,7 +9,7 @@ import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../a
 import { type CacheStore, secretKey } from "../cache/store.js";
 import type { Config, RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import type { AuditSink } from "../plugins/access-log.js";
+import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
 import { type DerivedKind, derivedKindOf, mintDerived, verifyDerived } from "./derived.js";
@@ -336,8 +336,7 @@ export class TokenRealm {
       .map((d) => formatScope({ ...d.requested, actions: d.granted }))
       .join(" ");
     this.#deps.onIssue?.({ service: registry.service, reused: minted.cached });
-    const audit = req.audit ?? ((record, msg) => this.#deps.logger.info({ audit: record }, msg));
-    audit(
+    auditSinkOr(req.audit, this.#deps.logger)(
       {
         decision: "issued",
         time: new Date(nowMs).toISOString(),

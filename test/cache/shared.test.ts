@@ -77,11 +77,7 @@ describe("two instances on one Redis", () => {
   it("fetch the JWKS once for both", async () => {
     const [a, b] = await twoInstances(prefix);
     apps.push(a, b);
-    const sa = await issuerServer.issuer.mint({
-      namespace: "team-a",
-      serviceAccount: "app",
-      audiences: [AUDIENCE],
-    });
+    const sa = await teamAToken();
     expect((await tokenRequest(a, sa)).statusCode).toBe(200);
     expect((await tokenRequest(b, sa)).statusCode).toBe(200);
     expect(issuerServer.issuer.served.jwks).toBe(1);
@@ -91,11 +87,7 @@ describe("two instances on one Redis", () => {
   it("reuse a token minted by the other instance, telling the truth about its age", async () => {
     const [a, b] = await twoInstances(prefix);
     apps.push(a, b);
-    const sa = await issuerServer.issuer.mint({
-      namespace: "team-a",
-      serviceAccount: "app",
-      audiences: [AUDIENCE],
-    });
+    const sa = await teamAToken();
     const first = (await tokenRequest(a, sa)).json();
     // a different pod's token of the same service account
     const sa2 = await issuerServer.issuer.mint({
@@ -148,11 +140,7 @@ describe("two instances on one Redis", () => {
       rateLimit: { maxPerAddress: 1000, maxPerServiceAccount: 2, timeWindowSeconds: 60 },
     });
     apps.push(a, b);
-    const sa = await issuerServer.issuer.mint({
-      namespace: "team-a",
-      serviceAccount: "app",
-      audiences: [AUDIENCE],
-    });
+    const sa = await teamAToken();
     // first request is keyed by address (not verified yet), then by identity on each instance
     const codes = [];
     for (const app of [a, b, a, b, a]) codes.push((await tokenRequest(app, sa)).statusCode);
@@ -162,11 +150,7 @@ describe("two instances on one Redis", () => {
   it("a burst of 1,000 unknown-kid tokens across both causes exactly one JWKS fetch; a rotation is still seen", async () => {
     const [a, b] = await twoInstances(prefix, { rateLimit: { enabled: false } });
     apps.push(a, b);
-    const good = await issuerServer.issuer.mint({
-      namespace: "team-a",
-      serviceAccount: "app",
-      audiences: [AUDIENCE],
-    });
+    const good = await teamAToken();
     expect((await tokenRequest(a, good)).statusCode).toBe(200);
     expect((await tokenRequest(b, good)).statusCode).toBe(200);
     const before = issuerServer.issuer.served.jwks;
@@ -192,11 +176,7 @@ describe("two instances on one Redis", () => {
     // A real rotation right after the storm: the new kid is picked up with no cooldown, by one more fetch
     // per instance at most (b does not take a's set, fetched before b's miss, as proof; see the next test).
     issuerServer.issuer.rotate();
-    const rotated = await issuerServer.issuer.mint({
-      namespace: "team-a",
-      serviceAccount: "app",
-      audiences: [AUDIENCE],
-    });
+    const rotated = await teamAToken();
     expect((await tokenRequest(a, rotated, "repository:team-a/rotated:pull")).statusCode).toBe(200);
     expect((await tokenRequest(b, rotated, "repository:team-a/rotated2:pull")).statusCode).toBe(200);
     expect(issuerServer.issuer.served.jwks - before).toBeGreaterThanOrEqual(2);
@@ -276,11 +256,7 @@ describe("cache hygiene", () => {
   it("stores no token or credential in Redis in the clear", async () => {
     const [a] = await twoInstances(prefix);
     apps.push(a);
-    const sa = await issuerServer.issuer.mint({
-      namespace: "team-a",
-      serviceAccount: "app",
-      audiences: [AUDIENCE],
-    });
+    const sa = await teamAToken();
     expect((await tokenRequest(a, sa)).statusCode).toBe(200);
     const client = new Redis(redis.url);
     try {
