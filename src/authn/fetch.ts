@@ -1,7 +1,8 @@
 /**
  * The only outbound HTTP this service makes: fetching OIDC discovery documents and JWKS.
  * Every fetch has a connect timeout and a total timeout, a response size cap, a content-type check and a
- * bounded number of redirects; the bearer token is only sent to the origin it was configured for.
+ * bounded number of redirects; the bearer token is only sent to the origin it was configured for, and
+ * never after a redirect.
  */
 import { readFileSync } from "node:fs";
 import { Agent, request } from "undici";
@@ -19,6 +20,12 @@ export interface FetchOptions {
   caFile?: string | undefined;
   /** File whose content is sent as `Authorization: Bearer` (re-read on every fetch: kubelet rotates it). */
   bearerTokenFile?: string | undefined;
+  /**
+   * The only origin (scheme, host and port, as `URL.origin`) the bearer token is sent to, and only on
+   * the first request of a fetch: never to another origin (a discovery `jwks_uri` elsewhere), never to
+   * the target of a redirect, even on the same origin. Without it the token is never sent.
+   */
+  bearerTokenOrigin?: string | undefined;
 }
 
 /** A fetched JSON document and its freshness. */
@@ -67,11 +74,16 @@ export class JsonFetcher {
    */
   async getJson(url: string): Promise<FetchedJson> {
     const signal = AbortSignal.timeout(this.#options.timeoutMs);
-    const origin = new URL(url).origin;
     let current = url;
     for (let hop = 0; ; hop++) {
       const headers: Record<string, string> = { accept: "application/json, application/jwk-set+json" };
-      if (this.#options.bearerTokenFile && new URL(current).origin === origin) {
+      // The token is a credential for the API server the config names: a redirect (a compromised or
+      // misconfigured endpoint, or a proxy) could forward it anywhere, so it goes out on the first hop only.
+      if (
+        this.#options.bearerTokenFile &&
+        hop === 0 &&
+        new URL(current).origin === this.#options.bearerTokenOrigin
+      ) {
         const token = readFileSync(this.#options.bearerTokenFile, "utf8").trim();
         if (token) headers.authorization = `Bearer ${token}`;
       }

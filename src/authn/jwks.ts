@@ -110,6 +110,20 @@ function importJwk(jwk: unknown): VerificationKey | string {
   };
 }
 
+/** The OIDC discovery URL of `issuer` (OpenID Connect Discovery 1.0 §4). */
+function discoveryUrlOf(issuer: string): string {
+  return `${issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`;
+}
+
+/** `URL.origin` of `url`, or `undefined` when it is not a URL (then nothing is sent a bearer token). */
+function originOf(url: string): string | undefined {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Dependencies of a {@link ClusterKeySet}. */
 export interface KeySetDeps {
   logger: Logger;
@@ -187,6 +201,9 @@ export class ClusterKeySet {
           maxRedirects: cluster.fetch.maxRedirects,
           caFile: cluster.caFile,
           bearerTokenFile: cluster.bearerTokenFile,
+          bearerTokenOrigin: originOf(
+            cluster.discoveryUrl ?? cluster.jwksUri ?? discoveryUrlOf(cluster.issuer),
+          ),
         });
     this.#tokens = cluster.jwks.unknownKidBurst;
     this.#tokensAt = this.#deps.now();
@@ -528,7 +545,7 @@ export class ClusterKeySet {
   async #jwksUri(): Promise<string> {
     const c = this.cluster;
     if (c.jwksUri) return c.jwksUri;
-    const discoveryUrl = c.discoveryUrl ?? `${c.issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`;
+    const discoveryUrl = c.discoveryUrl ?? discoveryUrlOf(c.issuer);
     const { body, url } = await this.#fetcher!.getJson(discoveryUrl);
     const doc = body as { issuer?: unknown; jwks_uri?: unknown } | null;
     if (!doc || typeof doc !== "object" || typeof doc.jwks_uri !== "string") {
