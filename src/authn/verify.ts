@@ -36,7 +36,11 @@ export interface Identity {
   subject: string;
   /** The token's audiences. */
   audiences: string[];
-  /** The token's `exp`, epoch seconds. */
+  /**
+   * When the token stops being accepted here, epoch seconds: its `exp`, or its `kubernetes.io.warnafter`
+   * when that is earlier (see {@link effectiveExpiry}). Everything derived from the identity (registry
+   * tokens, refresh tokens, exchange credentials, cache entries) is cut to it.
+   */
   expiresAt: number;
   /** The token's `iat`, epoch seconds. */
   issuedAt: number;
@@ -247,6 +251,7 @@ function claimError(
 
 interface KubernetesClaim {
   namespace?: unknown;
+  warnafter?: unknown;
   serviceaccount?: { name?: unknown; uid?: unknown };
   pod?: { name?: unknown; uid?: unknown };
   node?: { name?: unknown; uid?: unknown };
@@ -257,6 +262,26 @@ function ref(v: { name?: unknown; uid?: unknown } | undefined): { name: string; 
     return { name: v.name, uid: v.uid };
   }
   return undefined;
+}
+
+/**
+ * The expiry this service enforces for a service-account token, epoch seconds: `exp`, or
+ * `kubernetes.io.warnafter` when present and earlier. kube-apiserver's extended tokens
+ * (`--service-account-extend-token-expiration`, on by default; kubernetes `pkg/serviceaccount/claims.go`)
+ * stretch `exp` of the tokens kubelet projects for the API server's own audience to a year and record the
+ * lifetime actually requested, as a NumericDate, in `warnafter`; kubelet rotates the token at 80 % of that
+ * requested lifetime, so a token past `warnafter` is held by a workload that kept an old copy and is
+ * refused here as expired.
+ * @param exp the token's `exp`, epoch seconds
+ * @param warnafter the `kubernetes.io.warnafter` value, if any (anything but a whole number is refused)
+ * @throws {ExchangeError} `malformed_token` when `warnafter` is present but not a whole number of seconds
+ */
+export function effectiveExpiry(exp: number, warnafter: unknown): number {
+  if (warnafter === undefined) return exp;
+  if (!Number.isSafeInteger(warnafter)) {
+    throw fail("malformed_token", '"kubernetes.io.warnafter" claim is not a whole number of seconds');
+  }
+  return Math.min(exp, warnafter as number);
 }
 
 function toIdentity(payload: Record<string, unknown>, cluster: ClusterConfig, nowMs: number): Identity {
@@ -286,6 +311,10 @@ function toIdentity(payload: Record<string, unknown>, cluster: ClusterConfig, no
   const k8s = payload["kubernetes.io"] as KubernetesClaim | undefined;
   if (!k8s || typeof k8s !== "object")
     throw fail("missing_claim", 'service-account token has no "kubernetes.io" claim');
+  const expiresAt = effectiveExpiry(exp, k8s.warnafter);
+  if (expiresAt <= now - cluster.clockSkewSeconds) {
+    throw fail("token_expired", 'service-account token has expired ("kubernetes.io.warnafter" has passed)');
+  }
   const sa = ref(k8s.serviceaccount);
   if (typeof k8s.namespace !== "string" || !sa) {
     throw fail("missing_claim", '"kubernetes.io" claim lacks namespace or serviceaccount name/uid');
@@ -303,7 +332,7 @@ function toIdentity(payload: Record<string, unknown>, cluster: ClusterConfig, no
     audiences: (Array.isArray(payload.aud) ? payload.aud : [payload.aud]).filter(
       (a): a is string => typeof a === "string",
     ),
-    expiresAt: exp,
+    expiresAt,
     issuedAt: iat,
     tokenId: typeof payload.jti === "string" ? payload.jti.slice(0, 64) : undefined,
   };

@@ -64,6 +64,13 @@ const clusterSchema = z
     /** Allow a discovery `jwks_uri` on another host than the issuer's (SSRF guard, off by default). */
     allowCrossHostJwksUri: z.boolean().default(false),
     audiences: z.array(nonEmpty).min(1, "must list at least one audience"),
+    /**
+     * Accept on purpose an audience the cluster's API server itself accepts (see
+     * {@link apiServerAudiences}); refused by default.
+     */
+    allowApiServerAudience: z.boolean().default(false),
+    /** `/readyz` fails while this cluster's keys are not loaded (default: ready while any cluster serves). */
+    required: z.boolean().default(false),
     algorithms: z.array(z.enum(SERVICE_ACCOUNT_ALGORITHMS)).min(1).default(["RS256", "ES256"]),
     clockSkewSeconds: z.number().int().min(0).max(300).default(30),
     fetch: fetchSchema.prefault({}),
@@ -163,6 +170,22 @@ const registrySchema = z
     publishedKeys: z.array(publishedKeySchema).max(8).optional(),
     /** Optional: a token must carry one of these audiences to be used at this registry. */
     audiences: z.array(nonEmpty).min(1).optional(),
+    /**
+     * Audiences a service-account token must carry at `/v1/credential-provider` for this registry, and
+     * the exchange credentials minted from it at `/token`. Default: `credentialProvider.audiences`, except
+     * for a registry with `audiences`, which is then not served at `/v1/credential-provider` at all.
+     */
+    credentialProviderAudiences: z.array(nonEmpty).min(1).optional(),
+    /**
+     * Longest lifetime of a refresh token, seconds, whatever the credential it is derived from says (it
+     * is also cut to that credential's expiry).
+     */
+    refreshTokenMaxTtlSeconds: z
+      .number()
+      .int()
+      .min(120, "must be >= 120 (a refresh token needs 60 s left at /token)")
+      .max(7 * 86_400)
+      .default(3600),
     /**
      * Image registry hosts (`host[:port]`, as in image references) this `service` serves, for
      * `/v1/credential-provider`; default: the `service` itself.
@@ -359,6 +382,7 @@ export const configSchema = z
     dup(cfg.clusters, (c) => c.issuer, "clusters", "issuer");
     dup(cfg.registries, (r) => r.service, "registries", "service");
     checkCredentialProvider(cfg, ctx);
+    checkApiServerAudiences(cfg, ctx);
     if (cfg.policy.rules.length === 0 && !cfg.policy.defaultDeny) {
       ctx.addIssue({
         code: "custom",
@@ -399,7 +423,18 @@ function checkCredentialProvider(cfg: Config, ctx: z.RefinementCtx<Config>): voi
     });
   });
   const cp = cfg.credentialProvider;
-  if (!cp) return;
+  if (!cp) {
+    cfg.registries.forEach((r, i) => {
+      if (r.credentialProviderAudiences !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          message: "is only used by /v1/credential-provider: set credentialProvider too",
+          path: ["registries", i, "credentialProviderAudiences"],
+        });
+      }
+    });
+    return;
+  }
   const registryAudiences = new Map<string, string>();
   cfg.clusters.forEach((c, i) => {
     for (const a of c.audiences)
@@ -409,16 +444,101 @@ function checkCredentialProvider(cfg: Config, ctx: z.RefinementCtx<Config>): voi
     for (const a of r.audiences ?? [])
       if (!registryAudiences.has(a)) registryAudiences.set(a, `registries[${i}].audiences`);
   });
-  cp.audiences.forEach((a, i) => {
-    const where = registryAudiences.get(a);
-    if (where) {
-      ctx.addIssue({
-        code: "custom",
-        message: `audience "${a}" is also accepted at the registry (${where}): use a separate audience so a token kubelet requests for the credential provider cannot be presented at /token directly`,
-        path: ["credentialProvider", "audiences", i],
-      });
-    }
+  const providerAudiences: Array<{ list: readonly string[]; path: (string | number)[] }> = [
+    { list: cp.audiences, path: ["credentialProvider", "audiences"] },
+    ...cfg.registries.map((r, i) => ({
+      list: r.credentialProviderAudiences ?? [],
+      path: ["registries", i, "credentialProviderAudiences"],
+    })),
+  ];
+  for (const { list, path } of providerAudiences) {
+    list.forEach((a, i) => {
+      const where = registryAudiences.get(a);
+      if (where) {
+        ctx.addIssue({
+          code: "custom",
+          message: `audience "${a}" is also accepted at the registry (${where}): use a separate audience so a token kubelet requests for the credential provider cannot be presented at /token directly`,
+          path: [...path, i],
+        });
+      }
+    });
+  }
+}
+
+/** Hosts the in-cluster `kubernetes` Service answers to (the API server's usual `--api-audiences`). */
+const API_SERVER_HOSTS = [
+  "kubernetes",
+  "kubernetes.default",
+  "kubernetes.default.svc",
+  "kubernetes.default.svc.cluster.local",
+];
+
+/**
+ * Audiences kube-apiserver accepts for its own API: `--api-audiences`, which defaults to the
+ * service-account issuer (kubernetes `cmd/kube-apiserver/app/options`), and the in-cluster names of the
+ * `kubernetes` Service that clusters commonly set it to (`https://kubernetes.default.svc`,
+ * `https://kubernetes.default.svc.cluster.local`). Compared without a trailing slash and case-insensitively.
+ * An API server configured with other `--api-audiences` is not detected: never list those either.
+ * @param issuer the cluster's `issuer`
+ * @returns normalized audiences (no trailing slash, lower case)
+ */
+export function apiServerAudiences(issuer: string): string[] {
+  return [
+    normalizeAudience(issuer),
+    ...API_SERVER_HOSTS.flatMap((h) => [`https://${h}`, `https://${h}:443`, h]),
+  ];
+}
+
+function normalizeAudience(a: string): string {
+  return a.replace(/\/+$/, "").toLowerCase();
+}
+
+/**
+ * Refuses an accepted audience that the API server of a trusted cluster also accepts, unless that cluster
+ * sets `allowApiServerAudience`: every workload's default token carries it (so any pod would authenticate
+ * here without asking for a token), and a token sent here could be replayed against the API server.
+ * Cluster audiences are checked against their own cluster; registry and credential-provider audiences,
+ * which apply to tokens of every cluster, against every cluster.
+ */
+function checkApiServerAudiences(cfg: Config, ctx: z.RefinementCtx<Config>): void {
+  const why =
+    "a workload's default service-account token would be accepted here, and any token sent here could be replayed to the Kubernetes API server";
+  const check = (audiences: readonly string[], clusters: readonly number[], path: (string | number)[]) => {
+    audiences.forEach((a, j) => {
+      for (const i of clusters) {
+        const c = cfg.clusters[i]!;
+        if (c.allowApiServerAudience || !apiServerAudiences(c.issuer).includes(normalizeAudience(a)))
+          continue;
+        ctx.addIssue({
+          code: "custom",
+          message: `"${a}" is an audience the API server of cluster "${c.name}" accepts: ${why}; use an audience of its own, or set clusters[${i}].allowApiServerAudience: true to accept this on purpose`,
+          path: [...path, j],
+        });
+        return;
+      }
+    });
+  };
+  const all = cfg.clusters.map((_, i) => i);
+  cfg.clusters.forEach((c, i) => check(c.audiences, [i], ["clusters", i, "audiences"]));
+  cfg.registries.forEach((r, i) => {
+    check(r.audiences ?? [], all, ["registries", i, "audiences"]);
+    check(r.credentialProviderAudiences ?? [], all, ["registries", i, "credentialProviderAudiences"]);
   });
+  if (cfg.credentialProvider)
+    check(cfg.credentialProvider.audiences, all, ["credentialProvider", "audiences"]);
+}
+
+/**
+ * The audiences a service-account token must carry at `/v1/credential-provider` to get an exchange
+ * credential for `registry`, which `/token` checks again on every use of that credential:
+ * `registry.credentialProviderAudiences`, else `credentialProvider.audiences` for a registry without
+ * `audiences`; none (the registry is not served through the credential provider) for a registry that
+ * restricts `audiences` without naming provider audiences of its own, or when `credentialProvider` is off.
+ */
+export function credentialProviderAudiencesFor(config: Config, registry: RegistryConfig): readonly string[] {
+  if (!config.credentialProvider) return [];
+  if (registry.credentialProviderAudiences) return registry.credentialProviderAudiences;
+  return registry.audiences ? [] : config.credentialProvider.audiences;
 }
 
 /** The validated configuration, with defaults applied and file paths resolved against the config file. */

@@ -4,8 +4,10 @@
  *
  * Steps: validate the request (apiVersion, kind, image, serviceAccountToken, serviceAccountAnnotations)
  * -> parse the image and map its registry host to a configured registry `service` (`registries[].hosts`,
- * else the registry whose `service` is that host) -> verify the service-account token against
- * `credentialProvider.audiences` (never a registry audience) and require it to be pod-bound (kubelet's
+ * else the registry whose `service` is that host) -> verify the service-account token against that
+ * registry's credential-provider audiences (`registries[].credentialProviderAudiences`, else
+ * `credentialProvider.audiences`; a registry that restricts `audiences` without provider audiences of its
+ * own is refused; never a registry audience) and require it to be pod-bound (kubelet's
  * always are) -> evaluate the policy for `pull` on the image's repository -> mint an exchange credential
  * (`token/derived.ts`) bound to the identity, its annotations and that registry.
  *
@@ -213,7 +215,7 @@ export class CredentialProviderExchange {
     const req = parseCredentialProviderRequest(body);
     const image = parseImageReference(req.image);
     const registry = this.registryForHost(image.host);
-    const verified = await this.#deps.realm.authenticateForExchange(req.token, cp.audiences);
+    const verified = await this.#deps.realm.authenticateForExchange(req.token, registry);
     if (!verified.pod) {
       throw new ExchangeError(
         "missing_claim",

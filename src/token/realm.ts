@@ -7,7 +7,7 @@ import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
 import { type CacheStore, secretKey } from "../cache/store.js";
-import type { Config, RegistryConfig } from "../config/schema.js";
+import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
 import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
@@ -175,13 +175,28 @@ export class TokenRealm {
   }
 
   /**
-   * Verifies a service-account token presented at `/v1/credential-provider` against `audiences` (the
-   * credential-provider audiences, never a registry's). Only service-account tokens: an exchange
-   * credential cannot buy another one.
-   * @throws {ExchangeError} credential errors from the verifier, or `keys_unavailable`
+   * Verifies a service-account token presented at `/v1/credential-provider` for an exchange credential
+   * of `registry`, against the credential-provider audiences of that registry
+   * ({@link credentialProviderAudiencesFor}, never a registry's `audiences`). Only service-account tokens:
+   * an exchange credential cannot buy another one.
+   * @throws {ExchangeError} `access_denied` when `registry` is not served through the credential provider;
+   *   credential errors from the verifier, or `keys_unavailable`
    */
-  async authenticateForExchange(token: string, audiences: readonly string[]): Promise<Identity> {
-    return this.#cachedIdentity(token, "\u0000credential-provider", () =>
+  async authenticateForExchange(token: string, registry: RegistryConfig): Promise<Identity> {
+    const audiences = credentialProviderAudiencesFor(this.#deps.config, registry);
+    if (audiences.length === 0) {
+      throw new ExchangeError(
+        "access_denied",
+        `registry "${registry.service}" is not served through the credential provider`,
+        {
+          logDetail: {
+            reason:
+              "registries[].audiences is set and registries[].credentialProviderAudiences is not (or credentialProvider is off)",
+          },
+        },
+      );
+    }
+    return this.#cachedIdentity(token, `\u0000credential-provider\u0000${registry.service}`, () =>
       this.#deps.verifier.verify(token, audiences),
     );
   }
@@ -215,9 +230,26 @@ export class TokenRealm {
           "refresh_token is not a refresh token issued by this service",
         );
       }
-      return derived("refresh");
+      const identity = await derived("refresh");
+      // The cap holds for refresh tokens minted under an earlier, longer setting too.
+      return {
+        ...identity,
+        expiresAt: Math.min(identity.expiresAt, identity.issuedAt + registry.refreshTokenMaxTtlSeconds),
+      };
     }
-    if (kind === "exchange") return derived("exchange");
+    if (kind === "exchange") {
+      const identity = await derived("exchange");
+      // Re-checked on every use: a registry that restricts its audiences (or a config that stopped
+      // serving it through the credential provider) refuses credentials minted under other audiences.
+      const accepted = credentialProviderAudiencesFor(this.#deps.config, registry);
+      if (!identity.audiences.some((a) => accepted.includes(a))) {
+        throw new ExchangeError(
+          "invalid_audience",
+          "exchange credential was derived from a token whose audience this registry does not accept",
+        );
+      }
+      return identity;
+    }
     if (kind === "refresh") {
       throw new ExchangeError(
         "malformed_credentials",
@@ -372,12 +404,14 @@ export class TokenRealm {
   /**
    * The refresh token of an offline request: the presented one on a refresh grant (never rotated:
    * distribution oauth.md, moby#39718), else a new one bound to the identity and `registry`, expiring
-   * with the credential it was derived from.
+   * with the credential it was derived from and never living longer than
+   * `registries[].refreshTokenMaxTtlSeconds`.
    */
   async #refreshToken(req: IssueRequest, registry: RegistryConfig, identity: Identity, nowMs: number) {
     if (req.use === "refresh") return req.credential;
     const key = this.#deps.signingKeys.get(registry.service)!;
-    return (await mintDerived("refresh", key, registry, identity, identity.expiresAt, nowMs)).token;
+    const notAfter = Math.floor(nowMs / 1000) + registry.refreshTokenMaxTtlSeconds;
+    return (await mintDerived("refresh", key, registry, identity, notAfter, nowMs)).token;
   }
 
   /**

@@ -59,6 +59,8 @@ describe("parseConfig: defaults", () => {
       issuer: "https://k8s.example.com",
       allowCrossHostJwksUri: false,
       audiences: ["registry.example.com"],
+      allowApiServerAudience: false,
+      required: false,
       algorithms: ["RS256", "ES256"],
       clockSkewSeconds: 30,
       fetch: { timeoutMs: 5_000, maxBytes: 1024 * 1024, maxRedirects: 2 },
@@ -74,6 +76,7 @@ describe("parseConfig: defaults", () => {
       service: "registry.example.com",
       issuer: "registry-token-exchange",
       tokenTtlSeconds: 300,
+      refreshTokenMaxTtlSeconds: 3600,
       signingKey: { keyFile: "key.pem", certFile: "cert.pem" },
     });
     expect(cfg.policy.rules[0]).toEqual({

@@ -47,6 +47,7 @@ beforeAll(async () => {
     service: "registry.example.com",
     issuer: "registry-token-exchange",
     tokenTtlSeconds: 300,
+    refreshTokenMaxTtlSeconds: 3600,
     signingKey: files,
   };
   other = { ...registry, service: "other.example.com" };
