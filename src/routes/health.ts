@@ -1,14 +1,17 @@
 /**
  * Health endpoints.
  * - `GET /healthz`: the process is alive (always 200 while it can answer).
- * - `GET /readyz`: 200 when every cluster's keys are loaded (possibly stale within max staleness) and
- *   every registry's signing certificate is within its validity period (distribution verifies the `x5c`
- *   chain with the current time, so an expired certificate fails every pull); 503 otherwise. The body
- *   says why. A Redis outage is reported as `cache: "degraded"` but keeps 200: the service still serves
- *   from memory. While shutting down, fastify answers 503 (`return503OnClosing`). Each call also starts
- *   a background re-fetch of key sets that are missing or expired (within the retry back-off): a replica
- *   that started while a cluster's keys could not be fetched receives no token request until it is ready,
- *   so the readiness probe is what retries.
+ * - `GET /readyz`: readiness means "can serve". 200 when every registry's signing certificate is within
+ *   its validity period (distribution verifies the `x5c` chain with the current time, so an expired
+ *   certificate fails every pull), at least one cluster's keys are loaded (possibly stale within max
+ *   staleness), and every cluster marked `required` has its keys; 503 otherwise. One unreachable cluster
+ *   thus never takes every replica out of service: its tokens fail with `keys_unavailable` while the
+ *   other clusters keep being served. The body reports each cluster (`ready`, `required`, key count,
+ *   last error) and, when not ready, the `reasons`. A Redis outage is reported as `cache: "degraded"` but
+ *   keeps 200: the service still serves from memory. While shutting down, fastify answers 503
+ *   (`return503OnClosing`). Each call also starts a background re-fetch of key sets that are missing or
+ *   expired (within the retry back-off): a replica that started while a cluster's keys could not be
+ *   fetched receives no token request until it is ready, so the readiness probe is what retries.
  */
 import type { FastifyInstance } from "fastify";
 import type { ClusterKeySet } from "../authn/jwks.js";
@@ -25,7 +28,9 @@ export function registerHealthRoutes(
   app.get("/readyz", async (_request, reply) => {
     const keySets = currentKeySets();
     for (const ks of keySets) ks.refreshIfDue();
-    const clusters = Object.fromEntries(keySets.map((ks) => [ks.cluster.name, ks.status()]));
+    const clusters = Object.fromEntries(
+      keySets.map((ks) => [ks.cluster.name, { ...ks.status(), required: ks.cluster.required }]),
+    );
     const nowMs = now();
     const signingKeys = Object.fromEntries(
       [...app.exchange.signingKeys].map(([service, key]) => [
@@ -38,14 +43,23 @@ export function registerHealthRoutes(
         },
       ]),
     );
-    const ready =
-      keySets.every((ks) => ks.status().ready) && Object.values(signingKeys).every((k) => k.ready);
+    const reasons = [
+      ...Object.entries(signingKeys)
+        .filter(([, k]) => !k.ready)
+        .map(([service]) => `the signing certificate of registry "${service}" has expired`),
+      ...(Object.values(clusters).some((c) => c.ready) ? [] : ["no cluster's keys are loaded"]),
+      ...Object.entries(clusters)
+        .filter(([, c]) => c.required && !c.ready)
+        .map(([name]) => `the keys of required cluster "${name}" are not loaded`),
+    ];
+    const ready = reasons.length === 0;
     const cache = store.healthy() ? "ok" : "degraded";
     return reply
       .code(ready ? 200 : 503)
       .header("cache-control", "no-store")
       .send({
         status: ready ? (cache === "ok" ? "ready" : "degraded") : "not ready",
+        ...(ready ? {} : { reasons }),
         clusters,
         signingKeys,
         cache: { kind: store.kind, state: cache },
