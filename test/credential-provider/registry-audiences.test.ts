@@ -1,0 +1,175 @@
+/**
+ * `registries[].audiences` on the credential-provider path (src/config/schema.ts
+ * `credentialProviderAudiencesFor`, src/credential-provider/exchange.ts, src/token/realm.ts). A registry
+ * that restricts the audiences of the tokens used at it gets the same restriction for exchange
+ * credentials: it is served at `/v1/credential-provider` only for the provider audiences it names itself
+ * (`registries[].credentialProviderAudiences`), never for the global `credentialProvider.audiences`; and
+ * `/token` checks the audience an exchange credential was derived from on every use, so a credential
+ * minted before the registry restricted its audiences (a reload) is refused.
+ */
+import type { FastifyInstance } from "fastify";
+import pino from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { buildApp } from "../../src/app.js";
+import { parseConfig } from "../../src/config/load.js";
+import { ConfigError } from "../../src/errors.js";
+import { startLocalIssuerServer } from "../../src/local/issuer.js";
+import { CP_AUDIENCE, cpRequest, dockerError, REGISTRY_HOST } from "../helpers/credential-provider.js";
+import { AUDIENCE, basic, SERVICE, signingKeyFiles, testConfig } from "../helpers/fixtures.js";
+
+const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
+/** The provider audience of the restricted registry (a kubelet provider entry of its own). */
+const OWN_PROVIDER_AUDIENCE = "rte-provider-registry-test";
+
+const cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+async function issuer() {
+  const live = await startLocalIssuerServer();
+  cleanup.push(() => live.close());
+  return live;
+}
+
+/** An app trusting `live`, serving `registry.test` (image host `registry.test:5000`) with `registry` merged in. */
+async function app(live: Awaited<ReturnType<typeof issuer>>, registry: Record<string, unknown> = {}) {
+  const config = await testConfig(live.url, {
+    clusters: [{ name: "test", issuer: live.issuer.issuer, audiences: [AUDIENCE] }],
+    registries: [
+      {
+        service: SERVICE,
+        issuer: "registry-token-exchange",
+        signingKey: await signingKeyFiles(),
+        hosts: [REGISTRY_HOST],
+        ...registry,
+      },
+    ],
+    credentialProvider: { audiences: [CP_AUDIENCE] },
+  });
+  const a = await buildApp(config, { logger: pino({ level: "silent" }), now: () => NOW });
+  cleanup.push(() => a.close());
+  return a;
+}
+
+function podToken(live: Awaited<ReturnType<typeof issuer>>, audience: string) {
+  return live.issuer.mint({
+    namespace: "team-a",
+    serviceAccount: "builder",
+    audiences: [audience],
+    nowMs: NOW,
+  });
+}
+
+function exchange(a: FastifyInstance, token: string) {
+  return a.inject({ method: "POST", url: "/v1/credential-provider", payload: cpRequest(token) });
+}
+
+function pull(a: FastifyInstance, password: string) {
+  return a.inject({
+    url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull`,
+    headers: { authorization: basic(password) },
+  });
+}
+
+const password = (res: { json: () => unknown }) =>
+  (res.json() as { auth: Record<string, { password: string }> }).auth[REGISTRY_HOST]!.password;
+
+describe("a registry that restricts audiences", () => {
+  it("is not served through the global credential-provider audience", async () => {
+    const live = await issuer();
+    const a = await app(live, { audiences: [AUDIENCE] });
+    const res = await exchange(a, await podToken(live, CP_AUDIENCE));
+    expect({ status: res.statusCode, body: res.json() }).toEqual({
+      status: 403,
+      body: dockerError(
+        "DENIED",
+        "access_denied",
+        `registry "${SERVICE}" is not served through the credential provider`,
+      ),
+    });
+  });
+
+  it("is served for its own credentialProviderAudiences, and only for those", async () => {
+    const live = await issuer();
+    const a = await app(live, {
+      audiences: [AUDIENCE],
+      credentialProviderAudiences: [OWN_PROVIDER_AUDIENCE],
+    });
+    const wrong = await exchange(a, await podToken(live, CP_AUDIENCE));
+    expect(wrong.statusCode).toBe(401);
+    expect(wrong.json()).toEqual(
+      dockerError(
+        "UNAUTHORIZED",
+        "invalid_audience",
+        `"aud" claim does not contain an accepted audience (accepted: ${OWN_PROVIDER_AUDIENCE})`,
+      ),
+    );
+    const ok = await exchange(a, await podToken(live, OWN_PROVIDER_AUDIENCE));
+    expect(ok.statusCode, ok.body).toBe(200);
+    expect((await pull(a, password(ok))).statusCode).toBe(200);
+  });
+
+  it("refuses at /token an exchange credential minted before it restricted its audiences", async () => {
+    const live = await issuer();
+    const before = await app(live);
+    const minted = await exchange(before, await podToken(live, CP_AUDIENCE));
+    expect(minted.statusCode, minted.body).toBe(200);
+    expect((await pull(before, password(minted))).statusCode).toBe(200);
+
+    const after = await app(live, { audiences: [AUDIENCE] });
+    const res = await pull(after, password(minted));
+    expect({ status: res.statusCode, body: res.json() }).toEqual({
+      status: 401,
+      body: dockerError(
+        "UNAUTHORIZED",
+        "invalid_audience",
+        "exchange credential was derived from a token whose audience this registry does not accept",
+      ),
+    });
+    // Naming the provider audience it was minted under accepts it again.
+    const named = await app(live, { audiences: [AUDIENCE], credentialProviderAudiences: [CP_AUDIENCE, "x"] });
+    expect((await pull(named, password(minted))).statusCode).toBe(200);
+  });
+});
+
+describe("registries[].credentialProviderAudiences in the schema", () => {
+  async function problems(registry: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+    try {
+      parseConfig({
+        clusters: [{ name: "c", issuer: "https://c.example.com", audiences: ["registry.example.com"] }],
+        registries: [
+          {
+            service: "registry.example.com",
+            issuer: "rte",
+            signingKey: await signingKeyFiles(),
+            ...registry,
+          },
+        ],
+        policy: { rules: [], defaultDeny: true },
+        ...extra,
+      });
+    } catch (err) {
+      if (err instanceof ConfigError) return err.problems;
+      throw err;
+    }
+    return [];
+  }
+
+  it("needs credentialProvider", async () => {
+    expect(await problems({ credentialProviderAudiences: ["p"] })).toEqual([
+      "registries[0].credentialProviderAudiences: is only used by /v1/credential-provider: set credentialProvider too",
+    ]);
+  });
+
+  it("must not be an audience accepted at /token", async () => {
+    expect(
+      await problems(
+        { credentialProviderAudiences: ["registry.example.com"] },
+        { credentialProvider: { audiences: ["p"] } },
+      ),
+    ).toEqual([
+      'registries[0].credentialProviderAudiences[0]: audience "registry.example.com" is also accepted at the registry (clusters[0].audiences): use a separate audience so a token kubelet requests for the credential provider cannot be presented at /token directly',
+    ]);
+  });
+});
