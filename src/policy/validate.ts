@@ -16,7 +16,9 @@
  *   pattern whose only template is `${annotation:...}` (the caller asserts annotations, see KEP-4412);
  * - an allow entry that grants nothing because deny entries of its own rule, or of rules that apply to
  *   every request it applies to, cancel every action it allows on every repository it matches;
- * - a registry audience that a token meant for another registry also carries.
+ * - a registry audience that a token meant for another registry also carries;
+ * - a registry with `audiences` but no `credentialProviderAudiences` while `credentialProvider` is set
+ *   (`/v1/credential-provider` refuses that registry).
  * `rules: []` without `defaultDeny: true` and unknown keys are refused by the schema already.
  */
 import type { Config, GrantConfig, RuleConfig } from "../config/schema.js";
@@ -240,6 +242,15 @@ function audienceWarnings(config: Config): string[] {
         );
       }
     });
+    if (
+      config.credentialProvider &&
+      r.audiences !== undefined &&
+      r.credentialProviderAudiences === undefined
+    ) {
+      out.push(
+        `registries[${i}].credentialProviderAudiences: not set while registries[${i}].audiences restricts this registry, so /v1/credential-provider refuses it; list the audience its kubelet credential provider requests to serve it there`,
+      );
+    }
   });
   return out;
 }

@@ -14,6 +14,7 @@ import { buildApp } from "../../src/app.js";
 import { parseConfig } from "../../src/config/load.js";
 import { ConfigError } from "../../src/errors.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
+import { validatePolicy } from "../../src/policy/validate.js";
 import { CP_AUDIENCE, cpRequest, dockerError, REGISTRY_HOST } from "../helpers/credential-provider.js";
 import { AUDIENCE, basic, SERVICE, signingKeyFiles, testConfig } from "../helpers/fixtures.js";
 
@@ -170,6 +171,25 @@ describe("registries[].credentialProviderAudiences in the schema", () => {
       ),
     ).toEqual([
       'registries[0].credentialProviderAudiences[0]: audience "registry.example.com" is also accepted at the registry (clusters[0].audiences): use a separate audience so a token kubelet requests for the credential provider cannot be presented at /token directly',
+    ]);
+  });
+
+  it("check-config warns about a restricted registry the credential provider cannot serve", async () => {
+    const config = parseConfig({
+      clusters: [{ name: "c", issuer: "https://c.example.com", audiences: ["a"] }],
+      registries: [
+        {
+          service: "registry.example.com",
+          issuer: "rte",
+          audiences: ["a"],
+          signingKey: await signingKeyFiles(),
+        },
+      ],
+      policy: { rules: [], defaultDeny: true },
+      credentialProvider: { audiences: ["p"] },
+    });
+    expect(validatePolicy(config).warnings).toEqual([
+      "registries[0].credentialProviderAudiences: not set while registries[0].audiences restricts this registry, so /v1/credential-provider refuses it; list the audience its kubelet credential provider requests to serve it there",
     ]);
   });
 });
