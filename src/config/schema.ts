@@ -519,7 +519,9 @@ function checkApiServerAudiences(cfg: Config, ctx: z.RefinementCtx<Config>): voi
     });
   };
   const all = cfg.clusters.map((_, i) => i);
-  cfg.clusters.forEach((c, i) => check(c.audiences, [i], ["clusters", i, "audiences"]));
+  cfg.clusters.forEach((c, i) => {
+    check(c.audiences, [i], ["clusters", i, "audiences"]);
+  });
   cfg.registries.forEach((r, i) => {
     check(r.audiences ?? [], all, ["registries", i, "audiences"]);
     check(r.credentialProviderAudiences ?? [], all, ["registries", i, "credentialProviderAudiences"]);
