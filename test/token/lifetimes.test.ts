@@ -9,8 +9,9 @@
  * - refresh tokens never live longer than `registries[].refreshTokenMaxTtlSeconds`, whatever the
  *   credential they come from says, including refresh tokens minted under a longer setting.
  *
- * The tokens are the real kube-apiserver 1.36.2 captures of `test/fixtures/kubernetes-1.36/` (TokenRequest
- * for audience `registry.test` bound to a pod, and kubelet's credential-provider token; claims byte for byte), re-signed with a test key (the capture's key is not ours) and, where said, with
+ * The tokens are the real kube-apiserver 1.36.2 captures of `test/fixtures/kubernetes-1.36/` (a
+ * TokenRequest for audience `registry.test` bound to a pod, and kubelet's credential-provider token;
+ * claims byte for byte), re-signed with a test key (the capture's key is not ours) and, where said, with
  * `exp`/`warnafter` of an extended token. The app's clock is frozen.
  */
 import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
