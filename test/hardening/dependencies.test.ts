@@ -114,8 +114,10 @@ describe("JWKS endpoint down at start-up", () => {
     const dir = mkdtempSync(join(tmpdir(), "rte-jwks-"));
     const jwksFile = join(dir, "jwks.json");
     writeFileSync(jwksFile, JSON.stringify(airgapped.jwks()));
+    // `required`: without it, the air-gapped cluster alone keeps the replica ready
+    // (test/server/readiness-clusters.test.ts).
     const { app, logged } = await service([
-      { name: "live", issuer: live.url, audiences: [AUDIENCE] },
+      { name: "live", issuer: live.url, audiences: [AUDIENCE], required: true },
       { name: "airgapped", issuer: airgapped.issuer, jwksFile, audiences: [AUDIENCE] },
     ]);
     await until("the start-up fetches have failed or loaded", async () =>

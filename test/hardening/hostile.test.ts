@@ -889,6 +889,8 @@ describe("hostile input: one table, every endpoint it applies to", () => {
           issuer: "registry-token-exchange",
           signingKey: keys,
           audiences: [SERVICE],
+          // A registry with audiences is served through the credential provider only for its own.
+          credentialProviderAudiences: [CP_AUDIENCE],
           hosts: [REGISTRY_HOST, SERVICE],
         },
         {
@@ -896,6 +898,7 @@ describe("hostile input: one table, every endpoint it applies to", () => {
           issuer: "registry-token-exchange",
           signingKey: keys,
           audiences: [OTHER_SERVICE],
+          credentialProviderAudiences: [CP_AUDIENCE],
         },
       ],
       credentialProvider: { audiences: [CP_AUDIENCE] },
