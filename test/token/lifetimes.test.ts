@@ -25,6 +25,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
 import { kubernetesKeyId } from "../../src/authn/kid.js";
 import { basic, SERVICE, testConfig } from "../helpers/fixtures.js";
+import { resolveTestRedis } from "../helpers/redis.js";
 
 const FIXTURES = new URL("../fixtures/kubernetes-1.36/", import.meta.url);
 /** Claims of a real pod-bound token (audience `registry.test`, 3600 s) and of a credential-provider token. */
@@ -79,8 +80,10 @@ function extended(k8s: Record<string, unknown> = { warnafter: WARNAFTER }): Prom
 
 let clock = IAT * 1000;
 const apps: FastifyInstance[] = [];
+const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
   for (const a of apps.splice(0)) await a.close();
+  for (const c of cleanup.splice(0)) await c();
 });
 
 async function app(overrides: Record<string, unknown> = {}, registry: Record<string, unknown> = {}) {
@@ -150,6 +153,23 @@ describe("kubernetes.io.warnafter (extended tokens)", () => {
     expect((await getToken(a, token, false)).statusCode).toBe(200); // verified and cached
     clock = (WARNAFTER + SKEW) * 1000;
     const res = await getToken(a, token, false);
+    expect({ status: res.statusCode, body: res.json() }).toEqual({
+      status: 401,
+      body: expired('service-account token has expired ("kubernetes.io.warnafter" has passed)'),
+    });
+  });
+
+  it("a replica sharing Redis refuses it after warnafter although another replica cached the identity", async () => {
+    const redis = await resolveTestRedis();
+    cleanup.push(() => redis.stop());
+    const cache = { cache: { redisUrl: redis.url, keyPrefix: "warnafter:", commandTimeoutMs: 500 } };
+    const first = await app(cache);
+    const token = await extended();
+    clock = (WARNAFTER - 100) * 1000;
+    expect((await getToken(first, token, false)).statusCode).toBe(200); // cached in Redis
+    const second = await app(cache);
+    clock = (WARNAFTER + SKEW) * 1000;
+    const res = await getToken(second, token, false);
     expect({ status: res.statusCode, body: res.json() }).toEqual({
       status: 401,
       body: expired('service-account token has expired ("kubernetes.io.warnafter" has passed)'),
