@@ -475,9 +475,10 @@ const API_SERVER_HOSTS = [
 
 /**
  * Audiences kube-apiserver accepts for its own API: `--api-audiences`, which defaults to the
- * service-account issuer (kubernetes `cmd/kube-apiserver/app/options`), and the in-cluster names of the
- * `kubernetes` Service that clusters commonly set it to (`https://kubernetes.default.svc`,
- * `https://kubernetes.default.svc.cluster.local`). Compared without a trailing slash and case-insensitively.
+ * service-account issuer when unset (kubernetes `pkg/kubeapiserver/options/authentication.go`, the flag's
+ * help text), and the in-cluster names of the `kubernetes` Service that clusters commonly set it to
+ * (`https://kubernetes.default.svc`, `https://kubernetes.default.svc.cluster.local`). Compared without a
+ * trailing slash and case-insensitively.
  * An API server configured with other `--api-audiences` is not detected: never list those either.
  * @param issuer the cluster's `issuer`
  * @returns normalized audiences (no trailing slash, lower case)
