@@ -137,7 +137,13 @@ export class TokenRealm {
     this.#trust = secretKey(
       JSON.stringify([
         cfg.clusters.map((c) => [c.name, c.issuer, c.audiences, c.algorithms]),
-        cfg.registries.map((r) => [r.service, r.issuer, r.audiences ?? null]),
+        cfg.registries.map((r) => [
+          r.service,
+          r.issuer,
+          r.audiences ?? null,
+          r.credentialProviderAudiences ?? null,
+          r.refreshTokenMaxTtlSeconds,
+        ]),
         cfg.credentialProvider?.audiences ?? null,
       ]),
     ).slice(0, 16);

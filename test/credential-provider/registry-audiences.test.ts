@@ -17,6 +17,7 @@ import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { validatePolicy } from "../../src/policy/validate.js";
 import { CP_AUDIENCE, cpRequest, dockerError, REGISTRY_HOST } from "../helpers/credential-provider.js";
 import { AUDIENCE, basic, SERVICE, signingKeyFiles, testConfig } from "../helpers/fixtures.js";
+import { resolveTestRedis } from "../helpers/redis.js";
 
 const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 /** The provider audience of the restricted registry (a kubelet provider entry of its own). */
@@ -34,7 +35,11 @@ async function issuer() {
 }
 
 /** An app trusting `live`, serving `registry.test` (image host `registry.test:5000`) with `registry` merged in. */
-async function app(live: Awaited<ReturnType<typeof issuer>>, registry: Record<string, unknown> = {}) {
+async function app(
+  live: Awaited<ReturnType<typeof issuer>>,
+  registry: Record<string, unknown> = {},
+  cache: Record<string, unknown> = {},
+) {
   const config = await testConfig(live.url, {
     clusters: [{ name: "test", issuer: live.issuer.issuer, audiences: [AUDIENCE] }],
     registries: [
@@ -47,6 +52,7 @@ async function app(live: Awaited<ReturnType<typeof issuer>>, registry: Record<st
       },
     ],
     credentialProvider: { audiences: [CP_AUDIENCE] },
+    cache,
   });
   const a = await buildApp(config, { logger: pino({ level: "silent" }), now: () => NOW });
   cleanup.push(() => a.close());
@@ -71,6 +77,15 @@ function pull(a: FastifyInstance, password: string) {
     url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull`,
     headers: { authorization: basic(password) },
   });
+}
+
+/** Waits until the app's Redis connection is up (before it, the cache is skipped). */
+async function redisReady(a: FastifyInstance): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!a.exchange.store.healthy()) {
+    if (Date.now() > deadline) throw new Error("redis did not connect");
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 const password = (res: { json: () => unknown }) =>
@@ -131,6 +146,33 @@ describe("a registry that restricts audiences", () => {
     // Naming the provider audience it was minted under accepts it again.
     const named = await app(live, { audiences: [AUDIENCE], credentialProviderAudiences: [CP_AUDIENCE, "x"] });
     expect((await pull(named, password(minted))).statusCode).toBe(200);
+  });
+});
+
+describe("with a cache shared through Redis", () => {
+  it("a reload that drops the provider audience refuses a credential whose identity is cached", async () => {
+    const redis = await resolveTestRedis();
+    cleanup.push(() => redis.stop());
+    const cache = { redisUrl: redis.url, keyPrefix: "cp-aud:", commandTimeoutMs: 500 };
+    const live = await issuer();
+    const before = await app(live, { credentialProviderAudiences: [CP_AUDIENCE, "x"] }, cache);
+    const same = await app(live, { credentialProviderAudiences: [CP_AUDIENCE, "x"] }, cache);
+    const after = await app(live, { credentialProviderAudiences: ["x"] }, cache);
+    for (const a of [before, same, after]) await redisReady(a);
+    const minted = await exchange(before, await podToken(live, CP_AUDIENCE));
+    expect((await pull(before, password(minted))).statusCode).toBe(200); // identity cached in Redis
+    // Another replica of the same configuration finds it there.
+    expect((await pull(same, password(minted))).statusCode).toBe(200);
+    expect(same.exchange.realm.stats.identityHits).toBe(1);
+    const res = await pull(after, password(minted));
+    expect({ status: res.statusCode, body: res.json() }).toEqual({
+      status: 401,
+      body: dockerError(
+        "UNAUTHORIZED",
+        "invalid_audience",
+        "exchange credential was derived from a token whose audience this registry does not accept",
+      ),
+    });
   });
 });
 

@@ -107,6 +107,15 @@ async function app(overrides: Record<string, unknown> = {}, registry: Record<str
   return a;
 }
 
+/** Waits until the app's Redis connection is up (before it, the cache is skipped). */
+async function redisReady(a: FastifyInstance): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!a.exchange.store.healthy()) {
+    if (Date.now() > deadline) throw new Error("redis did not connect");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 function getToken(a: FastifyInstance, token: string, offline = true) {
   return a.inject({
     method: "GET",
@@ -164,10 +173,15 @@ describe("kubernetes.io.warnafter (extended tokens)", () => {
     cleanup.push(() => redis.stop());
     const cache = { cache: { redisUrl: redis.url, keyPrefix: "warnafter:", commandTimeoutMs: 500 } };
     const first = await app(cache);
+    const second = await app(cache);
+    for (const a of [first, second]) await redisReady(a);
+    // A cached identity counts only while the key that verified it is loaded.
+    await second.exchange.keySets[0]!.refresh();
     const token = await extended();
     clock = (WARNAFTER - 100) * 1000;
     expect((await getToken(first, token, false)).statusCode).toBe(200); // cached in Redis
-    const second = await app(cache);
+    expect((await getToken(second, token, false)).statusCode).toBe(200);
+    expect(second.exchange.realm.stats.identityHits).toBe(1);
     clock = (WARNAFTER + SKEW) * 1000;
     const res = await getToken(second, token, false);
     expect({ status: res.statusCode, body: res.json() }).toEqual({
