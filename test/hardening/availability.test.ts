@@ -8,16 +8,22 @@
  *   second after the headers): its next one gets 429 `rate_limited` at once, in the endpoint's format;
  * - a body that has not arrived within `server.bodyTimeoutMs` gets 408 `invalid_request` and the
  *   connection is closed, long before `server.requestTimeoutMs`.
+ * - an overload rejection (503 `overloaded`) writes one warn line without a stack;
+ * - `server.trustProxy` as a hop count or proxy addresses/CIDRs: the address the proxy appended to
+ *   `X-Forwarded-For`, never the client-supplied left-most entry, keys rate limits and the access line;
+ *   `true` is refused.
  * The whole of 127.0.0.0/8 is loopback on Linux: the client sockets bind `localAddress` to pick their
  * source address.
  */
 import { connect, type Socket } from "node:net";
 import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
+import { buildApp } from "../../src/app.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { STALL_GRACE_MS } from "../../src/plugins/load-shedding.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 import { AUDIENCE, basic, capturingLogger, SERVICE, testConfig } from "../helpers/fixtures.js";
+import { startSlowIssuer } from "../server/helpers.js";
 
 const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
@@ -183,5 +189,94 @@ describe("stalled request bodies", () => {
     expect(JSON.parse(access[0]!)).toMatchObject({ msg: "request rejected", code: "invalid_request" });
     expect(lines.filter((l) => /"level":(40|50)/.test(l))).toEqual([]);
     expect(lines.join("")).not.toContain('"stack"');
+  });
+});
+
+describe("overload rejections in the log", () => {
+  it("a request shed for overload writes one warn line without a stack, and no error line", async () => {
+    const slow = await startSlowIssuer();
+    cleanup.push(() => slow.close());
+    slow.delayMs = 2_000;
+    const { logger, lines } = capturingLogger("info");
+    const config = await testConfig(slow.url, {
+      server: { host: "127.0.0.1", port: 0, maxConcurrentRequests: 1 },
+      rateLimit: { maxPerAddress: 1_000_000 },
+    });
+    const app = await buildApp(config, { logger });
+    cleanup.push(() => app.close());
+    const token = await slow.issuer.mint({ namespace: "team-a", serviceAccount: "a", audiences: [AUDIENCE] });
+    const url = `/token?service=${SERVICE}&scope=repository:team-a/app:pull`;
+    const held = app.inject({ method: "GET", url, headers: { authorization: basic(token) } });
+    await slow.nextHeldJwks();
+    const shed = await app.inject({ method: "GET", url, headers: { authorization: basic(token) } });
+    expect(shed.statusCode).toBe(503);
+    expect((await held).statusCode).toBe(200);
+    const shedLines = lines.filter((l) => l.includes('"reqId":"req-2"'));
+    const warn = shedLines.filter((l) => l.includes('"level":40'));
+    expect(warn).toHaveLength(1);
+    expect(JSON.parse(warn[0]!)).toMatchObject({
+      msg: "request shed: too many requests in progress",
+      code: "overloaded",
+      detail: { inFlight: 1, max: 1 },
+    });
+    expect(lines.filter((l) => l.includes('"level":50'))).toEqual([]);
+    expect(lines.join("")).not.toContain('"stack"');
+  });
+});
+
+describe("server.trustProxy", () => {
+  const proxy = "10.1.2.3";
+  /** Requests through one proxy at `proxy`, each with a different client-supplied left-most entry. */
+  async function throughProxy(trustProxy: unknown) {
+    const issuer = await startLocalIssuerServer();
+    cleanup.push(() => issuer.close());
+    const { logger, lines } = capturingLogger("info");
+    const config = await testConfig(issuer.url, {
+      server: { host: "127.0.0.1", port: 0, trustProxy },
+      rateLimit: { maxPerAddress: 3 },
+    });
+    const app = await buildApp(config, { logger });
+    cleanup.push(() => app.close());
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await app.inject({
+        method: "GET",
+        url: `/token?service=${SERVICE}`,
+        remoteAddress: proxy,
+        // The client wrote the first entry; the proxy appended the address it saw.
+        headers: { authorization: "Bearer x", "x-forwarded-for": `198.51.100.${i}, 203.0.113.9` },
+      });
+      statuses.push(res.statusCode);
+    }
+    const addresses = lines
+      .filter((l) => l.includes('"path":"/token"'))
+      .map((l) => (JSON.parse(l) as { req: { remoteAddress: string } }).req.remoteAddress);
+    return { statuses, addresses };
+  }
+
+  it.each([
+    ["a hop count", 1],
+    ["the proxy's CIDR", ["10.0.0.0/8"]],
+    ["the proxy's address", [proxy]],
+  ])("with %s, the address the proxy appended keys rate limits and the access line", async (_, setting) => {
+    const { statuses, addresses } = await throughProxy(setting);
+    expect(statuses).toEqual([401, 401, 401, 429, 429]);
+    expect(addresses).toEqual(Array.from({ length: 5 }, () => "203.0.113.9"));
+  });
+
+  it("false (the default): the proxy's own address is the client", async () => {
+    const { addresses } = await throughProxy(false);
+    expect(addresses).toEqual(Array.from({ length: 5 }, () => proxy));
+  });
+
+  it("refuses true, and malformed proxy addresses, with the dotted path", async () => {
+    const issuer = "http://127.0.0.1:1";
+    await expect(testConfig(issuer, { server: { trustProxy: true } })).rejects.toThrow(
+      "server.trustProxy: true would trust every X-Forwarded-For hop, so a client could choose the address that keys rate limits and the audit log: set the number of proxies in front of the service (e.g. 1) or their addresses/CIDRs",
+    );
+    await expect(testConfig(issuer, { server: { trustProxy: ["10.0.0.0/33"] } })).rejects.toThrow(
+      "server.trustProxy[0]: must be an IP address, a CIDR (10.0.0.0/8) or one of loopback, linklocal, uniquelocal",
+    );
+    await expect(testConfig(issuer, { server: { trustProxy: 0 } })).rejects.toThrow("server.trustProxy");
   });
 });
