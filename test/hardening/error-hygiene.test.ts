@@ -144,3 +144,24 @@ describe("error bodies name nothing of the configuration; the access line keeps 
     for (const line of access) expect(JSON.parse(line).detail.detail).toMatch(detail);
   });
 });
+
+it("RFC 8693 token exchange for an unknown audience: invalid_target naming no served registry, detail logged", async () => {
+  const before = lines.length;
+  const res = await app.inject({
+    method: "POST",
+    url: "/token",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    payload: new URLSearchParams({
+      grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+      subject_token: await mint(),
+      subject_token_type: "urn:ietf:params:oauth:token-type:jwt",
+      audience: "unknown.example",
+    }).toString(),
+  });
+  expect(res.json()).toEqual({
+    error: "invalid_target",
+    error_description: 'unknown service "unknown.example": not served here',
+  });
+  const access = lines.slice(before).map((l) => JSON.parse(l) as { detail?: { detail?: string } });
+  expect(access.map((l) => l.detail?.detail)).toEqual([`served: "${SERVICE}", "${OTHER_SERVICE}"`]);
+});
