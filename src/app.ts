@@ -38,6 +38,20 @@ import type { SigningKey } from "./token/signing.js";
  */
 const CONNECTIONS_CHECKING_INTERVAL_MS = 1_000;
 
+/**
+ * fastify's `trustProxy` for `server.trustProxy`: a hop count becomes "trust the first N addresses
+ * counted from the socket" (proxy-addr's `trust(address, i)`; fastify itself treats a number as "trust
+ * none"), so the client address is the one the outermost of the N proxies appended to `X-Forwarded-For`;
+ * addresses/CIDRs are passed through (proxy-addr skips entries appended by those proxies). Either way the
+ * left-most, client-supplied entries are never used unless every hop before them is trusted.
+ */
+function trustProxyOption(
+  setting: Config["server"]["trustProxy"],
+): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof setting === "number") return (_address, hop) => hop < setting;
+  return setting;
+}
+
 /** Optional collaborators; defaults are built from the config. */
 export interface AppDeps {
   /** Logger (default: pino at `config.logging.level` to stdout). */
@@ -135,7 +149,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // One access line per request instead of fastify's two (plugins/access-log.ts).
     logController: accessLogController(),
     bodyLimit: config.server.bodyLimitBytes,
-    trustProxy: config.server.trustProxy,
+    trustProxy: trustProxyOption(config.server.trustProxy),
     requestTimeout: config.server.requestTimeoutMs,
     keepAliveTimeout: config.server.keepAliveTimeoutMs,
     return503OnClosing: true,
@@ -168,7 +182,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   registerAccessLog(app);
   registerErrorHandling(app);
   registerRequestLimits(app);
-  const inFlight = registerLoadShedding(app, config.server.maxConcurrentRequests);
+  const inFlight = registerLoadShedding(app, config.server);
   registerMetrics(app, metrics);
   registerDeniedAudit(app, now);
   await app.register(formbody, { bodyLimit: config.server.bodyLimitBytes });

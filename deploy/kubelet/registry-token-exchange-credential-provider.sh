@@ -16,7 +16,8 @@
 # in total (default 50: kubelet kills exec plugins after 60 s); each attempt gets at most
 # --attempt-timeout seconds (default 10). Anything else fails at once. The request (it holds the pod's
 # service-account token) goes to curl on a file in a private temporary directory, never on the command
-# line, and is removed on exit.
+# line, and is removed on exit. Standard input is read up to 1 MiB (a larger one fails); numbers are read
+# as decimal ("08" is 8).
 set -u
 
 prog=registry-token-exchange-credential-provider
@@ -37,6 +38,19 @@ is_seconds() {
     '' | *[!0-9]*) return 1 ;;
   esac
   [ "$1" -gt 0 ] && [ "$1" -le 600 ]
+}
+
+# Prints a string of digits as a decimal number without leading zeros: shell arithmetic reads a leading 0
+# as octal ("08" is an error, "010" is 8), the Node plugin reads decimal.
+decimal() {
+  d=$1
+  while :; do
+    case $d in
+      0?*) d=${d#0} ;;
+      *) break ;;
+    esac
+  done
+  printf '%s' "$d"
 }
 
 url=""
@@ -72,6 +86,8 @@ case $url in
 esac
 is_seconds "$timeout" || usage "--timeout must be whole seconds in 1..600"
 is_seconds "$attempt_timeout" || usage "--attempt-timeout must be whole seconds in 1..600"
+timeout=$(decimal "$timeout")
+attempt_timeout=$(decimal "$attempt_timeout")
 command -v curl >/dev/null 2>&1 || fail "curl is not installed"
 if [ -n "$ca_file" ] && [ ! -r "$ca_file" ]; then
   fail "--ca-file $ca_file: not readable"
@@ -90,7 +106,10 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/rte-credential-provider.XXXXXX") || fail "canno
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM
 
-cat >"$tmp/request" || fail "cannot read stdin"
+# At most MAX_PLUGIN_BYTES (1 MiB, as the Node plugin): read one byte more to tell a larger stdin apart.
+max_stdin=1048576
+head -c $((max_stdin + 1)) >"$tmp/request" || fail "cannot read stdin"
+[ "$(wc -c <"$tmp/request")" -le "$max_stdin" ] || fail "stdin is larger than $max_stdin bytes"
 [ -s "$tmp/request" ] || fail "stdin is empty: expected a CredentialProviderRequest from kubelet"
 grep -q '"kind"[[:space:]]*:[[:space:]]*"CredentialProviderRequest"' "$tmp/request" ||
   fail "stdin is not a CredentialProviderRequest"

@@ -77,10 +77,16 @@ export const MAX_KID_LENGTH = 256;
 
 const SUBJECT = /^system:serviceaccount:([^:]+):([^:]+)$/;
 
+/**
+ * A credential error. `message` is what any caller sees, authenticated or not: it names nothing of the
+ * configuration (no trusted issuer, cluster, algorithm list or accepted audience), only the presented
+ * credential's own values. What an operator needs to see why (`logDetail.detail`, one line) goes to the
+ * access log and to the offline `explain` command only.
+ */
 function fail(
   code: ConstructorParameters<typeof ExchangeError>[0],
   message: string,
-  logDetail?: Record<string, unknown>,
+  logDetail?: { detail: string },
 ) {
   return new ExchangeError(code, message, logDetail ? { logDetail } : {});
 }
@@ -161,20 +167,18 @@ export class ServiceAccountVerifier {
     const keySet = this.#byIssuer.get(iss);
     if (!keySet) {
       const near = [...this.#byIssuer.keys()].find((i) => i.replace(/\/+$/, "") === iss.replace(/\/+$/, ""));
-      throw fail(
-        near ? "invalid_issuer" : "unknown_issuer",
-        near
-          ? `"iss" claim "${safeEcho(iss)}" differs from the trusted issuer "${near}" by a trailing slash`
-          : `"iss" claim "${safeEcho(iss)}" is not a trusted cluster issuer`,
-      );
+      throw near
+        ? fail("invalid_issuer", '"iss" claim differs from a trusted issuer by a trailing slash', {
+            detail: `trusted issuer "${near}" (cluster "${this.#byIssuer.get(near)?.cluster.name}")`,
+          })
+        : fail("unknown_issuer", `"iss" claim "${safeEcho(iss)}" is not a trusted cluster issuer`);
     }
     const cluster = keySet.cluster;
     const alg = header.alg;
     if (!isJwsAlgorithm(alg) || !(cluster.algorithms as readonly string[]).includes(alg)) {
-      throw fail(
-        "unsupported_algorithm",
-        `"alg" ${safeEcho(alg)} is not allowed for cluster "${cluster.name}" (allowed: ${cluster.algorithms.join(", ")})`,
-      );
+      throw fail("unsupported_algorithm", `"alg" ${safeEcho(alg)} is not allowed for this issuer`, {
+        detail: `cluster "${cluster.name}" allows ${cluster.algorithms.join(", ")}`,
+      });
     }
     const kid = typeof header.kid === "string" ? header.kid : undefined;
     // Kubernetes key IDs are 43 characters; a huge kid is garbage and must not be remembered as such.
@@ -186,8 +190,9 @@ export class ServiceAccountVerifier {
       throw fail(
         "unknown_key",
         kid
-          ? `token signed by unknown key with ID "${safeEcho(kid, 64)}" for cluster "${cluster.name}"`
-          : `no key of cluster "${cluster.name}" fits "alg" ${alg}`,
+          ? `token signed by unknown key with ID "${safeEcho(kid, 64)}"`
+          : `no trusted key fits "alg" ${alg}`,
+        { detail: `cluster "${cluster.name}"` },
       );
     }
     let key = candidates.find((c) => verifyJwsSignature(jws, alg, c.key));
@@ -197,10 +202,9 @@ export class ServiceAccountVerifier {
       key = (await keySet.candidates(kid, alg)).find((c) => verifyJwsSignature(jws, alg, c.key));
     }
     if (!key) {
-      throw fail(
-        "invalid_signature",
-        `token signature does not verify with the keys of cluster "${cluster.name}"`,
-      );
+      throw fail("invalid_signature", "token signature does not verify", {
+        detail: `cluster "${cluster.name}"`,
+      });
     }
     const accepted = audiences ?? cluster.audiences;
     const nowMs = this.#now();
@@ -239,11 +243,12 @@ function claimError(
       return fail("token_not_yet_valid", 'service-account token is not valid yet ("nbf" is in the future)');
     case "mismatch":
       return claim === "iss"
-        ? fail("invalid_issuer", `"iss" claim does not match cluster "${cluster.name}"`)
-        : fail(
-            "invalid_audience",
-            `"aud" claim does not contain an accepted audience (accepted: ${audiences.map((a) => safeEcho(a, 80)).join(", ")})`,
-          );
+        ? fail("invalid_issuer", '"iss" claim does not match the trusted issuer', {
+            detail: `cluster "${cluster.name}"`,
+          })
+        : fail("invalid_audience", '"aud" claim does not contain an audience accepted here', {
+            detail: `accepted: ${audiences.map((a) => safeEcho(a, 80)).join(", ")}`,
+          });
     default:
       return fail("malformed_token", `"${claim}" claim is invalid`);
   }

@@ -2,6 +2,7 @@
  * The configuration schema (one YAML file, validated with zod at startup). Every key is documented in
  * the README's configuration reference; a test checks that the README names every key of this schema.
  */
+import { isIP } from "node:net";
 import { z } from "zod";
 
 /** JWS algorithms a Kubernetes apiserver signs service-account tokens with (RSA -> RS256, ECDSA -> ES*). */
@@ -318,11 +319,41 @@ const rateLimitSchema = z
   })
   .strict();
 
+/** Named address ranges fastify's `trustProxy` (proxy-addr) understands besides addresses and CIDRs. */
+const PROXY_RANGE_NAMES = ["loopback", "linklocal", "uniquelocal"];
+
+/** One trusted proxy: an IPv4/IPv6 address, a CIDR (`10.0.0.0/8`, `fd00::/8`) or a proxy-addr range name. */
+const trustedProxy = z
+  .string()
+  .trim()
+  .refine((v) => {
+    if (PROXY_RANGE_NAMES.includes(v)) return true;
+    const [address = "", prefix, ...rest] = v.split("/");
+    const family = isIP(address);
+    if (family === 0 || rest.length > 0) return false;
+    if (prefix === undefined) return true;
+    return /^[0-9]{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+  }, "must be an IP address, a CIDR (10.0.0.0/8) or one of loopback, linklocal, uniquelocal");
+
+/**
+ * `server.trustProxy`: `false` (the socket's address is the client), a hop count (that many proxies in
+ * front: the address they appended to `X-Forwarded-For` is the client), or the addresses/CIDRs of the
+ * proxies (entries they appended are skipped). `true` (trust every hop) is refused: the left-most
+ * `X-Forwarded-For` entry is whatever the client sent, and it would key rate limits and the audit log.
+ */
+const trustProxySchema = z
+  .union([z.boolean(), z.number().int().min(1).max(16), z.array(trustedProxy).min(1).max(64)])
+  .refine((v) => v !== true, {
+    message:
+      "true would trust every X-Forwarded-For hop, so a client could choose the address that keys rate limits and the audit log: set the number of proxies in front of the service (e.g. 1) or their addresses/CIDRs",
+  })
+  .default(false);
+
 const serverSchema = z
   .object({
     host: nonEmpty.default("0.0.0.0"),
     port: z.number().int().min(0).max(65_535).default(8080),
-    trustProxy: z.boolean().default(false),
+    trustProxy: trustProxySchema,
     bodyLimitBytes: z
       .number()
       .int()
@@ -336,12 +367,23 @@ const serverSchema = z
     headersTimeoutMs: z.number().int().min(1000).default(15_000),
     /** Token-endpoint requests processed at once; more are refused at once with 503 (load shedding). */
     maxConcurrentRequests: z.number().int().min(1).max(100_000).default(512),
+    /** The longest a token-endpoint request body may take to arrive once the headers are in, ms. */
+    bodyTimeoutMs: z.number().int().min(100).default(10_000),
+    /**
+     * Token-endpoint requests one client address may have stalled at once: body still incomplete a second
+     * after the headers; more from that address are refused with 429 until some finish.
+     */
+    maxStalledRequestsPerAddress: z.number().int().min(1).max(100_000).default(64),
     tls: z.object({ certFile: nonEmpty, keyFile: nonEmpty }).strict().optional(),
   })
   .strict()
   .refine((s) => s.headersTimeoutMs <= s.requestTimeoutMs, {
     message: "must be <= server.requestTimeoutMs",
     path: ["headersTimeoutMs"],
+  })
+  .refine((s) => s.bodyTimeoutMs <= s.requestTimeoutMs, {
+    message: "must be <= server.requestTimeoutMs",
+    path: ["bodyTimeoutMs"],
   });
 
 /** The whole configuration file. */

@@ -150,13 +150,21 @@ export function handleClientError(
 
 /**
  * Registers the error and not-found handlers on `app`.
- * Client errors are logged at info with their code; server errors at error with the cause.
+ * Client errors are logged at info with their code; server errors at error with the cause, except
+ * `overloaded` (load shedding), which gets one warn line without a stack.
  */
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const err = toExchangeError(error);
     const cfg = request.routeOptions.config;
-    if (err.statusCode >= 500) {
+    if (err.code === "overloaded") {
+      // Expected under load and not a fault of this request: one line, no stack.
+      request.log.warn(
+        { code: err.code, detail: err.logDetail },
+        "request shed: too many requests in progress",
+      );
+      annotateAccessLog(request, { code: err.code }, "request shed");
+    } else if (err.statusCode >= 500) {
       request.log.error({ err: error, code: err.code, detail: err.logDetail }, "request failed");
       annotateAccessLog(request, { code: err.code }, "request failed");
     } else {

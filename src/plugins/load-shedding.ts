@@ -1,78 +1,154 @@
 /**
- * A bound on concurrent work: at most `server.maxConcurrentRequests` requests to the token endpoints
- * (`/token`, `/v1/*`) are processed at once. One more is refused at once, before its body is read, with
- * 503 `overloaded` and `Retry-After: 1`, in the endpoint's own error format. Why: when a dependency is
- * slow (a JWKS fetch waiting for its timeout, Redis at its command timeout) requests pile up, each holding
- * memory; refusing the excess quickly keeps memory bounded and the answers fast, and clients retry.
+ * Bounds on concurrent work for the token endpoints (`/token`, `/v1/*`), so that no peer can take the
+ * realm down by holding requests open:
  *
- * A slot is taken when the request arrives and given back when its handler has finished, even when the
- * client went away meanwhile (the work still runs, so it still counts); a request that never reaches its
- * handler (rate limited, body too large, client gone while sending) gives it back when its response is
- * closed. The count is per process (each `--workers` worker and each replica has its own).
+ * - **Concurrency slots** (`server.maxConcurrentRequests`): a request takes a slot when its handler starts,
+ *   that is once its body is complete and the rate limit has counted it, and gives it back when the
+ *   handler has finished, even when the client went away meanwhile (the work still runs, so it still
+ *   counts). One more is refused at once with 503 `overloaded` and `Retry-After: 1`, in the endpoint's own
+ *   error format. Why: when a dependency is slow (a JWKS fetch waiting for its timeout, Redis at its
+ *   command timeout) requests pile up, each holding memory; refusing the excess quickly keeps memory
+ *   bounded and the answers fast, and clients retry. A request whose body is still arriving holds no slot,
+ *   so a peer that never finishes its bodies cannot starve anyone else of slots.
+ * - **Stalled requests per address** (`server.maxStalledRequestsPerAddress`): a request whose body is
+ *   still incomplete {@link STALL_GRACE_MS} after its headers counts against its client address
+ *   (`request.ip`, see `server.trustProxy`) until the body is complete or the response closed; while an
+ *   address has that many, its next request with a body is refused at once, before the body is read,
+ *   with 429 `rate_limited` and `Retry-After: 1`. A peer with hundreds of stalled bodies only blocks
+ *   itself.
+ * - **Body timeout** (`server.bodyTimeoutMs`): a body not complete that long after the headers arrived is
+ *   answered 408 `invalid_request` and the connection is closed, long before Node's `requestTimeout`.
+ *
+ * The counts are per process (each `--workers` worker and each replica has its own).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteHandlerMethod } from "fastify";
 import { ExchangeError } from "../errors.js";
+import { annotateAccessLog } from "./access-log.js";
+import { sendError } from "./errors.js";
 import { LIMITED } from "./rate-limit.js";
 
-/** How a request holds its slot. */
-interface Slot {
-  /** Gives the slot back (idempotent). */
-  release: () => void;
-  /** Set once the route handler runs: from then on only the handler's end releases it. */
-  handlerStarted: boolean;
+/** Limits of {@link registerLoadShedding} (the `server` config section). */
+export interface LoadSheddingLimits {
+  /** Most token-endpoint handlers running at once. */
+  maxConcurrentRequests: number;
+  /** Most token-endpoint requests one client address may have stalled (see {@link STALL_GRACE_MS}). */
+  maxStalledRequestsPerAddress: number;
+  /** The longest a request body may take to arrive after the headers, ms. */
+  bodyTimeoutMs: number;
 }
 
-const slots = new WeakMap<FastifyRequest, Slot>();
+/**
+ * A request with a body whose body is still incomplete this long after its headers counts as stalled
+ * against its address, ms. Real clients send a token request's few hundred bytes of form with the
+ * headers, so only a peer that holds its bodies back is counted, never a burst of ordinary requests.
+ */
+export const STALL_GRACE_MS = 1_000;
+
+/** Ends a request's body wait (idempotent): once its body is complete or its response closed. */
+const bodyDone = new WeakMap<FastifyRequest, () => void>();
+
+/** Whether a request announces a body (RFC 9112 §6.3: Content-Length or Transfer-Encoding). */
+function hasBody(request: FastifyRequest): boolean {
+  const length = request.headers["content-length"];
+  return request.headers["transfer-encoding"] !== undefined || (length !== undefined && length !== "0");
+}
 
 /**
- * Registers the limiter. Must be called before the token routes are registered (it wraps their handlers).
- * @param max most token-endpoint requests in flight at once
- * @returns a function that tells how many are in flight now (for tests and diagnostics)
+ * Answers 408 on a request whose body is late and closes its connection. The answer is sent through
+ * the normal reply (access line, error format); `Connection: close` makes Node close the socket after it,
+ * which ends the body read as well.
  */
-export function registerLoadShedding(app: FastifyInstance, max: number): () => number {
+function timeOutBody(request: FastifyRequest, reply: FastifyReply, ms: number): void {
+  if (reply.sent || reply.raw.headersSent) return;
+  const err = new ExchangeError("invalid_request", `the request body was not received within ${ms} ms`, {
+    statusCode: 408,
+  });
+  const cfg = request.routeOptions.config;
+  annotateAccessLog(request, { code: err.code, detail: { bodyTimeoutMs: ms } }, "request rejected");
+  reply.header("connection", "close");
+  sendError(reply, err, cfg?.errorFormat ?? "docker", false);
+}
+
+/**
+ * Registers the limits. Must be called before the token routes are registered (it wraps their handlers).
+ * @param limits the `server` config section's limits
+ * @returns a function that tells how many token-endpoint handlers are running now (for tests and
+ *   diagnostics)
+ */
+export function registerLoadShedding(app: FastifyInstance, limits: LoadSheddingLimits): () => number {
+  const max = limits.maxConcurrentRequests;
   let inFlight = 0;
+  /** Stalled requests per client address. */
+  const stalled = new Map<string, number>();
   app.addHook("onRoute", (route) => {
     if (!LIMITED.test(route.url)) return;
     const handler = route.handler as RouteHandlerMethod;
     route.handler = async function limited(this: FastifyInstance, request, reply) {
-      const slot = slots.get(request);
-      if (slot) slot.handlerStarted = true;
+      if (inFlight >= max) {
+        throw new ExchangeError(
+          "overloaded",
+          "the service is busy: too many requests in progress, retry shortly",
+          {
+            retryAfterSeconds: 1,
+            logDetail: { inFlight, max },
+          },
+        );
+      }
+      inFlight++;
       try {
         return await handler.call(this, request, reply);
       } finally {
-        slot?.release();
+        inFlight--;
       }
     };
   });
   app.addHook("onRequest", (request: FastifyRequest, reply: FastifyReply, done) => {
     const route = request.routeOptions.url;
-    if (route === undefined || !LIMITED.test(route)) {
+    if (route === undefined || !LIMITED.test(route) || !hasBody(request)) {
       done();
       return;
     }
-    if (inFlight >= max) {
+    const address = request.ip;
+    const count = stalled.get(address) ?? 0;
+    if (count >= limits.maxStalledRequestsPerAddress) {
       done(
-        new ExchangeError("overloaded", "the service is busy: too many requests in progress, retry shortly", {
-          retryAfterSeconds: 1,
-          logDetail: { inFlight, max },
-        }),
+        new ExchangeError(
+          "rate_limited",
+          "too many unfinished requests from this address: finish or close them first",
+          { retryAfterSeconds: 1, logDetail: { stalled: count, max: limits.maxStalledRequestsPerAddress } },
+        ),
       );
       return;
     }
-    inFlight++;
+    let counted = false;
+    const stallTimer = setTimeout(() => {
+      counted = true;
+      stalled.set(address, (stalled.get(address) ?? 0) + 1);
+    }, STALL_GRACE_MS);
+    const bodyTimer = setTimeout(
+      () => timeOutBody(request, reply, limits.bodyTimeoutMs),
+      limits.bodyTimeoutMs,
+    );
+    stallTimer.unref();
+    bodyTimer.unref();
     let released = false;
-    const slot: Slot = {
-      handlerStarted: false,
-      release: () => {
-        if (released) return;
-        released = true;
-        inFlight--;
-      },
+    const release = () => {
+      if (released) return;
+      released = true;
+      clearTimeout(stallTimer);
+      clearTimeout(bodyTimer);
+      if (!counted) return;
+      const left = (stalled.get(address) ?? 1) - 1;
+      if (left <= 0) stalled.delete(address);
+      else stalled.set(address, left);
     };
-    slots.set(request, slot);
-    reply.raw.once("close", () => {
-      if (!slot.handlerStarted) slot.release();
-    });
+    bodyDone.set(request, release);
+    reply.raw.once("close", release);
+    done();
+  });
+  // preValidation runs once the body has been read and parsed.
+  app.addHook("preValidation", (request, _reply, done) => {
+    bodyDone.get(request)?.();
     done();
   });
   return () => inFlight;

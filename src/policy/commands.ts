@@ -18,11 +18,12 @@
  * `--strict` warnings too; 1 `explain`: the service would refuse the token, `check-config --fetch-keys`:
  * a cluster's keys could not be fetched.
  */
-import { KeyObject } from "node:crypto";
+import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { CompactSign, decodeJwt, decodeProtectedHeader, generateKeyPair } from "jose";
+import { decodeJwt } from "jose";
 import pino from "pino";
 import { ClusterKeySet, parseJwks, type VerificationKey } from "../authn/jwks.js";
+import { isJwsAlgorithm, type JwsAlgorithm } from "../authn/jws.js";
 import { ServiceAccountVerifier } from "../authn/verify.js";
 import { MemoryStore } from "../cache/store.js";
 import { loadConfigFile } from "../config/load.js";
@@ -115,32 +116,47 @@ function claimedIssuer(token: string): string | undefined {
   }
 }
 
+/** Key pair parameters of a throw-away key for each algorithm a service-account token may use. */
+function throwAwayKeyPair(alg: JwsAlgorithm): { privateKey: KeyObject; publicKey: KeyObject } {
+  if (alg.startsWith("RS")) return generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const namedCurve = alg === "ES256" ? "P-256" : alg === "ES384" ? "P-384" : "P-521";
+  return generateKeyPairSync("ec", { namedCurve });
+}
+
 /**
- * A copy of `token` with the same header and payload, signed with a fresh key of the same algorithm, and
- * that key; or `undefined` when the header names no algorithm a service-account token may use (the
- * verifier then refuses the original token before looking at any key).
+ * A copy of `token` with the very same header and payload segments (byte for byte), signed with a fresh
+ * key of the same algorithm, and that key; or `undefined` when the header names no algorithm a
+ * service-account token may use (the verifier then refuses the original token before looking at any
+ * key). Header parameters are not interpreted here: `crit`, `b64` and the rest reach the verifier as the
+ * service would see them, so the offline answer is the service's (RFC 7515 §4.1.11 `crit` is refused).
  */
-async function resign(token: string): Promise<{ token: string; key: KeyObject } | undefined> {
-  let header: ReturnType<typeof decodeProtectedHeader>;
-  try {
-    header = decodeProtectedHeader(token);
-  } catch {
-    return undefined;
-  }
-  const alg = header.alg;
-  const payload = token.split(".")[1];
+function resign(token: string): { token: string; key: KeyObject } | undefined {
+  const [encodedHeader, encodedPayload, signature, ...rest] = token.split(".");
   if (
-    typeof alg !== "string" ||
-    !(SERVICE_ACCOUNT_ALGORITHMS as readonly string[]).includes(alg) ||
-    !payload
+    encodedHeader === undefined ||
+    encodedPayload === undefined ||
+    signature === undefined ||
+    rest.length > 0
   ) {
     return undefined;
   }
-  const { privateKey, publicKey } = await generateKeyPair(alg);
-  const signed = await new CompactSign(Buffer.from(payload, "base64url"))
-    .setProtectedHeader({ ...header, alg })
-    .sign(privateKey);
-  return { token: signed, key: KeyObject.from(publicKey) };
+  let alg: unknown;
+  try {
+    alg = (JSON.parse(Buffer.from(encodedHeader, "base64url").toString("utf8")) as { alg?: unknown }).alg;
+  } catch {
+    return undefined;
+  }
+  if (!isJwsAlgorithm(alg) || !(SERVICE_ACCOUNT_ALGORITHMS as readonly string[]).includes(alg))
+    return undefined;
+  const { privateKey, publicKey } = throwAwayKeyPair(alg);
+  const input = `${encodedHeader}.${encodedPayload}`;
+  const hash = `sha${alg.slice(2)}`;
+  const signed = sign(
+    hash,
+    Buffer.from(input),
+    alg.startsWith("ES") ? { key: privateKey, dsaEncoding: "ieee-p1363" } : privateKey,
+  );
+  return { token: `${input}.${signed.toString("base64url")}`, key: publicKey };
 }
 
 /**
@@ -210,7 +226,7 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
   let presented = token;
   let offlineKey: KeyObject | undefined;
   if (target && !live(target)) {
-    const copy = await resign(token);
+    const copy = resign(token);
     if (copy) ({ token: presented, key: offlineKey } = copy);
   }
   const keySets = config.clusters.map((c) =>
@@ -244,8 +260,11 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
     return { stdout: `${label("signature")}${signature}\n${body}`, stderr, code: 0 };
   } catch (err) {
     if (!(err instanceof ExchangeError)) throw err;
-    if (err.code === "unknown_service") return usage(`explain: ${err.message}`);
-    const detail = err.code === "keys_unavailable" ? ` (${String(err.logDetail?.reason ?? "")})` : "";
+    // The operator holds the config: show the detail the service keeps for its log.
+    if (err.code === "unknown_service")
+      return usage(`explain: ${err.message} (this config serves ${served})`);
+    const extra = err.code === "keys_unavailable" ? err.logDetail?.reason : err.logDetail?.detail;
+    const detail = typeof extra === "string" && extra !== "" ? ` (${extra})` : "";
     return {
       stdout: `${label("signature")}${signature}\n${label("refused")}${err.code}: ${err.message}${detail}\n`,
       stderr,

@@ -20,7 +20,7 @@
  * - `registry:catalog:*` is granted only by an explicit `{registry: catalog}` entry.
  *
  * A {@link Policy} is immutable and cheap to build (patterns are compiled once; per-identity template
- * regexes are cached lazily), so a configuration reload can build a new one and swap it.
+ * matchers are cached lazily), so a configuration reload can build a new one and swap it.
  */
 import { LRUCache } from "lru-cache";
 import type { Identity } from "../authn/verify.js";
@@ -29,6 +29,7 @@ import {
   compileNamePattern,
   compileRepositoryPattern,
   fillTemplate,
+  type GlobMatcher,
   hasTemplate,
   type PatternPart,
   parseRepositoryPattern,
@@ -52,20 +53,20 @@ export interface ScopeDecision {
 interface CompiledEntry {
   kind: "repository" | "catalog";
   parts: PatternPart[];
-  /** The RegExp of a pattern without templates (compiled once). */
-  static: RegExp | undefined;
+  /** The matcher of a pattern without templates (compiled once). */
+  static: GlobMatcher | undefined;
   actions: ReadonlySet<Action>;
   cacheKey: string;
 }
 
 interface CompiledRule {
   name: string;
-  cluster: RegExp;
-  namespace: RegExp;
-  serviceAccount: RegExp;
-  service: RegExp;
+  cluster: GlobMatcher;
+  namespace: GlobMatcher;
+  serviceAccount: GlobMatcher;
+  service: GlobMatcher;
   /** `match.annotations` as [key, value pattern] pairs; `undefined` when the rule does not match on them. */
-  annotations: ReadonlyArray<readonly [string, RegExp]> | undefined;
+  annotations: ReadonlyArray<readonly [string, GlobMatcher]> | undefined;
   allow: CompiledEntry[];
   deny: CompiledEntry[];
 }
@@ -76,11 +77,11 @@ function covers(actions: ReadonlySet<Action>, action: Action): boolean {
 
 /**
  * A compiled, immutable policy. Build one per config version; evaluation is pure (the only state is a
- * bounded cache of compiled template regexes, which never changes an answer).
+ * bounded cache of compiled template matchers, which never changes an answer).
  */
 export class Policy {
   readonly #rules: readonly CompiledRule[];
-  readonly #regexCache = new LRUCache<string, RegExp>({ max: 10_000 });
+  readonly #regexCache = new LRUCache<string, GlobMatcher>({ max: 10_000 });
 
   /**
    * @param rules the `policy.rules` config (validated by the schema; see also `validatePolicy`)

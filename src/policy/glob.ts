@@ -18,6 +18,11 @@
  *   value is literal text (escaped, so it can never widen a pattern), and it must be exactly one valid
  *   repository path component (distribution's grammar: `[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`):
  *   see {@link fillTemplate}. An unterminated `${` is literal text.
+ *
+ * Matching never backtracks: a compiled pattern is a {@link GlobMatcher} that runs the pattern as a
+ * set of positions over the input (Thompson's NFA simulation), so its cost is at most proportional to
+ * pattern length times input length, whatever the pattern. (Compiled to a backtracking RegExp, a pattern
+ * such as `*a*a*a*a*a*a*b` takes time exponential in its number of stars on an input of `a`s.)
  */
 import { ConfigError } from "../errors.js";
 
@@ -63,8 +68,69 @@ export type PatternPart =
 
 const TEMPLATE = /\$\{([^}]*)\}/g;
 
-function escapeRegex(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&");
+/** A compiled glob: `test` tells whether a whole string matches (same contract as `RegExp.test`). */
+export interface GlobMatcher {
+  /** True when `value` matches the whole pattern. */
+  test(value: string): boolean;
+}
+
+/** Token codes of a compiled pattern besides UTF-16 code units (>= 0): the two wildcards. */
+const ANY_BUT_SLASH = -1;
+const ANY = -2;
+const SLASH = 0x2f;
+
+/**
+ * A pattern as a sequence of tokens (code units, {@link ANY_BUT_SLASH}, {@link ANY}) matched by
+ * simulating all positions at once: per input character each live position advances at most once, so a
+ * match costs O(tokens x input length) and never backtracks.
+ */
+class WildcardMatcher implements GlobMatcher {
+  readonly #tokens: Int32Array;
+  /** The whole pattern when it has no wildcard (compared directly). */
+  readonly #literal: string | undefined;
+
+  constructor(tokens: readonly number[]) {
+    this.#tokens = Int32Array.from(tokens);
+    this.#literal = tokens.every((t) => t >= 0) ? String.fromCharCode(...tokens) : undefined;
+  }
+
+  test(value: string): boolean {
+    if (this.#literal !== undefined) return value === this.#literal;
+    const tokens = this.#tokens;
+    const end = tokens.length;
+    // `seen[i] === stamp` marks position i as already in the set being built (one stamp per step).
+    const seen = new Uint32Array(end + 1);
+    let stamp = 1;
+    let current: number[] = [];
+    let next: number[] = [];
+    const add = (list: number[], from: number) => {
+      // A wildcard may match nothing: reaching it also reaches every position after a run of them.
+      for (let i = from; i <= end; i++) {
+        if (seen[i] === stamp) return;
+        seen[i] = stamp;
+        list.push(i);
+        if (i === end || tokens[i]! >= 0) return;
+      }
+    };
+    add(current, 0);
+    for (let k = 0; k < value.length && current.length > 0; k++) {
+      const c = value.charCodeAt(k);
+      stamp++;
+      next.length = 0;
+      for (const i of current) {
+        if (i === end) continue;
+        const t = tokens[i]!;
+        if (t === ANY || (t === ANY_BUT_SLASH && c !== SLASH)) add(next, i);
+        else if (t === c) add(next, i + 1);
+      }
+      [current, next] = [next, current];
+    }
+    return current.includes(end);
+  }
+}
+
+function literalTokens(text: string, out: number[]): void {
+  for (let i = 0; i < text.length; i++) out.push(text.charCodeAt(i));
 }
 
 /** True when `value` is exactly one valid repository path component (`team-a`, `app.v2`, `a__b`). */
@@ -72,9 +138,14 @@ export function isPathComponent(value: string): boolean {
   return PATH_COMPONENT.test(value);
 }
 
-/** Compiles a name pattern (`*` = any run, `**` = the same) to an anchored RegExp. */
-export function compileNamePattern(pattern: string): RegExp {
-  return new RegExp(`^${pattern.split(/\*+/).map(escapeRegex).join(".*")}$`, "s");
+/** Compiles a name pattern (`*` = any run, `**` = the same) to a whole-string matcher. */
+export function compileNamePattern(pattern: string): GlobMatcher {
+  const tokens: number[] = [];
+  pattern.split(/\*+/).forEach((text, i) => {
+    if (i > 0) tokens.push(ANY);
+    literalTokens(text, tokens);
+  });
+  return new WildcardMatcher(tokens);
 }
 
 /**
@@ -155,21 +226,21 @@ export function fillTemplate(
 }
 
 /**
- * Builds the anchored RegExp for parsed repository pattern parts and the given template values.
- * Substituted values are escaped (literal) whatever they hold; a missing value is the empty string.
+ * Builds the whole-string matcher for parsed repository pattern parts and the given template values.
+ * Substituted values are literal whatever they hold; a missing value is the empty string.
  * Callers that must refuse invalid values use {@link fillTemplate} first.
  */
-export function compileRepositoryPattern(parts: readonly PatternPart[], values: TemplateValues): RegExp {
-  let src = "";
+export function compileRepositoryPattern(parts: readonly PatternPart[], values: TemplateValues): GlobMatcher {
+  const tokens: number[] = [];
   for (const p of parts) {
-    if ("lit" in p) src += escapeRegex(p.lit);
-    else if ("star" in p) src += p.star === 2 ? ".*" : "[^/]*";
-    else src += escapeRegex(templateValue(p, values) ?? "");
+    if ("lit" in p) literalTokens(p.lit, tokens);
+    else if ("star" in p) tokens.push(p.star === 2 ? ANY : ANY_BUT_SLASH);
+    else literalTokens(templateValue(p, values) ?? "", tokens);
   }
-  return new RegExp(`^${src}$`, "s");
+  return new WildcardMatcher(tokens);
 }
 
-/** True when the parts use any template variable (so the RegExp depends on the identity). */
+/** True when the parts use any template variable (so the matcher depends on the identity). */
 export function hasTemplate(parts: readonly PatternPart[]): boolean {
   return parts.some((p) => "var" in p);
 }

@@ -12,8 +12,9 @@
  * - a `match.cluster` / `match.service` glob that matches no configured cluster / registry;
  * - two rules with the same name (explanations and audit lines could not tell them apart);
  * - deny entries in a rule that matches on annotations (a caller that leaves them out escapes them);
- * - annotations trusted too widely: a rule matching on annotations with a wildcard namespace, or an allow
- *   pattern whose only template is `${annotation:...}` (the caller asserts annotations, see KEP-4412);
+ * - annotations trusted too widely: a rule matching on annotations with a wildcard namespace, or bound
+ *   only to a literal namespace (any service account, an allow entry without `${serviceAccount}`), or an
+ *   allow pattern whose only template is `${annotation:...}` (the caller asserts annotations, KEP-4412);
  * - an allow entry that grants nothing because deny entries of its own rule, or of rules that apply to
  *   every request it applies to, cancel every action it allows on every repository it matches;
  * - a registry audience that a token meant for another registry also carries;
@@ -141,6 +142,18 @@ export function validatePolicy(config: Config): PolicyValidation {
     ) {
       warnings.push(
         `${at}.match.annotations: with the wildcard namespace "${rule.match.namespace}" and an allow entry not bound to \${namespace}, \${serviceAccount} or \${cluster}: annotations are asserted by the caller, so any workload in a matching namespace can claim them and get that grant; narrow match.namespace or bind the pattern to the identity`,
+      );
+    }
+    // A literal namespace with any service account still trusts every workload of that namespace: any
+    // of them can present a token with the credential-provider audience and claim these annotations.
+    if (
+      rule.match.annotations !== undefined &&
+      !rule.match.namespace.includes("*") &&
+      rule.match.serviceAccount.includes("*") &&
+      rule.allow.some((g) => g.repository === undefined || !g.repository.includes("${serviceAccount}"))
+    ) {
+      warnings.push(
+        `${at}.match.annotations: bound only to the namespace "${rule.match.namespace}" (match.serviceAccount "${rule.match.serviceAccount}", an allow entry not bound to \${serviceAccount}): annotations are asserted by the caller, so any service account in that namespace can claim them and get that grant; narrow match.serviceAccount or bind the pattern to \${serviceAccount}`,
       );
     }
     if (rule.match.annotations !== undefined && rule.deny.length > 0) {

@@ -165,7 +165,11 @@ async function tokenExchangeGrant(body: Params, ctx: GrantContext): Promise<Reco
     ctx.realm.registry(audience);
   } catch (err) {
     if (isExchangeError(err) && err.code === "unknown_service") {
-      throw new ExchangeError("invalid_target", err.message);
+      throw new ExchangeError(
+        "invalid_target",
+        err.message,
+        err.logDetail ? { logDetail: err.logDetail } : {},
+      );
     }
     throw err;
   }

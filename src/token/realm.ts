@@ -156,9 +156,13 @@ export class TokenRealm {
   registry(service: string): RegistryConfig {
     const r = this.#registries.get(service);
     if (!r) {
+      // The served services stay in the log: a stranger need not learn every registry behind this realm.
       throw new ExchangeError(
         "unknown_service",
-        `unknown service "${safeEcho(service, 100)}": this realm serves ${[...this.#registries.keys()].map((s) => `"${s}"`).join(", ")}`,
+        `unknown service "${safeEcho(service, 100)}": not served here`,
+        {
+          logDetail: { detail: `served: ${[...this.#registries.keys()].map((s) => `"${s}"`).join(", ")}` },
+        },
       );
     }
     return r;

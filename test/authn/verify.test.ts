@@ -150,7 +150,7 @@ describe("verification through GET /token", () => {
       expectUnauthorized(
         await get(env.app, basic(await sign(stranger, { alg: "RS256", kid: "" }, claims))),
         "invalid_signature",
-        'token signature does not verify with the keys of cluster "test"',
+        "token signature does not verify",
       );
     });
   });
@@ -186,7 +186,7 @@ describe("verification through GET /token", () => {
       expectUnauthorized(
         await get(env.app, basic(token)),
         "unsupported_algorithm",
-        '"alg" none is not allowed for cluster "test" (allowed: RS256, ES256)',
+        '"alg" none is not allowed for this issuer',
       );
     });
 
@@ -199,7 +199,7 @@ describe("verification through GET /token", () => {
       expectUnauthorized(
         await get(env.app, basic(token)),
         "unsupported_algorithm",
-        '"alg" HS256 is not allowed for cluster "test" (allowed: RS256, ES256)',
+        '"alg" HS256 is not allowed for this issuer',
       );
     });
 
@@ -209,12 +209,12 @@ describe("verification through GET /token", () => {
       expectUnauthorized(
         await get(env.app, basic(await sign(ec, { alg: "ES256", kid: env.issuer.kid }, claims))),
         "unknown_key",
-        `token signed by unknown key with ID "${env.issuer.kid}" for cluster "test"`,
+        `token signed by unknown key with ID "${env.issuer.kid}"`,
       );
       expectUnauthorized(
         await get(env.app, basic(await sign(ec, { alg: "ES256" }, claims))),
         "unknown_key",
-        'no key of cluster "test" fits "alg" ES256',
+        'no trusted key fits "alg" ES256',
       );
     });
 
@@ -227,7 +227,7 @@ describe("verification through GET /token", () => {
       expectUnauthorized(
         await get(env.app, basic(`${h}.${forged}.${s}`)),
         "invalid_signature",
-        'token signature does not verify with the keys of cluster "test"',
+        "token signature does not verify",
       );
     });
 
@@ -237,7 +237,7 @@ describe("verification through GET /token", () => {
       expectUnauthorized(
         await get(env.app, basic(await sign(stranger, { alg: "RS256", kid: env.issuer.kid }, claims))),
         "invalid_signature",
-        'token signature does not verify with the keys of cluster "test"',
+        "token signature does not verify",
       );
     });
 
@@ -247,7 +247,7 @@ describe("verification through GET /token", () => {
       expectUnauthorized(
         await get(env.app, basic(`${h}.${p}.${flipped}`)),
         "invalid_signature",
-        'token signature does not verify with the keys of cluster "test"',
+        "token signature does not verify",
       );
     });
 
@@ -343,7 +343,7 @@ describe("verification through GET /token", () => {
         name: "wrong audience",
         claims: { aud: ["https://kubernetes.default.svc"] },
         reason: "invalid_audience",
-        message: `"aud" claim does not contain an accepted audience (accepted: ${AUDIENCE})`,
+        message: `"aud" claim does not contain an audience accepted here`,
       },
       {
         name: "unknown issuer",
@@ -390,7 +390,7 @@ describe("verification through GET /token", () => {
       expectUnauthorized(
         await get(env.app, basic(await mint(env.issuer, { claims: { iss: `${env.url}/` } }))),
         "invalid_issuer",
-        `"iss" claim "${env.url}/" differs from the trusted issuer "${env.url}" by a trailing slash`,
+        '"iss" claim differs from a trusted issuer by a trailing slash',
       );
     });
 
@@ -518,7 +518,7 @@ describe("unknown kid re-fetch", () => {
     expect(keySet.fetchCount).toBe(1);
 
     const unknown = await mint(env.issuer, { header: { kid: "rotated-away" } });
-    const message = 'token signed by unknown key with ID "rotated-away" for cluster "test"';
+    const message = 'token signed by unknown key with ID "rotated-away"';
     expectUnauthorized(await get(env.app, basic(unknown)), "unknown_key", message);
     expect(keySet.fetchCount).toBe(2);
 
@@ -554,7 +554,7 @@ describe("cluster algorithm allowlist", () => {
     expectUnauthorized(
       await get(env.app, basic(await mint(env.issuer))),
       "unsupported_algorithm",
-      '"alg" RS256 is not allowed for cluster "test" (allowed: ES256)',
+      '"alg" RS256 is not allowed for this issuer',
     );
     expect(env.app.exchange.keySets[0]!.fetchCount).toBe(0);
   });
@@ -577,7 +577,7 @@ describe("issuer with a trailing slash (AKS)", () => {
     expectUnauthorized(
       await get(env.app, basic(await mint(env.issuer, { claims: { iss: env.url } }))),
       "invalid_issuer",
-      `"iss" claim "${env.url}" differs from the trusted issuer "${env.url}/" by a trailing slash`,
+      '"iss" claim differs from a trusted issuer by a trailing slash',
     );
   });
 });

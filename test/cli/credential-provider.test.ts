@@ -237,6 +237,31 @@ describe.each(["node", "sh"] as PluginKind[])("the %s plugin", (kind) => {
     expect(untrusted.ms).toBeLessThan(10_000);
   }, 60_000);
 
+  it("reads at most 1 MiB of stdin: a larger one fails with one line, contacting nothing", async () => {
+    const front = await startFront(live.url, []);
+    try {
+      const body = JSON.stringify(cpRequest("x"));
+      // A request padded with spaces (valid JSON) to one byte over 1 MiB.
+      const big = body + " ".repeat(1024 * 1024 + 1 - body.length);
+      const run = await runPlugin(kind, ["--url", front.url, "--timeout", "5"], big);
+      expect(run.code).toBe(1);
+      expectOneLine(run, /stdin is larger than 1048576 bytes/);
+      expect(front.requests()).toBe(0);
+    } finally {
+      await front.close();
+    }
+  }, 60_000);
+
+  it("reads --timeout and --attempt-timeout as decimal: 08 and 09 are 8 and 9 seconds", async () => {
+    const token = await live.podToken("team-a");
+    const run = await runPlugin(
+      kind,
+      ["--url", live.url, "--timeout", "08", "--attempt-timeout", "09"],
+      JSON.stringify(cpRequest(token)),
+    );
+    expectResponse(run, token);
+  }, 60_000);
+
   it("refuses empty or non-request stdin (exit 1), and usage errors (exit 2)", async () => {
     const empty = await runPlugin(kind, ["--url", live.url], "");
     expect(empty.code).toBe(1);

@@ -156,7 +156,7 @@ describe("explain: offline (the default)", () => {
     const out = await explainCommand({ config, token: forged }, { now });
     expect(out.code).toBe(1);
     expect(out.stdout).toMatch(
-      /^signature: {7}checked against clusters\[1\]\.jwksFile \(.*\)\nrefused: {9}unknown_key: token signed by unknown key with ID "[^"]+" for cluster "airgapped"\n$/,
+      /^signature: {7}checked against clusters\[1\]\.jwksFile \(.*\)\nrefused: {9}unknown_key: token signed by unknown key with ID "[^"]+" \(cluster "airgapped"\)\n$/,
     );
   });
 
@@ -189,7 +189,7 @@ describe("explain --fetch-keys", () => {
     const out = await explainCommand({ config, token: t, fetchKeys: true }, { now });
     expect(out.code).toBe(1);
     expect(out.stdout).toMatch(
-      /\nrefused: {9}unknown_key: token signed by unknown key with ID "[^"]+" for cluster "live"\n$/,
+      /\nrefused: {9}unknown_key: token signed by unknown key with ID "[^"]+" \(cluster "live"\)\n$/,
     );
   });
 });
@@ -211,7 +211,7 @@ describe("explain: what the service would refuse (exit 1), with the service's ow
     [
       "wrong audience",
       { audiences: ["someone-else"] },
-      `${offline}refused:         invalid_audience: "aud" claim does not contain an accepted audience (accepted: registry.example.com)\n`,
+      `${offline}refused:         invalid_audience: "aud" claim does not contain an audience accepted here (accepted: registry.example.com)\n`,
     ],
     [
       "issued in the future",
@@ -228,6 +228,29 @@ describe("explain: what the service would refuse (exit 1), with the service's ow
     expect(await explainCommand({ config, token: t }, { now })).toEqual({
       stdout:
         'signature:       not checked (the token\'s issuer is not a configured cluster)\nrefused:         unknown_issuer: "iss" claim "https://elsewhere.example.com" is not a trusted cluster issuer\n',
+      stderr: "",
+      code: 1,
+    });
+  });
+
+  it.each([
+    ["a crit header", { crit: ["exp"], exp: 1 }],
+    ["an unencoded payload (b64: false, RFC 7797)", { b64: false, crit: ["b64"] }],
+  ])("%s: refused as the service refuses it, not a library error", async (name, extra) => {
+    const original = await prod.mint({
+      namespace: "team-a",
+      serviceAccount: "builder",
+      audiences: [SERVICE],
+      nowMs: NOW,
+    });
+    const [h, p, sig] = original.split(".");
+    const header = { ...JSON.parse(Buffer.from(h!, "base64url").toString("utf8")), ...extra };
+    const t = write(
+      `${name.replace(/\W+/g, "-")}.jwt`,
+      `${Buffer.from(JSON.stringify(header)).toString("base64url")}.${p}.${sig}\n`,
+    );
+    expect(await explainCommand({ config, token: t }, { now })).toEqual({
+      stdout: `${offline}refused:         malformed_token: credential is not a valid JWT\n`,
       stderr: "",
       code: 1,
     });
@@ -250,7 +273,8 @@ describe("explain: usage and configuration errors (exit 2)", () => {
     [
       "an unknown --service",
       () => ({ service: "nope.example.com" }),
-      () => 'error: explain: unknown service "nope.example.com": this realm serves "registry.example.com"\n',
+      () =>
+        'error: explain: unknown service "nope.example.com": not served here (this config serves "registry.example.com")\n',
     ],
     [
       "an invalid --scope",

@@ -52,6 +52,8 @@ describe("parseConfig: defaults", () => {
       keepAliveTimeoutMs: 75_000,
       headersTimeoutMs: 15_000,
       maxConcurrentRequests: 512,
+      bodyTimeoutMs: 10_000,
+      maxStalledRequestsPerAddress: 64,
     });
     expect(cfg.logging).toEqual({ level: "info" });
     expect(cfg.clusters[0]).toEqual({

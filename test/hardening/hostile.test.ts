@@ -268,7 +268,7 @@ const ROWS: Row[] = [
     "alg: none (unsigned)",
     async (k, aud) => k.secret(`${b64url({ alg: "none", typ: "JWT" })}.${b64url(await k.claims(aud))}.`),
     "unsupported_algorithm",
-    '"alg" none is not allowed for cluster "test" (allowed: RS256, ES256)',
+    '"alg" none is not allowed for this issuer',
   ),
   credentialRow(
     "HS256 signed with the cluster's public key as the HMAC secret (key confusion)",
@@ -281,13 +281,13 @@ const ROWS: Row[] = [
       );
     },
     "unsupported_algorithm",
-    '"alg" HS256 is not allowed for cluster "test" (allowed: RS256, ES256)',
+    '"alg" HS256 is not allowed for this issuer',
   ),
   credentialRow(
     "unknown kid",
     (k, aud) => k.sa(aud, { header: { kid: "hostile-unknown-kid" } }),
     "unknown_key",
-    'token signed by unknown key with ID "hostile-unknown-kid" for cluster "test"',
+    'token signed by unknown key with ID "hostile-unknown-kid"',
   ),
   {
     name: 'kid: "" with two candidate keys published, signed by the older one (accepted)',
@@ -358,14 +358,14 @@ const ROWS: Row[] = [
         "",
         (kit, aud) => kit.sa(aud, { claims: { iss: `${kit.url}/` } }),
         "invalid_issuer",
-        `"iss" claim "${k.url}/" differs from the trusted issuer "${k.url}" by a trailing slash`,
+        '"iss" claim differs from a trusted issuer by a trailing slash',
       ).probes(k),
   },
   {
     name: "audience of another service (other.test's at registry.test; registry.test's at the credential provider)",
     probes: async (k) => {
       const other = await k.sa(OTHER_SERVICE);
-      const message = '"aud" claim does not contain an accepted audience (accepted: registry.test)';
+      const message = '"aud" claim does not contain an audience accepted here';
       return [
         ...getProbes([["service", SERVICE]], basic(other), unauthorized("invalid_audience", message), {
           explain: true,
@@ -373,10 +373,7 @@ const ROWS: Row[] = [
         postProbe(passwordForm(other), oauth(401, "invalid_grant", message)),
         cpProbe(
           cpRequest(await k.sa(SERVICE)),
-          unauthorized(
-            "invalid_audience",
-            '"aud" claim does not contain an accepted audience (accepted: registry-token-exchange)',
-          ),
+          unauthorized("invalid_audience", '"aud" claim does not contain an audience accepted here'),
         ),
       ];
     },
@@ -545,8 +542,7 @@ const ROWS: Row[] = [
   {
     name: "CR/LF and control characters in service (not reflected raw)",
     probes: async (k) => {
-      const message =
-        'unknown service "registry.test??X-Injected: 1?": this realm serves "registry.test", "other.test"';
+      const message = 'unknown service "registry.test??X-Injected: 1?": not served here';
       const service = "registry.test\r\nX-Injected: 1\u0000";
       const sa = await k.sa();
       return [
@@ -780,7 +776,7 @@ const ROWS: Row[] = [
         oauth(
           400,
           "invalid_request",
-          'subject_token is not acceptable: "alg" none is not allowed for cluster "test" (allowed: RS256, ES256)',
+          'subject_token is not acceptable: "alg" none is not allowed for this issuer',
         ),
       ),
     ],

@@ -5,6 +5,7 @@
  * The last test checks that every response the spec documents was actually produced by some test here.
  */
 import { readFileSync } from "node:fs";
+import { Readable } from "node:stream";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import type { FastifyInstance } from "fastify";
@@ -590,6 +591,52 @@ describe("size caps match the contract", () => {
       });
       expect(tooBig.statusCode, `${method} ${path}`).toBe(431);
       expectMatchesSpec(method, path, tooBig);
+    }
+  });
+});
+
+describe("a body that does not arrive in time matches the contract", () => {
+  let env: TestEnv;
+  beforeAll(async () => {
+    env = await testEnv({ ...WITH_CP, server: { host: "127.0.0.1", port: 0, bodyTimeoutMs: 200 } });
+  });
+  afterAll(async () => env.close());
+
+  it("answers 408 in each body endpoint's format", async () => {
+    const cases: Array<[string, string, Json]> = [
+      [
+        "/token",
+        "application/x-www-form-urlencoded",
+        { error: "invalid_request", error_description: "the request body was not received within 200 ms" },
+      ],
+      [
+        "/v1/credential-provider",
+        "application/json",
+        {
+          errors: [
+            {
+              code: "UNSUPPORTED",
+              message: "the request body was not received within 200 ms",
+              detail: { reason: "invalid_request" },
+            },
+          ],
+        },
+      ],
+    ];
+    for (const [path, contentType, body] of cases) {
+      // A body that announces 100 bytes, sends 10 and then nothing more.
+      const payload = new Readable({ read() {} });
+      payload.push("grant_type");
+      const res = await env.app.inject({
+        method: "POST",
+        url: path,
+        headers: { "content-type": contentType, "content-length": "100" },
+        payload,
+      });
+      payload.destroy();
+      expect(res.statusCode, path).toBe(408);
+      expect(res.headers.connection, path).toBe("close");
+      expect(expectMatchesSpec("POST", path, res), path).toEqual(body);
     }
   });
 });

@@ -6,7 +6,14 @@
  */
 import { decodeJwt } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AUDIENCE, basic, signingKeyFiles, type TestEnv, testEnv } from "../helpers/fixtures.js";
+import {
+  AUDIENCE,
+  basic,
+  capturingLogger,
+  signingKeyFiles,
+  type TestEnv,
+  testEnv,
+} from "../helpers/fixtures.js";
 
 const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 const A = "registry-a.example.com";
@@ -15,6 +22,7 @@ const B = "registry-b.example.com";
 describe("a token whose audience is meant for another registry gets nothing there", () => {
   let env: TestEnv;
   const tokens: Record<string, string> = {};
+  const { logger, lines } = capturingLogger("info");
   beforeAll(async () => {
     const signingKey = await signingKeyFiles();
     env = await testEnv(
@@ -27,7 +35,7 @@ describe("a token whose audience is meant for another registry gets nothing ther
           rules: [{ name: "everyone pulls everything", allow: [{ repository: "**", actions: ["pull"] }] }],
         },
       },
-      { now: () => NOW },
+      { now: () => NOW, logger },
     );
     const mint = (audiences: string[]) =>
       env.issuer.mint({ namespace: "team-a", serviceAccount: "builder", audiences, nowMs: NOW });
@@ -79,13 +87,17 @@ describe("a token whose audience is meant for another registry gets nothing ther
   ])(
     "the %s token is refused at %s (invalid_audience), at /token and /v1/explain",
     async (which, service, wanted) => {
-      const message = `"aud" claim does not contain an accepted audience (accepted: ${wanted})`;
+      // The body names no audience; the access line says which one this registry accepts.
+      const message = '"aud" claim does not contain an audience accepted here';
       for (const path of ["/token", "/v1/explain"]) {
+        const before = lines.length;
         const res = await get(path, service, tokens[which]!);
         expect(res.statusCode, path).toBe(401);
         expect(res.json(), path).toEqual({
           errors: [{ code: "UNAUTHORIZED", message, detail: { reason: "invalid_audience" } }],
         });
+        const access = lines.slice(before).map((l) => JSON.parse(l) as { detail?: { detail?: string } });
+        expect(access.map((l) => l.detail?.detail).filter(Boolean), path).toEqual([`accepted: ${wanted}`]);
       }
       const res = await post(service, tokens[which]!);
       expect(res.statusCode).toBe(401);

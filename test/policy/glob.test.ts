@@ -252,3 +252,85 @@ describe("template values: one valid path component or nothing", () => {
     expect(fillTemplate(p, { ...base, annotations: {} })).toBeUndefined();
   });
 });
+
+describe("matching time does not depend on backtracking", () => {
+  // Compiled to a backtracking RegExp (`^.*a.*a...b$`), these pairs take time growing like
+  // (input length)^(stars): 8 stars on 60 characters already took 45 s, and 20 stars on 100 characters
+  // would take longer than any test run. The matcher answers them like any other pattern. They run in a
+  // child process so that a backtracking matcher fails the test (killed at the bound) instead of hanging
+  // the test runner; the bound is a liveness guard, far above the milliseconds the matcher takes.
+  const script = `
+    import { compileNamePattern, compileRepositoryPattern, parseRepositoryPattern } from "./src/policy/glob.ts";
+    const a = "a".repeat(100);
+    const v = { cluster: "", namespace: "", serviceAccount: "" };
+    const answers = [
+      compileNamePattern("*a".repeat(20) + "*b").test(a),
+      compileNamePattern("*a".repeat(20) + "*").test(a),
+      compileRepositoryPattern(parseRepositoryPattern("*a".repeat(20) + "*b", "p"), v).test(a),
+      compileRepositoryPattern(parseRepositoryPattern("**a".repeat(20) + "**b", "p"), v).test(a),
+      compileRepositoryPattern(parseRepositoryPattern("*a".repeat(20) + "**", "p"), v).test(a + "/x"),
+      compileNamePattern("*".repeat(200) + "x").test("y".repeat(255)),
+    ];
+    process.stdout.write(JSON.stringify(answers));
+  `;
+
+  it("answers exactly what the anchored regular expressions of the pattern grammar answer (exhaustive, short)", () => {
+    // The grammar's meaning as a regex (fine for short inputs): `*` = [^/]* (any run for name patterns),
+    // `**` = any run, every other character literal.
+    const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&");
+    const asRegex = (pattern: string, name: boolean) =>
+      new RegExp(
+        `^${pattern
+          .split(/(\*+)/)
+          .map((t) => (t.startsWith("*") ? (name || t.length > 1 ? ".*" : "[^/]*") : esc(t)))
+          .join("")}$`,
+        "s",
+      );
+    const words = (alphabet: string[], max: number): string[] => {
+      let level = [""];
+      const all = [""];
+      for (let n = 0; n < max; n++) {
+        level = level.flatMap((w) => alphabet.map((c) => w + c));
+        all.push(...level);
+      }
+      return all;
+    };
+    const patterns = words(["a", "/", "*", "."], 5);
+    const inputs = words(["a", "/", "."], 5);
+    let compared = 0;
+    for (const pattern of patterns) {
+      const name = compileNamePattern(pattern);
+      const repo = compileRepositoryPattern(parseRepositoryPattern(pattern, "p"), values);
+      const nameRe = asRegex(pattern, true);
+      const repoRe = asRegex(pattern, false);
+      for (const input of inputs) {
+        if (name.test(input) !== nameRe.test(input) || repo.test(input) !== repoRe.test(input)) {
+          throw new Error(`${JSON.stringify(pattern)} vs ${JSON.stringify(input)} differs from the regex`);
+        }
+        compared++;
+      }
+    }
+    expect(compared).toBe(patterns.length * inputs.length);
+  });
+
+  it("pathological pattern/input pairs are answered (20 stars, 100 characters)", async () => {
+    const { spawn } = await import("node:child_process");
+    const { REPO_ROOT } = await import("../helpers/plugin.js");
+    const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+        cwd: REPO_ROOT,
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      let stdout = "";
+      child.stdout.setEncoding("utf8").on("data", (d: string) => {
+        stdout += d;
+      });
+      const guard = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      child.once("close", (code) => {
+        clearTimeout(guard);
+        resolve({ code, stdout });
+      });
+    });
+    expect(out).toEqual({ code: 0, stdout: JSON.stringify([false, true, false, false, true, false]) });
+  });
+});

@@ -146,6 +146,31 @@ const cases: Case[] = [
     ],
   ],
   [
+    "annotation rule bound only to a literal namespace",
+    [
+      {
+        name: "payments by annotation",
+        match: { namespace: "payments", annotations: { "example.com/team": "checkout" } },
+        allow: [pull("payments/checkout/**"), pull("sa/${serviceAccount}/**")],
+      },
+      // Not warned: the service account is narrowed, or every allow entry is bound to it.
+      {
+        name: "one service account",
+        match: { namespace: "payments", serviceAccount: "builder", annotations: { "example.com/team": "a" } },
+        allow: [pull("payments/a/**")],
+      },
+      {
+        name: "bound to the service account",
+        match: { namespace: "payments", annotations: { "example.com/team": "b" } },
+        allow: [pull("payments/${serviceAccount}/**")],
+      },
+    ],
+    [],
+    [
+      'policy.rules[0].match.annotations: bound only to the namespace "payments" (match.serviceAccount "*", an allow entry not bound to ${serviceAccount}): annotations are asserted by the caller, so any service account in that namespace can claim them and get that grant; narrow match.serviceAccount or bind the pattern to ${serviceAccount}',
+    ],
+  ],
+  [
     "allow cancelled by a deny of the same rule",
     [
       {
