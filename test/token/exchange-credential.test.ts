@@ -21,6 +21,8 @@ import { signingKeyFiles } from "../helpers/fixtures.js";
 const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 const NOW_S = NOW / 1000;
 const CLUSTERS = new Set(["prod"]);
+/** Fingerprint of the cluster key that verified the source token (a Kubernetes key ID). */
+const CLUSTER_KEY = "Qm9ndXMgY2x1c3RlciBrZXkgZmluZ2VycHJpbnQgMDAx";
 
 let key: SigningKey;
 let registry: RegistryConfig;
@@ -38,6 +40,8 @@ const identity: Identity = {
   issuedAt: NOW_S,
   tokenId: "5a8e2b56-0000-4000-a000-00000000000a",
   annotations: { "example.com/team": "a" },
+  verificationKey: CLUSTER_KEY,
+  clusterKey: CLUSTER_KEY,
 };
 
 beforeAll(async () => {
@@ -72,7 +76,7 @@ function validClaims(over: Record<string, unknown> = {}): Record<string, unknown
       cluster: "prod",
       namespace: "team-a",
       serviceAccount: identity.serviceAccount,
-      source: { aud: ["registry-token-exchange"], iat: NOW_S, exp: NOW_S + 600 },
+      source: { aud: ["registry-token-exchange"], iat: NOW_S, exp: NOW_S + 600, key: CLUSTER_KEY },
     },
     ...over,
   };
