@@ -472,9 +472,16 @@ export class ClusterKeySet {
     await s.store.set(name, s.sealer.seal(name, "unknown"), ttlMs);
   }
 
-  /** The shared key set's name: the cluster and an HMAC of its trust source. */
+  /**
+   * The cache key (before the store's prefix) of this set's shared copy: `jwks:<cluster>:<HMAC of its
+   * trust source>`; `undefined` when the set is not shared (no Redis, or a `jwksFile`).
+   */
+  get sharedName(): string | undefined {
+    return this.#sharing ? `jwks:${this.cluster.name}:${this.#sharing.id}` : undefined;
+  }
+
   #sharedName(): string {
-    return `jwks:${this.cluster.name}:${this.#sharing!.id}`;
+    return this.sharedName!;
   }
 
   /**
