@@ -2,7 +2,8 @@
  * Removing a cluster key revokes everything it vouched for, within one reload (SIGHUP on a running
  * `serve` process), with and without Redis: new tokens it signed, tokens it signed that were verified and
  * cached before, and exchange credentials and refresh tokens derived from such tokens are refused; tokens
- * signed by the remaining key keep working. (Issue 12 §1; the runbook is docs/security.md.)
+ * signed by the remaining key keep working. Likewise, without any reload, one refresh of a remote JWKS
+ * that no longer lists the key. (The runbook is docs/runbook-leaked-cluster-key.md.)
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
@@ -10,8 +11,10 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeProtectedHeader } from "jose";
+import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { LocalIssuer } from "../../src/local/issuer.js";
+import { buildApp } from "../../src/app.js";
+import { LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
 import {
   CP_AUDIENCE,
   cpRequest,
@@ -20,7 +23,7 @@ import {
   oauthError,
   REGISTRY_HOST,
 } from "../helpers/credential-provider.js";
-import { AUDIENCE, basic, SERVICE } from "../helpers/fixtures.js";
+import { AUDIENCE, basic, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { freePort, SpawnedRedis } from "../helpers/redis.js";
 import { writeConfigFile } from "./helpers.js";
 
@@ -183,5 +186,125 @@ describe.each([
     const still = await tokenWith(other);
     expect(still.status).toBe(200);
     expect(child.exitCode).toBeNull();
+  });
+});
+
+describe.each([
+  ["without Redis", false],
+  ["with Redis", true],
+])("a key the issuer's JWKS stops listing, after one refresh, no reload (%s)", (_label, withRedis) => {
+  it("refuses new and cached tokens it signed and every credential derived from them; the other key keeps working", async () => {
+    const server = await startLocalIssuerServer();
+    cleanup.push(() => server.close());
+    const removed = server.issuer.keys[0]!;
+    const kept = rsaKey();
+    server.issuer.keys = [removed, kept];
+    let nowMs = Date.now();
+    const extra: Record<string, unknown> = {
+      ...(await credentialProviderOverrides()),
+      clusters: [
+        {
+          name: "test",
+          issuer: server.url,
+          audiences: [AUDIENCE],
+          jwks: { minTtlSeconds: 60, maxTtlSeconds: 60 },
+        },
+      ],
+    };
+    if (withRedis) {
+      const redis = await SpawnedRedis.start();
+      cleanup.push(() => redis.stop());
+      extra.cache = { redisUrl: redis.url, keyPrefix: "revocation:" };
+    }
+    const app = await buildApp(await testConfig(server.url, extra), {
+      logger: pino({ level: "silent" }),
+      now: () => nowMs,
+    });
+    cleanup.push(() => app.close());
+    while (withRedis && !app.exchange.store.healthy()) await new Promise((r) => setTimeout(r, 20));
+
+    const inject = (req: Parameters<typeof app.inject>[0]) => app.inject(req);
+    const tokenWith = (credential: string) =>
+      inject({
+        method: "GET",
+        url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull`,
+        headers: { authorization: basic(credential) },
+      });
+    const refreshWith = (refreshToken: string) =>
+      inject({
+        method: "POST",
+        url: "/token",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        payload: new URLSearchParams({
+          grant_type: "refresh_token",
+          refresh_token: refreshToken,
+          service: SERVICE,
+          client_id: "test",
+        }).toString(),
+      });
+    const offline = async (credential: string) => {
+      const res = await inject({
+        method: "GET",
+        url: `/token?service=${SERVICE}&offline_token=true&client_id=test`,
+        headers: { authorization: basic(credential) },
+      });
+      expect(res.statusCode).toBe(200);
+      return res.json().refresh_token as string;
+    };
+    const mint = (signer: KeyObject, serviceAccount: string, audiences = [AUDIENCE]) =>
+      new LocalIssuer(server.url, [signer]).mint({
+        namespace: "team-a",
+        serviceAccount,
+        audiences,
+        nowMs,
+        ttlSeconds: 7200,
+      });
+    const seen = await mint(removed, "seen");
+    const unseen = await mint(removed, "unseen");
+    const other = await mint(kept, "other");
+    const podToken = await mint(removed, "puller", [CP_AUDIENCE]);
+
+    expect((await tokenWith(seen)).statusCode).toBe(200);
+    const refresh = await offline(seen);
+    const cp = await inject({
+      method: "POST",
+      url: "/v1/credential-provider",
+      headers: { "content-type": "application/json" },
+      payload: JSON.stringify(cpRequest(podToken)),
+    });
+    expect(cp.statusCode).toBe(200);
+    const exchangeCredential: string = cp.json().auth[REGISTRY_HOST].password;
+    expect((await tokenWith(exchangeCredential)).statusCode).toBe(200);
+    expect((await refreshWith(refresh)).statusCode).toBe(200);
+    expect((await tokenWith(other)).statusCode).toBe(200);
+
+    // The issuer drops the key; one refresh after the set's TTL (60 s) loads the new JWKS.
+    server.issuer.keys = [kept];
+    nowMs += 61_000;
+    await app.exchange.keySets[0]!.refresh();
+
+    for (const token of [unseen, seen]) {
+      const res = await tokenWith(token);
+      expect(res.statusCode).toBe(401);
+      expect(res.json().errors[0].detail.reason).toBe("unknown_key");
+    }
+    const derived = await tokenWith(exchangeCredential);
+    expect(derived.statusCode).toBe(401);
+    expect(derived.json()).toEqual(
+      dockerError(
+        "UNAUTHORIZED",
+        "unknown_key",
+        'exchange credential was derived from a token signed by a key that cluster "test" no longer trusts',
+      ),
+    );
+    const refreshed = await refreshWith(refresh);
+    expect(refreshed.statusCode).toBe(401);
+    expect(refreshed.json()).toEqual(
+      oauthError(
+        "invalid_grant",
+        'refresh token was derived from a token signed by a key that cluster "test" no longer trusts',
+      ),
+    );
+    expect((await tokenWith(other)).statusCode).toBe(200);
   });
 });
