@@ -104,19 +104,24 @@ describe("a Redis writer", () => {
     const realValue = (await client.get(real!))!;
     // Not signed by the cluster: its identity can only come from the cache.
     const forged = `${sa.slice(0, -10)}AAAAAAAAAA`;
-    const exact = `id:${app.exchange.sealer.key("identity", forged)}:${suffix}`;
     const until = Date.now() + 60_000;
     const plain = `${until}|${JSON.stringify(identity)}`;
-    const attempts: Array<[string, string]> = [
-      // the name an unkeyed hash gives, and the exact name, with the identity in the clear
-      [`id:${secretKey(forged)}:${suffix}`, plain],
-      [exact, plain],
+    const attempts: Array<() => [string, string]> = [
+      // the name an unkeyed hash gives, with the identity in the clear
+      () => [`id:${secretKey(forged)}:${suffix}`, plain],
+      // the exact name, with the identity in the clear
+      () => [exactName(), plain],
       // a real sealed entry copied under the forged credential's name
-      [exact, realValue],
+      () => [exactName(), realValue],
       // sealed, but with a secret other than the service's
-      [exact, `${until}|${CacheSealer.ephemeral().seal(exact, JSON.stringify(identity), forged)}`],
+      () => [
+        exactName(),
+        `${until}|${CacheSealer.ephemeral().seal(exactName(), JSON.stringify(identity), forged)}`,
+      ],
     ];
-    for (const [name, value] of attempts) {
+    const exactName = () => `id:${app.exchange.sealer.key("identity", forged)}:${suffix}`;
+    for (const attempt of attempts) {
+      const [name, value] = attempt();
       await client.set(`${prefix}${name}`, value, "PX", 60_000);
       const res = await tokenRequest(app, forged);
       expect(res.statusCode, name).toBe(401);
@@ -126,47 +131,59 @@ describe("a Redis writer", () => {
 
   it("cannot inject a key through the shared key set, under its exact name or the cluster's", async () => {
     const server = await issuerServer();
-    const app = await instance(await redisConfig(server.url));
     const attacker = new LocalIssuer(server.url, [
       generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey,
     ]);
-    const keySet = app.exchange.keySets[0]!;
-    const now = Date.now();
-    const doc = JSON.stringify({
-      source: keySet.source,
-      jwks: attacker.jwks(),
-      requestedAt: now + 1000,
-      fetchedAt: now + 1000,
-      expiresAt: now + 3_600_000,
-    });
-    const exact = keySet.sharedName!;
-    for (const [name, value] of [
-      ["jwks:test", doc],
-      [exact, doc],
-      [exact, CacheSealer.ephemeral().seal(exact, doc)],
-    ] as const) {
-      await client.set(`${prefix}${name}`, value, "PX", 60_000);
-    }
     const forged = await teamA(attacker);
-    const res = await tokenRequest(app, forged);
-    expect(res.statusCode).toBe(401);
-    expect(res.json()).toEqual(unknownKey(attacker.kid));
-    expect((await tokenRequest(app, await teamA(server.issuer))).statusCode).toBe(200);
-    // The planted entry was replaced by the sealed set fetched from the issuer.
-    expect((await client.get(`${prefix}${exact}`))!.startsWith("s1.")).toBe(true);
+    const plants: Array<(name: string | undefined, doc: string) => [string, string]> = [
+      (_name, doc) => ["jwks:test", doc],
+      (name, doc) => [name!, doc],
+      (name, doc) => [name!, CacheSealer.ephemeral().seal(name!, doc)],
+    ];
+    for (const plant of plants) {
+      // A fresh replica, which has no key set yet and looks in Redis first.
+      const app = await instance(await redisConfig(server.url));
+      const keySet = app.exchange.keySets[0]!;
+      const now = Date.now();
+      const doc = JSON.stringify({
+        source: keySet.source,
+        jwks: attacker.jwks(),
+        requestedAt: now + 1000,
+        fetchedAt: now + 1000,
+        expiresAt: now + 3_600_000,
+      });
+      const [name, value] = plant(keySet.sharedName, doc);
+      await client.set(`${prefix}${name}`, value, "PX", 60_000);
+      const res = await tokenRequest(app, forged);
+      expect(res.statusCode, name).toBe(401);
+      expect(res.json()).toEqual(unknownKey(attacker.kid));
+      expect((await tokenRequest(app, await teamA(server.issuer))).statusCode).toBe(200);
+      // The planted entry was replaced by the sealed set fetched from the issuer.
+      expect((await client.get(`${prefix}${keySet.sharedName}`))!.startsWith("s1.")).toBe(true);
+      await client.del(`${prefix}jwks:test`);
+    }
   });
 
   it("cannot mark a real kid unknown (a rotation's new key is still picked up)", async () => {
     const server = await issuerServer();
     const app = await instance(await redisConfig(server.url));
     expect((await tokenRequest(app, await teamA(server.issuer))).statusCode).toBe(200);
-    server.issuer.rotate();
-    const rotated = await teamA(server.issuer, "rotated");
-    const kid = decodeProtectedHeader(rotated).kid!;
-    const exact = `jwks-unknown:test:${app.exchange.sealer.key("jwks-unknown", `${app.exchange.keySets[0]!.source}\u0000${kid}`)}`;
-    await client.set(`${prefix}jwks-unknown:test:${secretKey(kid).slice(0, 32)}`, "1", "PX", 60_000);
-    await client.set(`${prefix}${exact}`, "unknown", "PX", 60_000);
-    expect((await tokenRequest(app, rotated)).statusCode).toBe(200);
+    const markers: Array<(kid: string) => [string, string]> = [
+      // the name an unkeyed hash gives
+      (kid) => [`jwks-unknown:test:${secretKey(kid).slice(0, 32)}`, "1"],
+      // the exact name, unsealed
+      (kid) => [
+        `jwks-unknown:test:${app.exchange.sealer.key("jwks-unknown", `${app.exchange.keySets[0]!.source}\u0000${kid}`)}`,
+        "unknown",
+      ],
+    ];
+    for (const [i, marker] of markers.entries()) {
+      server.issuer.rotate();
+      const rotated = await teamA(server.issuer, `rotated-${i}`);
+      const [name, value] = marker(decodeProtectedHeader(rotated).kid!);
+      await client.set(`${prefix}${name}`, value, "PX", 60_000);
+      expect((await tokenRequest(app, rotated)).statusCode, name).toBe(200);
+    }
   });
 });
 
