@@ -10,6 +10,7 @@ import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { InjectOptions } from "fastify";
 import { decodeProtectedHeader } from "jose";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -223,7 +224,7 @@ describe.each([
     cleanup.push(() => app.close());
     while (withRedis && !app.exchange.store.healthy()) await new Promise((r) => setTimeout(r, 20));
 
-    const inject = (req: Parameters<typeof app.inject>[0]) => app.inject(req);
+    const inject = (req: InjectOptions) => app.inject(req);
     const tokenWith = (credential: string) =>
       inject({
         method: "GET",
