@@ -146,7 +146,7 @@ export async function mintDerived(
   if (identity.clusterKey === undefined) {
     throw new ExchangeError(
       "unknown_key",
-      `a ${DERIVED_KINDS[kind].label} cannot be derived from a credential that names no cluster key`,
+      `the credential names no cluster key, so no ${DERIVED_KINDS[kind].label} can be derived from it`,
     );
   }
   if (exp <= iat) {

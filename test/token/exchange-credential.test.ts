@@ -110,6 +110,17 @@ describe("mintDerived", () => {
     expect(decodeProtectedHeader(shorter.token).typ).toBe("rte-refresh+jwt");
   });
 
+  it("records the cluster key that vouched for the source token, and refuses an identity that names none", async () => {
+    const c = await mintDerived("refresh", key, registry, identity, NOW_S + 600, NOW);
+    expect((decodeJwt(c.token).rte as { source: { key: string } }).source.key).toBe(CLUSTER_KEY);
+    await expect(
+      mintDerived("exchange", key, registry, { ...identity, clusterKey: undefined }, NOW_S + 600, NOW),
+    ).rejects.toMatchObject({
+      code: "unknown_key",
+      message: "the credential names no cluster key, so no exchange credential can be derived from it",
+    });
+  });
+
   it("refuses to derive from an expired credential", async () => {
     await expect(
       mintDerived("exchange", key, registry, { ...identity, expiresAt: NOW_S }, NOW_S + 60, NOW),
@@ -212,6 +223,21 @@ describe("verifyDerived", () => {
     [
       "no identity claim",
       () => sign(validClaims({ rte: undefined })),
+      NOW,
+      "missing_claim",
+      'exchange credential has no valid "rte" identity claim',
+    ],
+    [
+      "no cluster key that vouched for the source token (minted before it was recorded)",
+      () =>
+        sign(
+          validClaims({
+            rte: {
+              ...(validClaims().rte as object),
+              source: { aud: ["registry-token-exchange"], iat: NOW_S, exp: NOW_S + 600 },
+            },
+          }),
+        ),
       NOW,
       "missing_claim",
       'exchange credential has no valid "rte" identity claim',
