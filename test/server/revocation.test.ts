@@ -3,7 +3,8 @@
  * `serve` process), with and without Redis: new tokens it signed, tokens it signed that were verified and
  * cached before, and exchange credentials and refresh tokens derived from such tokens are refused; tokens
  * signed by the remaining key keep working. Likewise, without any reload, one refresh of a remote JWKS
- * that no longer lists the key. (The runbook is docs/runbook-leaked-cluster-key.md.)
+ * that no longer lists the key. A reload while the issuer cannot be reached refuses rather than trusting
+ * the keys loaded before it. (The runbook is docs/runbook-leaked-cluster-key.md.)
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
@@ -309,3 +310,51 @@ describe.each([
     expect((await tokenWith(other)).statusCode).toBe(200);
   });
 });
+
+describe("a reload while the issuer cannot be reached", () => {
+  it("refuses (503 keys_unavailable) rather than trusting the keys loaded before it, and serves again once a fetch succeeds", async () => {
+    const first = await startLocalIssuerServer();
+    const port = Number(new URL(first.url).port);
+    const keys = first.issuer.keys;
+    const config = await testConfig(first.url);
+    let nowMs = Date.now();
+    const app = await buildApp(config, { logger: pino({ level: "silent" }), now: () => nowMs });
+    cleanup.push(() => app.close());
+    const token = await first.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "app",
+      audiences: [AUDIENCE],
+      nowMs,
+    });
+    expect((await tokenWith(app, token)).statusCode).toBe(200);
+
+    await first.close();
+    app.exchange.reload(config);
+    const refused = await tokenWith(app, token);
+    expect(refused.statusCode).toBe(503);
+    expect(refused.json()).toEqual({
+      errors: [
+        {
+          code: "UNAVAILABLE",
+          message: "the cluster's signing keys are not available right now",
+          detail: { reason: "keys_unavailable" },
+        },
+      ],
+    });
+
+    const again = await startLocalIssuerServer(port);
+    cleanup.push(() => again.close());
+    again.issuer.keys = keys;
+    // Past the retry back-off after the failed fetch (2 s), the next request fetches.
+    nowMs += 2_001;
+    expect((await tokenWith(app, token)).statusCode).toBe(200);
+  });
+});
+
+function tokenWith(app: Awaited<ReturnType<typeof buildApp>>, credential: string) {
+  return app.inject({
+    method: "GET",
+    url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull`,
+    headers: { authorization: basic(credential) },
+  });
+}
