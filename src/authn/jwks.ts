@@ -284,8 +284,9 @@ export class ClusterKeySet {
 
   /**
    * Whether the key with `fingerprint` (see {@link VerificationKey.fingerprint}) is in the key set now
-   * loaded (possibly stale). Never fetches: a key removed from the cluster's JWKS stops counting as soon
-   * as a refresh has loaded the new set.
+   * loaded (possibly stale), unless {@link invalidate} has been called since it was loaded. Never
+   * fetches: a key removed from the cluster's JWKS stops counting as soon as a refresh has loaded the
+   * new set, and every key stops counting at a reload until the set has been loaded again.
    */
   hasKey(fingerprint: string): boolean {
     const l = this.#loaded;
