@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import type { ClusterKeySet } from "./authn/jwks.js";
 import { createCacheStores } from "./cache/index.js";
 import type { RedisClient } from "./cache/redis.js";
+import type { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
 import { ExchangeError } from "./errors.js";
@@ -72,6 +73,8 @@ export interface AppContext {
   realm: TokenRealm;
   keySets: ClusterKeySet[];
   store: CacheStore;
+  /** Seals the cache entries of the config version in force (see `Runtime.sealer`). */
+  sealer: CacheSealer;
   signingKeys: ReadonlyMap<string, SigningKey>;
   /** The config version in force. */
   config: Config;
@@ -170,6 +173,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     getter: (): AppContext => ({
       realm: runtime.current.realm,
       keySets: runtime.current.keySets,
+      sealer: runtime.current.sealer,
       signingKeys: runtime.current.signingKeys,
       config: runtime.current.config,
       version: runtime.current.version,

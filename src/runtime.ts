@@ -7,14 +7,20 @@
  *   config throws and the old version keeps serving;
  * - a request runs on the version current when its realm call began (routes reach the realm through
  *   {@link RuntimeHolder.realmHandle}, which binds each call to the version current at that moment);
- * - cluster key sets whose cluster config did not change are carried over with their cached keys;
- *   removed ones are closed after a grace period;
+ * - cluster key sets whose cluster config and trust source (`trustSource`: the content of a `jwksFile`
+ *   or `caFile` included) did not change, under the same cache sealer, are carried over but invalidated:
+ *   nothing verifies with them until a fetch sent after the reload (a re-read `jwksFile`, a refreshed
+ *   remote JWKS; never a shared Redis copy requested before the reload) has succeeded, so a reload
+ *   revokes every key the operator removed. Removed key sets are closed after a grace period;
+ * - the cache sealer ({@link Runtime.sealer}) is derived from the registry signing keys: a reload that
+ *   changes them makes every sealed cache entry a miss;
  * - `server.*`, `cache.*` and `rateLimit.*` are fixed for the life of the process: a reload that changes
  *   them applies everything else and logs that those keys need a restart.
  */
 import type { Logger } from "pino";
-import { ClusterKeySet } from "./authn/jwks.js";
+import { ClusterKeySet, trustSource } from "./authn/jwks.js";
 import { ServiceAccountVerifier } from "./authn/verify.js";
+import { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
 import { CredentialProviderExchange } from "./credential-provider/exchange.js";
@@ -37,6 +43,14 @@ export interface Runtime {
    */
   publishedKeys: ReadonlyMap<string, readonly PublishedKey[]>;
   keySets: ClusterKeySet[];
+  /**
+   * Seals what this version stores in the cache (identities, registry tokens, shared key sets, unknown-
+   * `kid` markers; `cache/seal.ts`). Its secret is derived (`CacheSealer.fromKeyMaterial`) from every
+   * registry signing key's private PKCS#8 DER, sorted by `kid`: every replica sharing a Redis holds these
+   * keys, and whoever holds them can mint registry tokens anyway, so a Redis reader or writer without
+   * them can neither read nor forge an entry.
+   */
+  sealer: CacheSealer;
   realm: TokenRealm;
   credentialProvider: CredentialProviderExchange;
 }
@@ -78,14 +92,21 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     }),
   );
   const policy = loadPolicy(config, (warning) => base.logger.warn(`config warning: ${warning}`));
-  const reusable = new Map(previous?.keySets.map((ks) => [JSON.stringify(ks.cluster), ks]));
+  const sealer = sealerFor(signingKeys);
+  // A key set is reused only under the same sealer (its shared entries are sealed with it) and for the
+  // same config and trust source; the caller invalidates reused ones (see the reload contract).
+  const sameSealer = previous !== undefined && sealerId(previous.sealer) === sealerId(sealer);
+  const reusable = new Map(
+    sameSealer ? previous.keySets.map((ks) => [JSON.stringify([ks.cluster, ks.source]), ks]) : [],
+  );
   const keySets = config.clusters.map(
     (c) =>
-      reusable.get(JSON.stringify(c)) ??
+      reusable.get(JSON.stringify([c, trustSource(c)])) ??
       new ClusterKeySet(c, {
         logger: base.logger,
         now: base.now,
         shared: base.shared,
+        sealer,
         onFetch: base.metrics.onJwksFetch,
       }),
   );
@@ -97,6 +118,7 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     signingKeys,
     verificationKeys: publishedKeys,
     store: base.store,
+    sealer,
     logger: base.logger,
     now: base.now,
     onIssue: base.metrics.onIssue,
@@ -116,9 +138,21 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     signingKeys,
     publishedKeys,
     keySets,
+    sealer,
     realm,
     credentialProvider,
   };
+}
+
+/** The cache sealer of a set of signing keys (see {@link Runtime.sealer}). */
+function sealerFor(signingKeys: ReadonlyMap<string, SigningKey>): CacheSealer {
+  const keys = [...signingKeys.values()].sort((a, b) => (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0));
+  return CacheSealer.fromKeyMaterial(keys.map((k) => k.privateKey.export({ format: "der", type: "pkcs8" })));
+}
+
+/** Identifies a sealer's secret without revealing it (an HMAC under it). */
+function sealerId(sealer: CacheSealer): string {
+  return sealer.key("sealer-id", "");
 }
 
 /** Holds the current {@link Runtime} and swaps it on reload. */
@@ -162,7 +196,11 @@ export class RuntimeHolder {
         for (const ks of retired) ks.close().catch(() => {});
       }, RETIRE_GRACE_MS).unref();
     }
-    for (const ks of next.keySets) if (!old.keySets.includes(ks)) ks.refresh().catch(() => {});
+    // A reused key set may trust a key the operator just removed: it serves nothing until re-fetched.
+    for (const ks of next.keySets) {
+      if (old.keySets.includes(ks)) ks.invalidate();
+      else ks.refresh().catch(() => {});
+    }
     return { version: next.version, needsRestart: [...needsRestart] };
   }
 

@@ -8,12 +8,21 @@
  * - unknown-`kid` re-fetches draw from a token bucket (burst `unknownKidBurst`, one more every
  *   `unknownKidRefillSeconds`); a `kid` still unknown after a fresh fetch is remembered as unknown for
  *   `unknownKidRefillSeconds`;
- * - when a fetch fails, the last good key set keeps serving for up to `maxStaleSeconds`.
+ * - when a fetch fails, the last good key set keeps serving for up to `maxStaleSeconds`;
+ * - after {@link ClusterKeySet.invalidate} (a config reload) the loaded set no longer counts: nothing
+ *   verifies until a fetch sent after the invalidation succeeds, so a key removed from a `jwksFile` or
+ *   from the issuer's JWKS stops verifying with the reload (default deny while the fetch fails).
+ *
+ * Shared (Redis) copies are bound to the exact trust source ({@link trustSource}: issuer, discovery URL
+ * or `jwksUri`, CA file content) in their key name and, sealed with the service secret
+ * (`cache/seal.ts`), in their value: a copy fetched from another source, or written by someone without
+ * the secret, is never adopted. Key sets read from a `jwksFile` are never shared: the file is the source.
  */
-import { createPublicKey, type JsonWebKeyInput, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, type JsonWebKeyInput, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { type CacheStore, secretKey } from "../cache/store.js";
+import type { CacheSealer } from "../cache/seal.js";
+import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError } from "../errors.js";
 import { JsonFetcher } from "./fetch.js";
@@ -60,6 +69,33 @@ export function keyFitsAlg(key: VerificationKey, alg: string): boolean {
   if (alg.startsWith("RS") || alg.startsWith("PS")) return key.kty === "RSA";
   if (alg.startsWith("ES")) return key.kty === "EC" && key.crv === CURVE_FOR_ALG[alg];
   return false;
+}
+
+/**
+ * The exact source a cluster's keys are trusted from, as a JSON string: issuer, discovery URL or
+ * `jwksUri` (or the `jwksFile` path), and the SHA-256 of the content of `jwksFile` and `caFile` (a file
+ * that cannot be read hashes as `unreadable`). Two configs with the same source trust the same keys; a
+ * reload reuses a key set only for the same source, and a shared (Redis) copy is adopted only by a
+ * replica with the same source.
+ */
+export function trustSource(cluster: ClusterConfig): string {
+  const fileHash = (file: string | undefined): string | null => {
+    if (file === undefined) return null;
+    try {
+      return createHash("sha256").update(readFileSync(file)).digest("base64url");
+    } catch {
+      return "unreadable";
+    }
+  };
+  return JSON.stringify({
+    issuer: cluster.issuer,
+    discoveryUrl: cluster.jwksUri || cluster.jwksFile ? null : (cluster.discoveryUrl ?? null),
+    jwksUri: cluster.jwksUri ?? null,
+    allowCrossHostJwksUri: cluster.allowCrossHostJwksUri ?? false,
+    jwksFile: cluster.jwksFile ?? null,
+    jwksFileSha256: fileHash(cluster.jwksFile),
+    caFileSha256: fileHash(cluster.caFile),
+  });
 }
 
 /**
@@ -133,6 +169,11 @@ export interface KeySetDeps {
    * remembered for all. Read directly (never through a memory tier) so a newer document is seen at once.
    */
   shared?: CacheStore | undefined;
+  /**
+   * Seals what is shared in Redis (key sets, unknown-`kid` markers) with the service secret; the
+   * shared tier is used only with a sealer (and never for a `jwksFile` cluster).
+   */
+  sealer?: CacheSealer | undefined;
   /** Clock in epoch milliseconds (frozen in tests). */
   now?: () => number;
   /** Called after every fetch attempt, for metrics. */
@@ -151,10 +192,14 @@ interface Loaded {
   /** When the fetch completed, epoch ms. */
   fetchedAt: number;
   expiresAt: number;
+  /** The {@link ClusterKeySet.invalidate} epoch the set was loaded in; an older one does not count. */
+  epoch: number;
 }
 
-/** What replicas share per cluster in the Redis tier. */
+/** What replicas share per cluster in the Redis tier (sealed). */
 interface SharedKeySet {
+  /** {@link trustSource} of the replica that fetched it: adopted only by a replica with the same. */
+  source: string;
   jwks: unknown;
   /** See {@link Loaded.requestedAt}; absent in sets written by older versions (never proof of a miss). */
   requestedAt?: number;
@@ -183,6 +228,14 @@ export class ClusterKeySet {
   readonly #unknownKids = new Map<string, number>();
   /** Incremented each time a key set is accepted (fetched or adopted). */
   #generation = 0;
+  /** Incremented by {@link invalidate}: a set loaded in an earlier epoch no longer counts. */
+  #epoch = 0;
+  /** When the last {@link invalidate} happened, epoch ms: a shared copy requested earlier is not adopted. */
+  #invalidatedAt = 0;
+  /** The {@link trustSource} this set was built for. */
+  readonly source: string;
+  /** The shared tier and its sealer, when key sets are shared (remote sources only). */
+  readonly #sharing: { store: CacheStore; sealer: CacheSealer; id: string } | undefined;
   /** Number of fetches started (discovery + JWKS count as one), for tests and metrics. */
   fetchCount = 0;
 
@@ -207,15 +260,54 @@ export class ClusterKeySet {
         });
     this.#tokens = cluster.jwks.unknownKidBurst;
     this.#tokensAt = this.#deps.now();
+    this.source = trustSource(cluster);
+    this.#sharing =
+      deps.shared && deps.sealer && !cluster.jwksFile
+        ? {
+            store: deps.shared,
+            sealer: deps.sealer,
+            id: deps.sealer.key("jwks-source", this.source).slice(0, 32),
+          }
+        : undefined;
+  }
+
+  /**
+   * Makes the key set now loaded stop counting (a config reload: the operator may have removed a key
+   * from the `jwksFile` or from the issuer's JWKS): {@link hasKey} answers false and no token verifies
+   * until a fetch sent after this call has succeeded (a shared copy requested before is not adopted).
+   * Starts that fetch in the background. Never throws.
+   */
+  invalidate(): void {
+    this.#epoch++;
+    this.#invalidatedAt = this.#deps.now();
+    this.#unknownKids.clear();
+    this.refresh(this.#invalidatedAt + 1).catch(() => {});
+  }
+
+  /**
+   * Whether the key with `fingerprint` is trusted now, loading the key set first when none counts
+   * (after a restart or a reload) and, when the fingerprint is not in it, re-fetching once within the
+   * unknown-`kid` budget (another replica may have seen a newer set). Used for derived credentials,
+   * which name the cluster key that vouched for their source token.
+   * @throws {ExchangeError} `keys_unavailable` when no key set can be loaded
+   */
+  async trustsKey(fingerprint: string): Promise<boolean> {
+    const has = (l: Loaded) => l.keys.some((k) => k.fingerprint === fingerprint);
+    const loaded = await this.#current();
+    if (has(loaded)) return true;
+    const fresh = await this.#refreshedSince(this.#deps.now(), has);
+    return fresh !== undefined && fresh.epoch === this.#epoch && has(fresh);
   }
 
   /**
    * Whether the key with `fingerprint` (see {@link VerificationKey.fingerprint}) is in the key set now
-   * loaded (possibly stale). Never fetches: a key removed from the cluster's JWKS stops counting as soon
-   * as a refresh has loaded the new set.
+   * loaded (possibly stale), unless {@link invalidate} has been called since it was loaded. Never
+   * fetches: a key removed from the cluster's JWKS stops counting as soon as a refresh has loaded the
+   * new set, and every key stops counting at a reload until the set has been loaded again.
    */
   hasKey(fingerprint: string): boolean {
-    return this.#loaded?.keys.some((k) => k.fingerprint === fingerprint) ?? false;
+    const l = this.#loaded;
+    return l !== undefined && l.epoch === this.#epoch && l.keys.some((k) => k.fingerprint === fingerprint);
   }
 
   /**
@@ -227,7 +319,8 @@ export class ClusterKeySet {
   refreshIfDue(): void {
     const now = this.#deps.now();
     const l = this.#loaded;
-    if (this.#inflight !== undefined || (l !== undefined && now < l.expiresAt) || now < this.#nextRetryAt) {
+    const counts = l !== undefined && l.epoch === this.#epoch;
+    if (this.#inflight !== undefined || (counts && now < l.expiresAt) || now < this.#nextRetryAt) {
       return;
     }
     this.refresh().catch(() => {});
@@ -261,7 +354,7 @@ export class ClusterKeySet {
       const now = this.#deps.now();
       const knownUnknownUntil = this.#unknownKids.get(kid);
       if (knownUnknownUntil !== undefined && knownUnknownUntil > now) return [];
-      if (this.#deps.shared && (await this.#deps.shared.get(this.#unknownKey(kid))) !== undefined) return [];
+      if (await this.#sharedUnknown(kid)) return [];
       const fresh = await this.#refreshedSince(now, (l) => l.keys.some((k) => k.kid === kid));
       if (fresh === undefined) return [];
       loaded = fresh;
@@ -272,7 +365,7 @@ export class ClusterKeySet {
         const ttlMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
         if (this.#unknownKids.size > 10_000) this.#unknownKids.clear();
         this.#unknownKids.set(kid, this.#deps.now() + ttlMs);
-        await this.#deps.shared?.set(this.#unknownKey(kid), "1", ttlMs);
+        await this.#markSharedUnknown(kid, ttlMs);
       }
     }
     return found.filter((k) => keyFitsAlg(k, alg));
@@ -336,6 +429,7 @@ export class ClusterKeySet {
   async #current(): Promise<Loaded> {
     const now = this.#deps.now();
     const l = this.#loaded;
+    if (l && l.epoch !== this.#epoch) return this.#reloaded(now);
     if (l && now < l.expiresAt) return l;
     const maxStaleMs = this.cluster.jwks.maxStaleSeconds * 1000;
     if (l) {
@@ -346,17 +440,66 @@ export class ClusterKeySet {
       }
     }
     if (this.#inflight !== undefined) return this.#inflight;
-    if (now < this.#nextRetryAt && this.#lastError !== undefined) {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: { cluster: this.cluster.name, reason: this.#lastError },
-        retryAfterSeconds: Math.max(1, Math.ceil((this.#nextRetryAt - now) / 1000)),
-      });
-    }
+    if (now < this.#nextRetryAt && this.#lastError !== undefined) throw this.#unavailable(now);
     return this.refresh();
   }
 
+  /**
+   * After {@link invalidate}: a set loaded in the current epoch, waiting for (or starting) a fetch sent
+   * after the invalidation. A fetch that was in flight before it does not count; the old set never serves.
+   */
+  async #reloaded(now: number): Promise<Loaded> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      if (this.#inflight === undefined && now < this.#nextRetryAt && this.#lastError !== undefined) {
+        throw this.#unavailable(now);
+      }
+      const loaded = await this.refresh(this.#invalidatedAt + 1);
+      if (loaded.epoch === this.#epoch) return loaded;
+    }
+    throw this.#unavailable(now);
+  }
+
+  #unavailable(now: number): ExchangeError {
+    return new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+      logDetail: { cluster: this.cluster.name, reason: this.#lastError ?? "key set reloading" },
+      retryAfterSeconds: Math.max(1, Math.ceil((this.#nextRetryAt - now) / 1000)),
+    });
+  }
+
+  /**
+   * Shared unknown-`kid` marker: named by an HMAC of the trust source and the `kid`, its value sealed to
+   * that name, so someone who can write Redis but lacks the service secret cannot mark a real `kid`
+   * unknown (which would delay a rotation's new key) nor learn which `kid`s were tried.
+   */
   #unknownKey(kid: string): string {
-    return `jwks-unknown:${this.cluster.name}:${secretKey(kid).slice(0, 32)}`;
+    const s = this.#sharing!;
+    return `jwks-unknown:${this.cluster.name}:${s.sealer.key("jwks-unknown", `${this.source}\u0000${kid}`)}`;
+  }
+
+  async #sharedUnknown(kid: string): Promise<boolean> {
+    const s = this.#sharing;
+    if (!s) return false;
+    const name = this.#unknownKey(kid);
+    return s.sealer.open(name, await s.store.get(name)) === "unknown";
+  }
+
+  async #markSharedUnknown(kid: string, ttlMs: number): Promise<void> {
+    const s = this.#sharing;
+    if (!s) return;
+    const name = this.#unknownKey(kid);
+    await s.store.set(name, s.sealer.seal(name, "unknown"), ttlMs);
+  }
+
+  /**
+   * The cache key (before the store's prefix) of this set's shared copy: `jwks:<cluster>:<HMAC of its
+   * trust source>`; `undefined` when the set is not shared (no Redis, or a `jwksFile`).
+   */
+  get sharedName(): string | undefined {
+    return this.#sharing ? `jwks:${this.cluster.name}:${this.#sharing.id}` : undefined;
+  }
+
+  #sharedName(): string {
+    return this.sharedName!;
   }
 
   /**
@@ -366,12 +509,15 @@ export class ClusterKeySet {
    * and fetches itself after the wait (one more fetch, never a wrong answer).
    */
   async #load(since: number): Promise<Loaded> {
-    const shared = this.#deps.shared;
-    if (!shared) return this.#fetch();
-    const before = this.#loaded?.fetchedAt ?? 0;
+    const sharing = this.#sharing;
+    if (!sharing) return this.#fetch();
+    const shared = sharing.store;
+    // After a reload, only what was requested after it (a copy from before may list a removed key).
+    since = Math.max(since, this.#invalidatedAt > 0 ? this.#invalidatedAt + 1 : 0);
+    const before = this.#loaded?.epoch === this.#epoch ? this.#loaded.fetchedAt : 0;
     const adopted = await this.#adoptShared(before, since);
     if (adopted) return adopted;
-    const lockKey = `jwks-lock:${this.cluster.name}`;
+    const lockKey = `jwks-lock:${this.cluster.name}:${sharing.id}`;
     const won = await shared.setIfAbsent(lockKey, String(process.pid), FETCH_LOCK_MS);
     if (!won) {
       const deadline = Date.now() + Math.min(this.cluster.fetch.timeoutMs, 3_000);
@@ -385,14 +531,16 @@ export class ClusterKeySet {
     try {
       const loaded = await this.#fetch();
       const doc: SharedKeySet = {
+        source: this.source,
         jwks: loaded.raw,
         requestedAt: loaded.requestedAt,
         fetchedAt: loaded.fetchedAt,
         expiresAt: loaded.expiresAt,
       };
+      const name = this.#sharedName();
       await shared.set(
-        `jwks:${this.cluster.name}`,
-        JSON.stringify(doc),
+        name,
+        sharing.sealer.seal(name, JSON.stringify(doc)),
         this.cluster.jwks.maxStaleSeconds * 1000 || 1,
       );
       return loaded;
@@ -402,11 +550,15 @@ export class ClusterKeySet {
   }
 
   /**
-   * Adopts the shared key set when it is newer than `after` (its `fetchedAt`), still fresh, and (with
-   * `since` > 0) requested at or after `since`.
+   * Adopts the shared key set when it opens with the service secret, was fetched from this set's exact
+   * trust source, is newer than `after` (its `fetchedAt`), still fresh, and (with `since` > 0) requested
+   * at or after `since`.
    */
   async #adoptShared(after: number, since: number): Promise<Loaded | undefined> {
-    const text = await this.#deps.shared?.get(`jwks:${this.cluster.name}`);
+    const sharing = this.#sharing;
+    if (!sharing) return undefined;
+    const name = this.#sharedName();
+    const text = sharing.sealer.open(name, await sharing.store.get(name));
     if (text === undefined) return undefined;
     let doc: SharedKeySet;
     try {
@@ -414,6 +566,7 @@ export class ClusterKeySet {
     } catch {
       return undefined;
     }
+    if (doc === null || typeof doc !== "object" || doc.source !== this.source) return undefined;
     if (!(doc.fetchedAt > after) || !(doc.expiresAt > this.#deps.now())) return undefined;
     const requestedAt = typeof doc.requestedAt === "number" ? doc.requestedAt : 0;
     if (since > 0 && !(requestedAt >= since)) return undefined;
@@ -430,12 +583,15 @@ export class ClusterKeySet {
       requestedAt,
       fetchedAt: doc.fetchedAt,
       expiresAt: doc.expiresAt,
+      epoch: this.#epoch,
     };
     this.#accept(loaded);
     return loaded;
   }
 
   #accept(loaded: Loaded): void {
+    // A fetch sent before an invalidation never replaces a set loaded after it.
+    if (loaded.epoch !== this.#epoch && this.#loaded?.epoch === this.#epoch) return;
     this.#generation++;
     if (this.#lastError !== undefined) {
       this.#deps.logger.info(
@@ -467,6 +623,7 @@ export class ClusterKeySet {
     const log = this.#deps.logger;
     this.fetchCount++;
     const requestedAt = this.#deps.now();
+    const epoch = this.#epoch;
     try {
       let doc: unknown;
       let maxAge: number | undefined;
@@ -515,7 +672,14 @@ export class ClusterKeySet {
         c.jwks.maxTtlSeconds,
         Math.max(c.jwks.minTtlSeconds, maxAge ?? c.jwks.minTtlSeconds),
       );
-      const loaded: Loaded = { keys, raw: doc, requestedAt, fetchedAt: now, expiresAt: now + ttl * 1000 };
+      const loaded: Loaded = {
+        keys,
+        raw: doc,
+        requestedAt,
+        fetchedAt: now,
+        expiresAt: now + ttl * 1000,
+        epoch,
+      };
       this.#accept(loaded);
       this.#deps.onFetch?.(c.name, "ok");
       log.debug({ cluster: c.name, keys: keys.length, ttlSeconds: ttl }, "cluster keys loaded");

@@ -9,7 +9,7 @@
  */
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import type { ClusterKeySet } from "./jwks.js";
+import type { ClusterKeySet, VerificationKey } from "./jwks.js";
 import {
   type ClaimFailure,
   checkClaims,
@@ -19,6 +19,7 @@ import {
   JwsFormatError,
   verifyJwsSignature,
 } from "./jws.js";
+import { kubernetesKeyId } from "./kid.js";
 
 /** A verified Kubernetes workload identity. */
 export interface Identity {
@@ -53,6 +54,13 @@ export interface Identity {
    * that signed an exchange credential or refresh token (checked by the realm).
    */
   verificationKey?: string | undefined;
+  /**
+   * The cluster key that vouched for the service-account token this identity comes from, directly or
+   * through an exchange credential or refresh token: its fingerprint ({@link VerificationKey.fingerprint},
+   * base64url SHA-256 of the DER SubjectPublicKeyInfo). Every use of the identity, cached or derived,
+   * requires this key to be in the cluster's trusted key set ({@link ServiceAccountVerifier.stillTrusted}).
+   */
+  clusterKey?: string | undefined;
   /**
    * Service-account annotations passed through by kubelet (`CredentialProviderRequest.
    * serviceAccountAnnotations`, KEP-4412), carried by exchange credentials. Asserted by the caller of
@@ -121,15 +129,27 @@ export class ServiceAccountVerifier {
 
   /**
    * Whether an identity verified earlier (and cached) may still be used: its cluster is still trusted
-   * and, for a service-account token, the key that verified it is still in the cluster's key set now
-   * loaded. A key removed from the cluster's JWKS (a rotation, a compromised key) thus stops admitting
-   * even tokens already seen, as soon as a refresh has loaded the new set. Never fetches.
+   * and the cluster key that vouched for it ({@link Identity.clusterKey}) is in the cluster's key set now
+   * loaded and current (see `ClusterKeySet.invalidate`). A key removed from the cluster's JWKS or
+   * `jwksFile` (a rotation, a compromised key) thus stops admitting tokens already seen and credentials
+   * derived from them, as soon as a refresh or reload has loaded the new set. An identity that names no
+   * cluster key is not trusted. Never fetches: a `false` is a cache miss, and the caller verifies afresh.
    */
   stillTrusted(identity: Identity): boolean {
     const keySet = this.#byName.get(identity.cluster);
-    if (!keySet) return false;
-    const key = identity.verificationKey;
-    return key === undefined || key.startsWith(OWN_KEY_PREFIX) || keySet.hasKey(key);
+    const key = identity.clusterKey;
+    return keySet !== undefined && key !== undefined && keySet.hasKey(key);
+  }
+
+  /**
+   * Whether the cluster key a derived credential names ({@link Identity.clusterKey}) is trusted now,
+   * loading the cluster's key set when none is current (unlike {@link stillTrusted}).
+   * @throws {ExchangeError} `keys_unavailable` when the cluster's keys cannot be loaded
+   */
+  async trustsClusterKey(identity: Identity): Promise<boolean> {
+    const keySet = this.#byName.get(identity.cluster);
+    const key = identity.clusterKey;
+    return keySet !== undefined && key !== undefined && (await keySet.trustsKey(key));
   }
 
   /**
@@ -217,9 +237,15 @@ export class ServiceAccountVerifier {
     });
     if (failure) throw claimError(failure, cluster, accepted);
     const identity = toIdentity(payload, cluster, nowMs);
-    if (key.fingerprint !== undefined) identity.verificationKey = key.fingerprint;
+    identity.verificationKey = keyFingerprint(key);
+    identity.clusterKey = identity.verificationKey;
     return identity;
   }
+}
+
+/** The fingerprint of a cluster key ({@link VerificationKey.fingerprint}), computed when absent. */
+function keyFingerprint(key: VerificationKey): string {
+  return key.fingerprint ?? kubernetesKeyId(key.key);
 }
 
 /**

@@ -3,8 +3,9 @@
  *
  * Contract: a store is an optimisation, never a source of truth for authorization. Every method may fail
  * or time out; callers treat a failure as a miss (`get` -> `undefined`, `set` -> ignored), so a cache
- * error can only cost a re-verification, never grant access. Keys derived from secrets are SHA-256 hashes
- * ({@link secretKey}); values are JSON strings.
+ * error can only cost a re-verification, never grant access. Entries that could carry a credential or
+ * trust are named and sealed by their owners with `cache/seal.ts` (HMAC names, AES-256-GCM values), so the
+ * store itself (Redis) is never trusted; values are strings.
  */
 import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";

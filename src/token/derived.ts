@@ -18,7 +18,9 @@
  *
  * Verification: explicit algorithm allowlist (the key's own algorithm), exact `typ`, `iss`, `aud`,
  * required `exp`/`nbf`/`iat`/`sub`/`jti`, a small clock leeway, then the identity claim is re-validated
- * (its cluster must still be configured, `sub` must agree).
+ * (its cluster must still be configured, `sub` must agree, and it must name the cluster key that vouched
+ * for the source token: `rte.source.key`). The caller (the realm) then requires that cluster key to be in
+ * the cluster's trusted key set on every use, so removing a cluster key revokes what it vouched for.
  */
 import { randomUUID } from "node:crypto";
 import {
@@ -117,15 +119,19 @@ interface IdentityClaim {
   pod?: { name: string; uid: string };
   node?: { name: string; uid: string };
   annotations?: Record<string, string>;
-  /** The credential it was derived from: its `jti` (if any), audiences and lifetime. */
-  source: { jti?: string; aud: string[]; iat: number; exp: number };
+  /**
+   * The credential it was derived from: its `jti` (if any), audiences, lifetime, and `key`, the
+   * fingerprint of the cluster key that verified it ({@link Identity.clusterKey}).
+   */
+  source: { jti?: string; aud: string[]; iat: number; exp: number; key: string };
 }
 
 /**
  * Signs a derived credential of `kind` for `registry` and `identity`.
  * @param expiresAt wanted `exp`, epoch seconds; cut to `identity.expiresAt` (never outlives its source)
  * @param nowMs current time, epoch milliseconds
- * @throws {ExchangeError} `token_expired` when the source credential has (practically) expired
+ * @throws {ExchangeError} `token_expired` when the source credential has (practically) expired;
+ *   `unknown_key` when `identity` names no cluster key ({@link Identity.clusterKey})
  */
 export async function mintDerived(
   kind: DerivedKind,
@@ -137,6 +143,12 @@ export async function mintDerived(
 ): Promise<DerivedCredential> {
   const iat = Math.floor(nowMs / 1000);
   const exp = Math.min(expiresAt, identity.expiresAt);
+  if (identity.clusterKey === undefined) {
+    throw new ExchangeError(
+      "unknown_key",
+      `the credential names no cluster key, so no ${DERIVED_KINDS[kind].label} can be derived from it`,
+    );
+  }
   if (exp <= iat) {
     throw new ExchangeError(
       "token_expired",
@@ -157,6 +169,7 @@ export async function mintDerived(
       aud: identity.audiences,
       iat: identity.issuedAt,
       exp: identity.expiresAt,
+      key: identity.clusterKey,
     },
   };
   const jti = randomUUID();
@@ -263,7 +276,9 @@ export async function verifyDerived(
     (c.annotations !== undefined && !isStringRecord(c.annotations)) ||
     typeof c.source !== "object" ||
     c.source === null ||
-    !Array.isArray(c.source.aud)
+    !Array.isArray(c.source.aud) ||
+    typeof c.source.key !== "string" ||
+    c.source.key === ""
   ) {
     throw fail(kind, "missing_claim", `has no valid "${CLAIM}" identity claim`);
   }
@@ -290,6 +305,7 @@ export async function verifyDerived(
     tokenId: typeof payload.jti === "string" ? payload.jti : undefined,
     annotations: c.annotations,
     verificationKey: `${OWN_KEY_PREFIX}${key.kid}`,
+    clusterKey: c.source.key,
   };
 }
 

@@ -6,13 +6,14 @@
 import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
+import { CacheSealer } from "../cache/seal.js";
 import { type CacheStore, secretKey } from "../cache/store.js";
 import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
 import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
-import { type DerivedKind, derivedKindOf, mintDerived, verifyDerived } from "./derived.js";
+import { DERIVED_KINDS, type DerivedKind, derivedKindOf, mintDerived, verifyDerived } from "./derived.js";
 import { type AccessEntry, mintRegistryToken } from "./mint.js";
 import type { PublishedKey, SigningKey } from "./signing.js";
 
@@ -95,6 +96,12 @@ export interface RealmDeps {
    */
   verificationKeys?: ReadonlyMap<string, readonly PublishedKey[]>;
   store: CacheStore;
+  /**
+   * Names and seals identity and token cache entries (`cache/seal.ts`), so a reader of the store finds
+   * no usable identity or token and a writer cannot forge one. Replicas that share a store must share
+   * its secret (`runtime.ts` derives it from the signing keys). Default: a random secret of this process.
+   */
+  sealer?: CacheSealer | undefined;
   logger: Logger;
   /** Clock, epoch milliseconds. */
   now?: () => number;
@@ -118,6 +125,7 @@ export class TokenRealm {
   readonly #trust: string;
   readonly #clusters: ReadonlySet<string>;
   readonly #now: () => number;
+  readonly #sealer: CacheSealer;
   readonly #subjects = new LRUCache<string, string>({ max: 50_000 });
   /** Identity-cache key suffix per verification scope (a few: one per registry and use). */
   readonly #scopeKeys = new Map<string, string>();
@@ -131,6 +139,7 @@ export class TokenRealm {
     this.#registries = new Map(deps.config.registries.map((r) => [r.service, r]));
     this.#clusters = new Set(deps.config.clusters.map((c) => c.name));
     this.#now = deps.now ?? Date.now;
+    this.#sealer = deps.sealer ?? CacheSealer.ephemeral();
     // Everything a verification depended on: a reload that changes any of it (a cluster removed, an issuer
     // or audience changed) makes every cached identity a miss, so it is verified again under the new trust.
     const cfg = deps.config;
@@ -169,8 +178,9 @@ export class TokenRealm {
   }
 
   /**
-   * Verifies a credential for use at `registry`, with a cache keyed by the credential's SHA-256 that never
-   * outlives it. As a `password`: an exchange credential of this registry (chosen by its `typ` header,
+   * Verifies a credential for use at `registry`, with a cache that never outlives it: entries are named
+   * by an HMAC of the credential and sealed to it (`cache/seal.ts`), so only a caller presenting the
+   * credential can read one, and a forged or altered entry is a miss. As a `password`: an exchange credential of this registry (chosen by its `typ` header,
    * see `derived.ts`), else a service-account token (the registry's `audiences` if set, else the
    * cluster's). As `refresh`: only a refresh token of this registry.
    * @throws {ExchangeError} credential errors from the verifiers, or `keys_unavailable`
@@ -221,11 +231,15 @@ export class TokenRealm {
     return mintDerived("exchange", key, registry, identity, expiresAt, this.#now());
   }
 
-  /** Routes a credential to its verifier; the unverified `typ` header only chooses which one. */
+  /**
+   * Routes a credential to its verifier; the unverified `typ` header only chooses which one. A derived
+   * credential is accepted only while the cluster key that vouched for its source token is still in the
+   * cluster's trusted key set (checked on every use: a cache hit checks it too, see #stillTrusted).
+   */
   async #verify(credential: string, registry: RegistryConfig, use: CredentialUse): Promise<Identity> {
     const kind: DerivedKind | undefined = derivedKindOf(credential);
-    const derived = (k: DerivedKind) =>
-      verifyDerived(
+    const derived = async (k: DerivedKind) => {
+      const identity = await verifyDerived(
         k,
         this.#deps.verificationKeys?.get(registry.service) ?? this.#deps.signingKeys.get(registry.service)!,
         registry,
@@ -233,6 +247,14 @@ export class TokenRealm {
         this.#clusters,
         this.#now(),
       );
+      if (!(await this.#deps.verifier.trustsClusterKey(identity))) {
+        throw new ExchangeError(
+          "unknown_key",
+          `${DERIVED_KINDS[k].label} was derived from a token signed by a key that cluster "${identity.cluster}" no longer trusts`,
+        );
+      }
+      return identity;
+    };
     if (use === "refresh") {
       if (kind !== "refresh") {
         throw new ExchangeError(
@@ -270,9 +292,9 @@ export class TokenRealm {
   }
 
   /**
-   * Whether a cached identity may still be used: its cluster and the key that verified it are still
-   * trusted (a cluster key still in the cluster's JWKS; for a credential this service derived, a key of
-   * `registry` still active or published).
+   * Whether a cached identity may still be used: its cluster and the cluster key that vouched for it
+   * (directly, or through the source token of a derived credential) are still trusted and, for a
+   * credential this service derived, the key of `registry` that signed it is still active or published.
    */
   #stillTrusted(identity: Identity, registry: RegistryConfig | undefined): boolean {
     if (!this.#deps.verifier.stillTrusted(identity)) return false;
@@ -296,9 +318,11 @@ export class TokenRealm {
       scopeKey = secretKey(`${scope}\u0000${this.#trust}`).slice(0, 16);
       if (this.#scopeKeys.size < 1_000) this.#scopeKeys.set(scope, scopeKey);
     }
-    const key = `id:${credentialHash}:${scopeKey}`;
+    // Named by an HMAC of the credential and sealed to it: a store reader learns nothing usable, and an
+    // entry written without the service secret (or for another credential) opens as a miss.
+    const key = `id:${this.#sealer.key("identity", credential)}:${scopeKey}`;
     const nowMs = this.#now();
-    const cached = parseCached<Identity>(await this.#deps.store.get(key));
+    const cached = parseCached<Identity>(this.#sealer.open(key, await this.#deps.store.get(key), credential));
     if (
       cached &&
       typeof cached.expiresAt === "number" &&
@@ -319,7 +343,9 @@ export class TokenRealm {
     this.stats.identityMisses++;
     const identity = await verify();
     const ttl = Math.min(identity.expiresAt * 1000 - nowMs, IDENTITY_CACHE_MAX_MS);
-    if (ttl > 0) await this.#deps.store.set(key, JSON.stringify(identity), ttl);
+    if (ttl > 0) {
+      await this.#deps.store.set(key, this.#sealer.seal(key, JSON.stringify(identity), credential), ttl);
+    }
     this.#subjects.set(credentialHash, subjectKey(identity), { ttl: Math.max(1, ttl) });
     return identity;
   }
@@ -442,7 +468,10 @@ export class TokenRealm {
     const key = this.#deps.signingKeys.get(registry.service)!;
     // The signing key's kid is part of the key: after a switch of signing keys (a rotation), a token
     // signed by the previous key is never handed out again, so the registry can stop trusting it at once.
-    const cacheKey = `tok:${secretKey(
+    // Named by an HMAC and sealed with the service secret: a store reader can neither use the token nor
+    // tell whose it is; an entry written without the secret, or moved to another name, is a miss.
+    const cacheKey = `tok:${this.#sealer.key(
+      "token",
       JSON.stringify([
         identity.cluster,
         identity.namespace,
@@ -457,7 +486,7 @@ export class TokenRealm {
     const now = Math.floor(nowMs / 1000);
     const halfTtl = registry.tokenTtlSeconds / 2;
     if (reuse) {
-      const hit = parseCached<CachedToken>(await this.#deps.store.get(cacheKey));
+      const hit = parseCached<CachedToken>(this.#sealer.open(cacheKey, await this.#deps.store.get(cacheKey)));
       if (
         hit &&
         typeof hit.token === "string" &&
@@ -486,7 +515,9 @@ export class TokenRealm {
       expiresAt: minted.expiresAt,
     };
     const reusableMs = (minted.expiresAt - halfTtl) * 1000 - nowMs;
-    if (reuse && reusableMs >= 1000) await this.#deps.store.set(cacheKey, JSON.stringify(entry), reusableMs);
+    if (reuse && reusableMs >= 1000) {
+      await this.#deps.store.set(cacheKey, this.#sealer.seal(cacheKey, JSON.stringify(entry)), reusableMs);
+    }
     return { ...entry, cached: false };
   }
 }

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClusterKeySet } from "../../src/authn/jwks.js";
 import { ServiceAccountVerifier } from "../../src/authn/verify.js";
 import { RedisStore } from "../../src/cache/redis.js";
+import { CacheSealer } from "../../src/cache/seal.js";
 import { LocalIssuer } from "../../src/local/issuer.js";
 import { AUDIENCE, testConfig } from "../helpers/fixtures.js";
 import { resolveTestRedis, type TestRedis } from "../helpers/redis.js";
@@ -96,8 +97,11 @@ describe("a rotation while a JWKS fetch is in flight", () => {
       const s = await slowIssuer();
       const prefix = `race-${process.pid}-${Date.now()}:`;
       const clients = [new Redis(redis.url), new Redis(redis.url)];
+      // Replicas share the cache sealer's secret (in the service: derived from the signing keys).
+      const sealer = CacheSealer.ephemeral();
       const [a, b] = clients.map(
-        (client) => new ClusterKeySet(s.cluster, { logger, shared: new RedisStore(client, prefix, logger) }),
+        (client) =>
+          new ClusterKeySet(s.cluster, { logger, shared: new RedisStore(client, prefix, logger), sealer }),
       ) as [ClusterKeySet, ClusterKeySet];
       const va = new ServiceAccountVerifier([a]);
       const vb = new ServiceAccountVerifier([b]);

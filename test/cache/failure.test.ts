@@ -6,7 +6,6 @@ import type { FastifyInstance } from "fastify";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
-import { secretKey } from "../../src/cache/store.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { AUDIENCE, basic, capturingLogger, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { freePort, SpawnedRedis } from "../helpers/redis.js";
@@ -96,7 +95,7 @@ describe("Redis killed mid-run, then back", () => {
     expect((await timedToken(app, sa)).res.statusCode).toBe(200);
     const client = new Redis(redis.url);
     cleanup.push(async () => client.disconnect());
-    const keys = await client.keys(`rte:id:${secretKey(sa)}*`);
+    const keys = await client.keys(`rte:id:${app.exchange.sealer.key("identity", sa)}*`);
     expect(keys).toHaveLength(1);
     expect(lines.filter((l) => l.includes("redis connected")).length).toBe(2);
   });
@@ -138,9 +137,14 @@ describe("cache errors never grant access", () => {
       headers: { authorization: basic(sa) },
     });
     expect(ok.statusCode).toBe(200);
-    const [realKey] = await client.keys(`rte:id:${secretKey(sa)}:*`);
+    const [realKey] = await client.keys(`rte:id:${app.exchange.sealer.key("identity", sa)}:*`);
     const suffix = realKey!.split(":").at(-1);
-    await client.set(`rte:id:${secretKey(forged)}:${suffix}`, "not json", "PX", 60_000);
+    await client.set(
+      `rte:id:${app.exchange.sealer.key("identity", forged)}:${suffix}`,
+      "not json",
+      "PX",
+      60_000,
+    );
     const res = await app.inject({
       method: "GET",
       url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull`,

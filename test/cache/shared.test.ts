@@ -10,6 +10,12 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { buildApp } from "../../src/app.js";
 import type { Config } from "../../src/config/schema.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
+import {
+  CP_AUDIENCE,
+  cpRequest,
+  credentialProviderOverrides,
+  REGISTRY_HOST,
+} from "../helpers/credential-provider.js";
 import { AUDIENCE, basic, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { resolveTestRedis, type TestRedis } from "../helpers/redis.js";
 
@@ -190,7 +196,7 @@ describe("a rotation seen by a replica whose keys are older than the shared set"
   // unknown kid adopted the shared key set because it was newer than its own, although it was fetched
   // before the rotation, and then remembered the new kid as unknown.
   it("fetches again instead of adopting a shared set fetched before the miss", async () => {
-    const [a, b, config] = await twoInstances(prefix, { rateLimit: { enabled: false } });
+    const [a, b] = await twoInstances(prefix, { rateLimit: { enabled: false } });
     apps.push(a, b);
     const good = await teamAToken();
     expect((await tokenRequest(a, good)).statusCode).toBe(200);
@@ -199,7 +205,7 @@ describe("a rotation seen by a replica whose keys are older than the shared set"
     // than b's, but still from before the rotation.
     const client = new Redis(redis.url);
     try {
-      await client.del(`${prefix}jwks:${config.clusters[0]!.name}`);
+      await client.del(`${prefix}${a.exchange.keySets[0]!.sharedName}`);
     } finally {
       client.disconnect();
     }
@@ -253,21 +259,90 @@ describe("token cache in a repeated-pull run", () => {
 });
 
 describe("cache hygiene", () => {
-  it("stores no token or credential in Redis in the clear", async () => {
-    const [a] = await twoInstances(prefix);
+  it("stores no token or credential in Redis, in the clear or encoded; identity and token entries are sealed", async () => {
+    const [a] = await twoInstances(prefix, await credentialProviderOverrides());
     apps.push(a);
     const sa = await teamAToken();
-    expect((await tokenRequest(a, sa)).statusCode).toBe(200);
+    const issued = await a.inject({
+      method: "GET",
+      url: `/token?service=${SERVICE}&scope=repository:team-a/app:pull&offline_token=true&client_id=test`,
+      headers: { authorization: basic(sa) },
+    });
+    expect(issued.statusCode).toBe(200);
+    const { token, refresh_token: refreshToken } = issued.json();
+    const podToken = await issuerServer.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: "puller",
+      audiences: [CP_AUDIENCE],
+    });
+    const cp = await a.inject({
+      method: "POST",
+      url: "/v1/credential-provider",
+      headers: { "content-type": "application/json" },
+      payload: JSON.stringify(cpRequest(podToken)),
+    });
+    expect(cp.statusCode).toBe(200);
+    const exchangeCredential: string = cp.json().auth[REGISTRY_HOST].password;
+    // Use each derived credential, so that its identity and a registry token are cached too.
+    const viaExchange = await tokenRequest(a, exchangeCredential, "repository:team-a/other:pull");
+    expect(viaExchange.statusCode).toBe(200);
+    const viaRefresh = await a.inject({
+      method: "POST",
+      url: "/token",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      payload: new URLSearchParams({
+        grant_type: "refresh_token",
+        refresh_token: refreshToken,
+        service: SERVICE,
+        client_id: "test",
+        scope: "repository:team-a/third:pull",
+      }).toString(),
+    });
+    expect(viaRefresh.statusCode).toBe(200);
+    const secrets: Record<string, string> = {
+      "service-account token": sa,
+      "pod token": podToken,
+      "registry token": token,
+      "registry token (exchange credential)": viaExchange.json().token,
+      "registry token (refresh grant)": viaRefresh.json().access_token,
+      "refresh token": refreshToken,
+      "exchange credential": exchangeCredential,
+    };
+    // Each secret, its three JWS parts, and its base64 / base64url encodings.
+    const forms = Object.entries(secrets).flatMap(([what, secret]) =>
+      [
+        secret,
+        ...secret.split("."),
+        Buffer.from(secret).toString("base64"),
+        Buffer.from(secret).toString("base64url"),
+      ].map((form) => ({ what, form })),
+    );
     const client = new Redis(redis.url);
     try {
       const keys = await client.keys(`${prefix}*`);
-      expect(keys.length).toBeGreaterThan(0);
+      const kinds = new Set(keys.map((k) => k.slice(prefix.length).split(":")[0]));
+      expect(kinds).toContain("id");
+      expect(kinds).toContain("tok");
+      expect(kinds).toContain("jwks");
       for (const k of keys) {
-        expect(k).not.toContain(sa.slice(0, 20));
-        const type = await client.type(k);
-        if (type === "string") expect(await client.get(k)).not.toContain(sa.slice(-40));
-        const ttl = await client.pttl(k);
-        expect(ttl).toBeGreaterThan(0);
+        const haystacks = [k];
+        if ((await client.type(k)) === "string") {
+          const v = (await client.get(k))!;
+          haystacks.push(v, Buffer.from(v, "base64").toString("latin1"));
+          const kind = k.slice(prefix.length).split(":")[0]!;
+          if (["id", "tok", "jwks"].includes(kind)) {
+            expect(v, k).toMatch(/^(\d+\|)?s1\.[A-Za-z0-9_-]+$/);
+          }
+          // No identity in the clear either.
+          expect(v, k).not.toMatch(/serviceAccount|namespace|team-a/);
+        }
+        for (const h of haystacks) {
+          expect(h, k).not.toMatch(/eyJ[A-Za-z0-9_-]{8,}\.eyJ/);
+          for (const { what, form } of forms) {
+            if (h.includes(form)) throw new Error(`${what} found in Redis entry ${k}`);
+          }
+        }
+        expect(await client.pttl(k)).toBeGreaterThan(0);
       }
     } finally {
       client.disconnect();

@@ -115,7 +115,14 @@ describe("POST /v1/credential-provider: the answer", () => {
         pod: sa["kubernetes.io"].pod,
         node: sa["kubernetes.io"].node,
         annotations: { "example.com/team": "a" },
-        source: { jti: sa.jti, aud: [CP_AUDIENCE], iat: NOW_S, exp: sa.exp },
+        // The cluster key that verified the token: its fingerprint is the Kubernetes key ID in its header.
+        source: {
+          jti: sa.jti,
+          aud: [CP_AUDIENCE],
+          iat: NOW_S,
+          exp: sa.exp,
+          key: decodeProtectedHeader(token).kid,
+        },
       },
     });
   });
@@ -159,6 +166,8 @@ describe("POST /v1/credential-provider: the answer", () => {
     const { cacheDuration, auth } = res.json();
     expect(cacheDuration).toBe("1m40s");
     const later = await testEnv(await credentialProviderOverrides(), { now: () => NOW + 100_000 });
+    // The same cluster, still trusting the key that signed the token the credential was derived from.
+    later.issuer.keys = [...env.issuer.keys];
     try {
       const used = await later.app.inject({
         method: "GET",

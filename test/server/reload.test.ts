@@ -38,7 +38,7 @@ async function granted(app: Awaited<ReturnType<typeof buildApp>>, sa: string): P
 }
 
 describe("app.exchange.reload", () => {
-  it("swaps policy atomically, keeps cached cluster keys, and refuses a bad config without changing anything", async () => {
+  it("swaps policy atomically, keeps the cluster key set (re-fetched), and refuses a bad config without changing anything", async () => {
     const issuer = await startLocalIssuerServer();
     cleanup.push(() => issuer.close());
     const v1 = await testConfig(issuer.url, { policy: { rules: PULL_ONLY }, cache: { reuseTokens: false } });
@@ -53,7 +53,8 @@ describe("app.exchange.reload", () => {
     expect(app.exchange.version).toBe(2);
     expect(await granted(app, sa)).toEqual(["pull", "push"]);
     expect(app.exchange.keySets[0]).toBe(keySet);
-    expect(issuer.issuer.served.jwks).toBe(1);
+    // The key set is carried over but re-fetched once: a reload revokes keys removed from the JWKS.
+    expect(issuer.issuer.served.jwks).toBe(2);
 
     const bad = await testConfig(issuer.url, {
       registries: [

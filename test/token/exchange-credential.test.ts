@@ -21,6 +21,8 @@ import { signingKeyFiles } from "../helpers/fixtures.js";
 const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 const NOW_S = NOW / 1000;
 const CLUSTERS = new Set(["prod"]);
+/** Fingerprint of the cluster key that verified the source token (a Kubernetes key ID). */
+const CLUSTER_KEY = "Qm9ndXMgY2x1c3RlciBrZXkgZmluZ2VycHJpbnQgMDAx";
 
 let key: SigningKey;
 let registry: RegistryConfig;
@@ -38,6 +40,8 @@ const identity: Identity = {
   issuedAt: NOW_S,
   tokenId: "5a8e2b56-0000-4000-a000-00000000000a",
   annotations: { "example.com/team": "a" },
+  verificationKey: CLUSTER_KEY,
+  clusterKey: CLUSTER_KEY,
 };
 
 beforeAll(async () => {
@@ -73,7 +77,7 @@ function validClaims(over: Record<string, unknown> = {}): Record<string, unknown
       cluster: "prod",
       namespace: "team-a",
       serviceAccount: identity.serviceAccount,
-      source: { aud: ["registry-token-exchange"], iat: NOW_S, exp: NOW_S + 600 },
+      source: { aud: ["registry-token-exchange"], iat: NOW_S, exp: NOW_S + 600, key: CLUSTER_KEY },
     },
     ...over,
   };
@@ -105,6 +109,17 @@ describe("mintDerived", () => {
     const shorter = await mintDerived("refresh", key, registry, identity, NOW_S + 120, NOW);
     expect(shorter.expiresAt).toBe(NOW_S + 120);
     expect(decodeProtectedHeader(shorter.token).typ).toBe("rte-refresh+jwt");
+  });
+
+  it("records the cluster key that vouched for the source token, and refuses an identity that names none", async () => {
+    const c = await mintDerived("refresh", key, registry, identity, NOW_S + 600, NOW);
+    expect((decodeJwt(c.token).rte as { source: { key: string } }).source.key).toBe(CLUSTER_KEY);
+    await expect(
+      mintDerived("exchange", key, registry, { ...identity, clusterKey: undefined }, NOW_S + 600, NOW),
+    ).rejects.toMatchObject({
+      code: "unknown_key",
+      message: "the credential names no cluster key, so no exchange credential can be derived from it",
+    });
   });
 
   it("refuses to derive from an expired credential", async () => {
@@ -209,6 +224,21 @@ describe("verifyDerived", () => {
     [
       "no identity claim",
       () => sign(validClaims({ rte: undefined })),
+      NOW,
+      "missing_claim",
+      'exchange credential has no valid "rte" identity claim',
+    ],
+    [
+      "no cluster key that vouched for the source token (minted before it was recorded)",
+      () =>
+        sign(
+          validClaims({
+            rte: {
+              ...(validClaims().rte as object),
+              source: { aud: ["registry-token-exchange"], iat: NOW_S, exp: NOW_S + 600 },
+            },
+          }),
+        ),
       NOW,
       "missing_claim",
       'exchange credential has no valid "rte" identity claim',
