@@ -86,7 +86,7 @@ const unknownKey = (kid: string) => ({
   errors: [
     {
       code: "UNAUTHORIZED",
-      message: `token signed by unknown key with ID "${kid}" for cluster "test"`,
+      message: `token signed by unknown key with ID "${kid}"`,
       detail: { reason: "unknown_key" },
     },
   ],

@@ -158,7 +158,7 @@ describe.each([
     const unknownKey = dockerError(
       "UNAUTHORIZED",
       "unknown_key",
-      `token signed by unknown key with ID "${removedKid}" for cluster "test"`,
+      `token signed by unknown key with ID "${removedKid}"`,
     );
     for (const token of [unseen, seen]) {
       const res = await tokenWith(token);
