@@ -14,7 +14,9 @@
  */
 import type { Logger } from "pino";
 import { ClusterKeySet } from "./authn/jwks.js";
+import { ClusterReviewer } from "./authn/review.js";
 import { ServiceAccountVerifier } from "./authn/verify.js";
+import { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
 import { CredentialProviderExchange } from "./credential-provider/exchange.js";
@@ -39,6 +41,14 @@ export interface Runtime {
   keySets: ClusterKeySet[];
   realm: TokenRealm;
   credentialProvider: CredentialProviderExchange;
+  /**
+   * Seals cache entries and secrets (`cache/seal.ts`) with the service-side secret: derived from every
+   * registry signing private key (PKCS#8 DER, sorted by `kid`), so every replica with the same keys
+   * shares it.
+   */
+  sealer: CacheSealer;
+  /** TokenReview and ServiceAccount reads for the clusters that ask the API server (`authn/review.ts`). */
+  reviewer: ClusterReviewer;
 }
 
 /** What stays the same across config versions. */
@@ -90,6 +100,20 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
       }),
   );
   const verifier = new ServiceAccountVerifier(keySets, { now: base.now });
+  const sealer = CacheSealer.fromKeyMaterial(
+    [...signingKeys.values()]
+      .sort((a, b) => (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0))
+      .map((k) => k.privateKey.export({ type: "pkcs8", format: "der" })),
+  );
+  const reviewer = new ClusterReviewer({
+    config,
+    store: base.store,
+    sealer,
+    logger: base.logger,
+    now: base.now,
+    onApiCall: base.metrics.onKubeApiCall,
+    onCacheLookup: base.metrics.onReviewCacheLookup,
+  });
   const realm = new TokenRealm({
     config,
     verifier,
@@ -101,6 +125,7 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     now: base.now,
     onIssue: base.metrics.onIssue,
     stats: previous?.realm.stats,
+    reviewer,
   });
   const credentialProvider = new CredentialProviderExchange({
     config,
@@ -118,6 +143,8 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     keySets,
     realm,
     credentialProvider,
+    sealer,
+    reviewer,
   };
 }
 
@@ -162,13 +189,14 @@ export class RuntimeHolder {
         for (const ks of retired) ks.close().catch(() => {});
       }, RETIRE_GRACE_MS).unref();
     }
+    setTimeout(() => old.reviewer.close().catch(() => {}), RETIRE_GRACE_MS).unref();
     for (const ks of next.keySets) if (!old.keySets.includes(ks)) ks.refresh().catch(() => {});
     return { version: next.version, needsRestart: [...needsRestart] };
   }
 
   /** Closes every key set of the current runtime. */
   async close(): Promise<void> {
-    await Promise.all(this.#current.keySets.map((ks) => ks.close()));
+    await Promise.all([...this.#current.keySets.map((ks) => ks.close()), this.#current.reviewer.close()]);
   }
 }
 

@@ -8,7 +8,8 @@
  *   from memory. While shutting down, fastify answers 503 (`return503OnClosing`). Each call also starts
  *   a background re-fetch of key sets that are missing or expired (within the retry back-off): a replica
  *   that started while a cluster's keys could not be fetched receives no token request until it is ready,
- *   so the readiness probe is what retries.
+ *   so the readiness probe is what retries. `apiServers` shows, per cluster that talks to its API server
+ *   (TokenReview, ServiceAccount reads), the state last seen (`ok`, `failing` with the failure, `unknown`).
  */
 import type { FastifyInstance } from "fastify";
 import type { ClusterKeySet } from "../authn/jwks.js";
@@ -20,6 +21,7 @@ export function registerHealthRoutes(
   currentKeySets: () => readonly ClusterKeySet[],
   store: CacheStore,
   now: () => number = Date.now,
+  reviewStatus: () => Record<string, unknown> = () => ({}),
 ): void {
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
@@ -49,6 +51,9 @@ export function registerHealthRoutes(
         clusters,
         signingKeys,
         cache: { kind: store.kind, state: cache },
+        // Detail only: a failing API server refuses the clusters that need it (fail closed) but leaves
+        // the replica ready for the others (docs/tokenreview.md).
+        apiServers: reviewStatus(),
       });
   });
 }

@@ -7,7 +7,9 @@
  *
  * Both are compact JWS signed with the registry's own signing key, bound to one identity (cluster,
  * namespace, service account and its uid, pod, node, annotations) and one registry `service`, and never
- * valid past the credential they were derived from. What keeps them apart from registry bearer tokens,
+ * valid past the credential they were derived from. For a cluster whose tokens are reviewed, they also
+ * carry the source token sealed with the service secret (claim `rte.src`, see `authn/review.ts`), so each
+ * use is reviewed again. What keeps them apart from registry bearer tokens,
  * and from each other:
  * - a distinct `typ` header per kind (RFC 8725 §3.11 explicit typing), checked exactly on verification;
  * - `iss` = `urn:registry-token-exchange:<kind>:<registry issuer>` and `aud` =
@@ -117,6 +119,8 @@ interface IdentityClaim {
   pod?: { name: string; uid: string };
   node?: { name: string; uid: string };
   annotations?: Record<string, string>;
+  /** For a reviewed cluster: the source token, sealed ({@link Identity.reviewSource}). */
+  src?: string;
   /** The credential it was derived from: its `jti` (if any), audiences and lifetime. */
   source: { jti?: string; aud: string[]; iat: number; exp: number };
 }
@@ -152,6 +156,7 @@ export async function mintDerived(
     ...(identity.annotations && Object.keys(identity.annotations).length > 0
       ? { annotations: identity.annotations }
       : {}),
+    ...(identity.reviewSource ? { src: identity.reviewSource } : {}),
     source: {
       ...(identity.tokenId ? { jti: identity.tokenId } : {}),
       aud: identity.audiences,
@@ -261,6 +266,7 @@ export async function verifyDerived(
     (c.pod !== undefined && !isRef(c.pod)) ||
     (c.node !== undefined && !isRef(c.node)) ||
     (c.annotations !== undefined && !isStringRecord(c.annotations)) ||
+    (c.src !== undefined && typeof c.src !== "string") ||
     typeof c.source !== "object" ||
     c.source === null ||
     !Array.isArray(c.source.aud)
@@ -289,6 +295,7 @@ export async function verifyDerived(
     issuedAt: iat,
     tokenId: typeof payload.jti === "string" ? payload.jti : undefined,
     annotations: c.annotations,
+    reviewSource: c.src,
     verificationKey: `${OWN_KEY_PREFIX}${key.kid}`,
   };
 }
