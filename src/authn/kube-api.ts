@@ -14,6 +14,9 @@ import { Agent, request } from "undici";
 /** Largest accepted API answer, bytes (a TokenReview echoes the ~1-2 KiB token; ServiceAccounts are small). */
 export const MAX_API_RESPONSE_BYTES = 256 * 1024;
 
+/** Sent as `User-Agent` (the API server names the field manager and audit entries after it). */
+export const USER_AGENT = "registry-token-exchange";
+
 /** Where and how to reach one API server. */
 export interface KubeApiOptions {
   /** Base URL, `https://host:port` (a path prefix is kept). */
@@ -161,7 +164,7 @@ export class KubeApiClient {
 
   async #call(method: "GET" | "POST", path: string, payload?: unknown): Promise<Record<string, unknown>> {
     const url = this.#options.url.replace(/\/+$/, "") + path;
-    const headers: Record<string, string> = { accept: "application/json" };
+    const headers: Record<string, string> = { accept: "application/json", "user-agent": USER_AGENT };
     if (payload !== undefined) headers["content-type"] = "application/json";
     const signal = AbortSignal.timeout(this.#options.timeoutMs);
     let res: Awaited<ReturnType<typeof request>>;
