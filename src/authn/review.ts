@@ -235,7 +235,7 @@ export class ClusterReviewer {
    */
   async serviceAccount(identity: Identity): Promise<ServiceAccountObject> {
     const cluster = this.#clusters.get(identity.cluster);
-    if (!cluster || cluster.annotations !== "fromCluster") {
+    if (cluster?.annotations !== "fromCluster") {
       throw new TypeError(`cluster "${identity.cluster}" does not read ServiceAccounts`);
     }
     const name = `${cluster.name}/${identity.namespace}/${identity.serviceAccount.name}`;
@@ -283,7 +283,7 @@ export class ClusterReviewer {
 
   async #singleFlight<T>(key: string, call: () => Promise<T>): Promise<T> {
     const running = this.#inFlight.get(key);
-    if (running) return running as Promise<T>;
+    if (running !== undefined) return running as Promise<T>;
     const p = call().finally(() => this.#inFlight.delete(key));
     this.#inFlight.set(key, p);
     return p;
