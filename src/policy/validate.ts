@@ -14,6 +14,8 @@
  * - deny entries in a rule that matches on annotations (a caller that leaves them out escapes them);
  * - annotations trusted too widely: a rule matching on annotations with a wildcard namespace, or an allow
  *   pattern whose only template is `${annotation:...}` (the caller asserts annotations, see KEP-4412);
+ *   these three annotation warnings are not given for rules that match only clusters with
+ *   `annotations: fromCluster` (the service reads the ServiceAccount itself, docs/tokenreview.md);
  * - an allow entry that grants nothing because deny entries of its own rule, or of rules that apply to
  *   every request it applies to, cancel every action it allows on every repository it matches;
  * - a registry audience that a token meant for another registry also carries.
@@ -65,8 +67,18 @@ export function validatePolicy(config: Config): PolicyValidation {
   const firstByName = new Map<string, number>();
   const parsed: Array<{ allow: ParsedEntry[]; deny: ParsedEntry[] }> = [];
 
+  // Clusters whose annotations come from the ServiceAccount object (`annotations: fromCluster`): the
+  // caller cannot assert or leave out annotations there, so the warnings about caller-asserted
+  // annotations do not apply to rules that only match such clusters.
+  const fromCluster = new Set(config.clusters.filter((c) => c.annotations === "fromCluster").map((c) => c.name));
+  const annotationsAsserted = (rule: RuleConfig) => {
+    const re = compileNamePattern(rule.match.cluster);
+    return clusters.some((c) => re.test(c) && !fromCluster.has(c));
+  };
+
   rules.forEach((rule, i) => {
     const at = `policy.rules[${i}]`;
+    const asserted = annotationsAsserted(rule);
     const first = firstByName.get(rule.name);
     if (first !== undefined) {
       warnings.push(
@@ -114,6 +126,7 @@ export function validatePolicy(config: Config): PolicyValidation {
           }
           if (
             kind === "allow" &&
+            asserted &&
             usesAnnotations(parts) &&
             !parts.some((p) => "var" in p && p.var !== "annotation")
           ) {
@@ -133,6 +146,7 @@ export function validatePolicy(config: Config): PolicyValidation {
     const boundToIdentity = (g: GrantConfig) =>
       g.repository !== undefined && /\$\{(cluster|namespace|serviceAccount)\}/.test(g.repository);
     if (
+      asserted &&
       rule.match.annotations !== undefined &&
       rule.match.namespace.includes("*") &&
       rule.allow.some((g) => !boundToIdentity(g))
@@ -141,7 +155,7 @@ export function validatePolicy(config: Config): PolicyValidation {
         `${at}.match.annotations: with the wildcard namespace "${rule.match.namespace}" and an allow entry not bound to \${namespace}, \${serviceAccount} or \${cluster}: annotations are asserted by the caller, so any workload in a matching namespace can claim them and get that grant; narrow match.namespace or bind the pattern to the identity`,
       );
     }
-    if (rule.match.annotations !== undefined && rule.deny.length > 0) {
+    if (asserted && rule.match.annotations !== undefined && rule.deny.length > 0) {
       warnings.push(
         `${at}.deny: this rule matches on annotations, which the caller asserts: a caller that leaves them out escapes these deny entries (put them in a rule without match.annotations)`,
       );
