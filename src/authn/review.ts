@@ -10,9 +10,10 @@
  *   and `extra` `authentication.kubernetes.io/{pod-name,pod-uid,node-name,node-uid}` = the bound pod and
  *   node, `credential-id` = `JTI=<jti>` (kubernetes pkg/serviceaccount/claims.go). Anything else refuses.
  * - Positive answers are cached for `review.cacheTtlSeconds` (never past the token's `exp`) under
- *   `rv:` + {@link CacheSealer.key}("review", token), sealed and bound to the token: a cache reader learns
- *   nothing usable, a cache writer cannot forge a "yes" (an entry that does not open is a miss). Negative
- *   answers are not cached. Concurrent reviews of one token in one process share one API call.
+ *   `rv:` + {@link CacheSealer.key}("review", token), sealed and bound to the token, with their expiry
+ *   inside the sealed value: a cache reader learns nothing usable, a cache writer can neither forge a
+ *   "yes" (an entry that does not open is a miss) nor keep an old one alive (PERSIST, PEXPIRE or an
+ *   edited expiry prefix change nothing). Negative answers are not cached. Concurrent reviews of one token in one process share one API call.
  * - ServiceAccount reads (for `annotations: fromCluster`) are cached the same way under `ksa:`, and the
  *   object's `metadata.uid` must equal the token's service-account uid (a recreated account differs).
  * - Failures of the API server fail closed: `token_review_unavailable` (401), or `rate_limited` (429 with
@@ -88,6 +89,17 @@ interface CachedReview {
   audiences: string[];
   /** `user.extra` `authentication.kubernetes.io/<name>` values (`pod-name`, ..., `credential-id`). */
   extra: Record<string, string>;
+  /**
+   * Epoch ms after which the entry is stale, whatever the store says: a cache writer can extend or remove
+   * a key's TTL (PEXPIRE, PERSIST, the tiered store's plain expiry prefix), never this.
+   */
+  until: number;
+}
+
+/** A cached ServiceAccount read (sealed), with its own expiry like {@link CachedReview.until}. */
+interface CachedServiceAccount {
+  sa: ServiceAccountObject;
+  until: number;
 }
 
 /** The `seal` name (additional data) of review sources inside derived credentials. */
@@ -196,15 +208,18 @@ export class ClusterReviewer {
     const askedKey = [...asked].sort().join("\u0000");
     const nowMs = this.#now();
     const hit = this.#openCached<CachedReview>(key, await this.#deps.store.get(key), token);
-    this.#deps.onCacheLookup?.(cluster.name, "tokenreview", hit?.asked === askedKey);
+    const usable = hit?.asked === askedKey && typeof hit.until === "number" && hit.until > nowMs;
+    this.#deps.onCacheLookup?.(cluster.name, "tokenreview", usable);
     let answer: CachedReview;
     let cached = false;
-    if (hit && hit.asked === askedKey) {
+    if (hit && usable) {
       answer = hit;
       cached = true;
     } else {
-      answer = await this.#singleFlight(key, () => this.#callReview(cluster, token, asked, askedKey));
       const ttl = Math.min(cluster.review.cacheTtlSeconds * 1000, identity.expiresAt * 1000 - nowMs);
+      answer = await this.#singleFlight(key, () =>
+        this.#callReview(cluster, token, asked, askedKey, nowMs + ttl),
+      );
       if (ttl >= 1)
         await this.#deps.store.set(key, this.#deps.sealer.seal(key, JSON.stringify(answer), token), ttl);
     }
@@ -240,12 +255,17 @@ export class ClusterReviewer {
     }
     const name = `${cluster.name}/${identity.namespace}/${identity.serviceAccount.name}`;
     const key = `ksa:${this.#deps.sealer.key("serviceaccount", name)}`;
-    let sa = this.#openCached<ServiceAccountObject>(key, await this.#deps.store.get(key));
-    this.#deps.onCacheLookup?.(cluster.name, "serviceaccount", sa !== undefined);
-    if (!sa) {
+    const nowMs = this.#now();
+    const hit = this.#openCached<CachedServiceAccount>(key, await this.#deps.store.get(key));
+    const usable = hit?.sa !== undefined && typeof hit.until === "number" && hit.until > nowMs;
+    this.#deps.onCacheLookup?.(cluster.name, "serviceaccount", usable);
+    let sa: ServiceAccountObject;
+    if (hit && usable) sa = hit.sa;
+    else {
       sa = await this.#singleFlight(key, () => this.#callServiceAccount(cluster, identity));
       const ttl = cluster.review.cacheTtlSeconds * 1000;
-      if (ttl >= 1) await this.#deps.store.set(key, this.#deps.sealer.seal(key, JSON.stringify(sa)), ttl);
+      const entry: CachedServiceAccount = { sa, until: nowMs + ttl };
+      if (ttl >= 1) await this.#deps.store.set(key, this.#deps.sealer.seal(key, JSON.stringify(entry)), ttl);
     }
     if (sa.uid !== identity.serviceAccount.uid) {
       throw refused(
@@ -301,6 +321,7 @@ export class ClusterReviewer {
     token: string,
     asked: string[],
     askedKey: string,
+    until: number,
   ): Promise<CachedReview> {
     let status: TokenReviewStatus;
     try {
@@ -332,6 +353,7 @@ export class ClusterReviewer {
       uid: typeof user.uid === "string" ? user.uid : "",
       audiences,
       extra: extraOf(user.extra),
+      until,
     };
   }
 
