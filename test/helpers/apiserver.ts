@@ -99,12 +99,25 @@ interface SaState {
   object: Record<string, unknown>;
 }
 
+/** Options of {@link startStandInApiServer} beyond the clock (the benchmark uses them). */
+export interface StandInOptions {
+  /** The service-account signing keys (default: the fixture JWKS); read per review (rotations). */
+  jwks?: () => JSONWebKeySet;
+  /** Treat every service account as existing with the uid its token claims (default: only the fixture's). */
+  anyServiceAccount?: boolean;
+}
+
 /**
  * Starts a stand-in API server on 127.0.0.1.
  * @param now the API server's clock, epoch ms (frozen in tests)
+ * @param options signing keys and service accounts (defaults: the fixtures')
  */
-export async function startStandInApiServer(now: () => number = () => K8S_NOW): Promise<StandInApiServer> {
-  const jwks = createLocalJWKSet(k8sJson<JSONWebKeySet>("jwks.json"));
+export async function startStandInApiServer(
+  now: () => number = () => K8S_NOW,
+  options: StandInOptions = {},
+): Promise<StandInApiServer> {
+  const fixtureKeys = createLocalJWKSet(k8sJson<JSONWebKeySet>("jwks.json"));
+  const keys = () => (options.jwks ? createLocalJWKSet(options.jwks()) : fixtureKeys);
   const deletedPods = new Set<string>();
   const accounts = new Map<string, SaState>();
   const fixtureSa = k8sJson("serviceaccount.json");
@@ -170,7 +183,7 @@ export async function startStandInApiServer(now: () => number = () => K8S_NOW): 
     };
     let claims: Record<string, unknown>;
     try {
-      ({ payload: claims } = await jwtVerify(spec.token ?? "", jwks, {
+      ({ payload: claims } = await jwtVerify(spec.token ?? "", keys(), {
         currentDate: new Date(now()),
         algorithms: ["RS256"],
       }));
@@ -196,7 +209,9 @@ export async function startStandInApiServer(now: () => number = () => K8S_NOW): 
       node?: { name: string; uid: string };
     };
     const sa = accounts.get(`${k.namespace}/${k.serviceaccount.name}`);
-    const saUid = (sa?.object.metadata as { uid?: string } | undefined)?.uid;
+    const saUid = options.anyServiceAccount
+      ? k.serviceaccount.uid
+      : (sa?.object.metadata as { uid?: string } | undefined)?.uid;
     if (saUid !== k.serviceaccount.uid) {
       return refuse(`service account UID (${saUid}) does not match claim (${k.serviceaccount.uid})`);
     }
