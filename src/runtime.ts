@@ -12,6 +12,8 @@
  * - `server.*`, `cache.*` and `rateLimit.*` are fixed for the life of the process: a reload that changes
  *   them applies everything else and logs that those keys need a restart.
  */
+import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
+import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { ClusterKeySet } from "./authn/jwks.js";
 import { ClusterReviewer } from "./authn/review.js";
@@ -23,6 +25,7 @@ import { CredentialProviderExchange } from "./credential-provider/exchange.js";
 import type { ServiceMetrics } from "./plugins/metrics.js";
 import type { Policy } from "./policy/engine.js";
 import { loadPolicy } from "./policy/validate.js";
+import { libtrustKeyId } from "./token/keyid.js";
 import { TokenRealm } from "./token/realm.js";
 import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./token/signing.js";
 
@@ -100,15 +103,12 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
       }),
   );
   const verifier = new ServiceAccountVerifier(keySets, { now: base.now });
-  const sealer = CacheSealer.fromKeyMaterial(
-    [...signingKeys.values()]
-      .sort((a, b) => (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0))
-      .map((k) => k.privateKey.export({ type: "pkcs8", format: "der" })),
-  );
+  const sealer = sealerOf([...signingKeys.values()]);
   const reviewer = new ClusterReviewer({
     config,
     store: base.store,
     sealer,
+    previousSealers: previousSealers(config, signingKeys),
     logger: base.logger,
     now: base.now,
     onApiCall: base.metrics.onKubeApiCall,
@@ -146,6 +146,35 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     sealer,
     reviewer,
   };
+}
+
+/** The service secret's sealer over `keys` (PKCS#8 DER, sorted by `kid`): see {@link Runtime.sealer}. */
+function sealerOf(keys: ReadonlyArray<{ kid: string; privateKey: KeyObject }>): CacheSealer {
+  return CacheSealer.fromKeyMaterial(
+    [...keys]
+      .sort((a, b) => (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0))
+      .map((k) => k.privateKey.export({ type: "pkcs8", format: "der" })),
+  );
+}
+
+/**
+ * The sealers of the service secret as it was before each registry's switch to its current signing key:
+ * that registry's key replaced by each of its `publishedKeys` whose `keyFile` is given. They only open
+ * what was sealed before the switch (source tokens inside derived credentials, `authn/review.ts`), so a
+ * rotation does not cut off credentials derived from reviewed tokens while the previous key is published.
+ */
+function previousSealers(config: Config, signingKeys: ReadonlyMap<string, SigningKey>): CacheSealer[] {
+  const out: CacheSealer[] = [];
+  for (const r of config.registries) {
+    for (const p of r.publishedKeys ?? []) {
+      if (p.keyFile === undefined) continue;
+      const privateKey = createPrivateKey(readFileSync(p.keyFile));
+      const kid = libtrustKeyId(createPublicKey(privateKey));
+      const keys = [...signingKeys].map(([service, k]) => (service === r.service ? { kid, privateKey } : k));
+      out.push(sealerOf(keys));
+    }
+  }
+  return out;
 }
 
 /** Holds the current {@link Runtime} and swaps it on reload. */

@@ -51,6 +51,11 @@ export interface ReviewerDeps {
   config: Config;
   store: CacheStore;
   sealer: CacheSealer;
+  /**
+   * Sealers of the service secret before a switch of signing keys, tried after `sealer` to open the
+   * source token of a derived credential sealed before the switch (never used to seal).
+   */
+  previousSealers?: readonly CacheSealer[] | undefined;
   logger: Logger;
   /** Clock, epoch milliseconds. */
   now?: () => number;
@@ -283,7 +288,12 @@ export class ClusterReviewer {
 
   #openSource(sealed: string | undefined): SealedSource | undefined {
     if (sealed === undefined) return undefined;
-    const v = this.#openJson<SealedSource>(this.#deps.sealer.open(SOURCE_NAME, sealed));
+    let text = this.#deps.sealer.open(SOURCE_NAME, sealed);
+    for (const previous of this.#deps.previousSealers ?? []) {
+      if (text !== undefined) break;
+      text = previous.open(SOURCE_NAME, sealed);
+    }
+    const v = this.#openJson<SealedSource>(text);
     return v && typeof v.t === "string" && Array.isArray(v.a) ? v : undefined;
   }
 

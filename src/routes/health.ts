@@ -1,7 +1,8 @@
 /**
  * Health endpoints.
  * - `GET /healthz`: the process is alive (always 200 while it can answer).
- * - `GET /readyz`: 200 when every cluster's keys are loaded (possibly stale within max staleness) and
+ * - `GET /readyz`: 200 when every cluster's keys are loaded (possibly stale within max staleness; not
+ *   needed for a cluster with `verification: tokenReview`, which never uses them) and
  *   every registry's signing certificate is within its validity period (distribution verifies the `x5c`
  *   chain with the current time, so an expired certificate fails every pull); 503 otherwise. The body
  *   says why. A Redis outage is reported as `cache: "degraded"` but keeps 200: the service still serves
@@ -40,8 +41,10 @@ export function registerHealthRoutes(
         },
       ]),
     );
+    // A cluster with verification: tokenReview never uses its key set: the API server authenticates.
     const ready =
-      keySets.every((ks) => ks.status().ready) && Object.values(signingKeys).every((k) => k.ready);
+      keySets.every((ks) => ks.status().ready || ks.cluster.verification === "tokenReview") &&
+      Object.values(signingKeys).every((k) => k.ready);
     const cache = store.healthy() ? "ok" : "degraded";
     return reply
       .code(ready ? 200 : 503)

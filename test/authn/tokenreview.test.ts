@@ -5,10 +5,14 @@
  * documented bound), recreated service account, annotations from the cluster, single-flight, explain.
  * Failure modes of the API server are in tokenreview-failures.test.ts.
  */
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import type { Config } from "../../src/config/schema.js";
+import { generateSigningKeyFiles } from "../../src/token/signing.js";
 import { dockerError, oauthError } from "../helpers/credential-provider.js";
-import { SERVICE } from "../helpers/fixtures.js";
+import { SERVICE, signingKeyFiles } from "../helpers/fixtures.js";
 import {
   credentialProvider,
   podUidOf,
@@ -146,6 +150,20 @@ describe("verification: tokenReview", () => {
       message:
         'the cluster "kind" refused the token: [invalid bearer token, token audiences ["rte-provider"] is invalid for the target audiences ["registry.test"]]',
     });
+  });
+
+  it("needs no JWKS: ready and serving with an unreachable discovery document", async () => {
+    // No jwksFile: discovery at the issuer (https://127.0.0.1:16443), where nothing listens.
+    env = await reviewEnv({ verification: "tokenReview", jwksFile: undefined });
+    const ready = await env.app.inject({ url: "/readyz" });
+    expect(ready.statusCode).toBe(200);
+    expect(ready.json().clusters.kind.ready).toBe(false);
+    expect((await tokenGet(env.app, TOKENS.podBound)).statusCode).toBe(200);
+    // A forged signature is the API server's to refuse (the stand-in checks it like kube-apiserver).
+    const [h, p, sig] = TOKENS.plain.split(".");
+    const forged = await tokenGet(env.app, `${h}.${p}.${sig!.slice(0, -4)}AAAA`);
+    expect(forged.statusCode).toBe(401);
+    expect(forged.json().errors[0].detail.reason).toBe("token_review_refused");
   });
 
   it("refuses a review whose user disagrees with the token's claims", async () => {
@@ -316,5 +334,29 @@ describe("annotations: fromCluster", () => {
     });
     expect(res.statusCode).toBe(200);
     expect(env.api.serviceAccountReads()).toBe(0);
+  });
+});
+
+describe("a switch of signing keys (registries[].publishedKeys)", () => {
+  it("keeps derived credentials reviewable while the previous key is published with its keyFile", async () => {
+    env = await reviewEnv();
+    const credential = await exchangeCredential(env);
+    const previous = await signingKeyFiles();
+    const next = await generateSigningKeyFiles(mkdtempSync(join(tmpdir(), "rte-next-")));
+    const rotated = (published: { certFile: string; keyFile?: string }): Config => {
+      const c = structuredClone(env!.config);
+      c.registries[0]!.signingKey = next;
+      c.registries[0]!.publishedKeys = [published];
+      return c;
+    };
+    env.app.exchange.reload(rotated(previous));
+    const res = await tokenGet(env.app, credential);
+    expect(res.statusCode, res.body).toBe(200);
+    // Without the previous private key, the sealed source token cannot be opened: refused, fail closed.
+    env.app.exchange.reload(rotated({ certFile: previous.certFile }));
+    env.advance(11_000);
+    const refused = await tokenGet(env.app, credential);
+    expect(refused.statusCode).toBe(401);
+    expect(refused.json().errors[0].detail.reason).toBe("token_review_refused");
   });
 });
