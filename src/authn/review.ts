@@ -7,13 +7,15 @@
  * - A token is authenticated only when the TokenReview (authentication.k8s.io/v1) answers
  *   `status.authenticated: true`, `status.audiences` holds one of the audiences asked for, and
  *   `status.user` agrees with the token's claims: `username` = `sub`, `uid` = the service account's uid,
- *   and `extra` `authentication.kubernetes.io/{pod-name,pod-uid,node-name,node-uid}` = the bound pod and
- *   node, `credential-id` = `JTI=<jti>` (kubernetes pkg/serviceaccount/claims.go). Anything else refuses.
+ *   and each `extra` `authentication.kubernetes.io/{pod-name,pod-uid,node-name,node-uid}` the API server
+ *   sends = the bound pod and node, `credential-id` = `JTI=<jti>` (kubernetes pkg/serviceaccount/claims.go;
+ *   older API servers leave some out). Anything else refuses.
  * - Positive answers are cached for `review.cacheTtlSeconds` (never past the token's `exp`) under
  *   `rv:` + {@link CacheSealer.key}("review", token), sealed and bound to the token, with their expiry
  *   inside the sealed value: a cache reader learns nothing usable, a cache writer can neither forge a
  *   "yes" (an entry that does not open is a miss) nor keep an old one alive (PERSIST, PEXPIRE or an
- *   edited expiry prefix change nothing). Negative answers are not cached. Concurrent reviews of one token in one process share one API call.
+ *   edited expiry prefix change nothing). Negative answers are not cached. Concurrent reviews of one
+ *   token (for the same audiences) in one process share one API call.
  * - ServiceAccount reads (for `annotations: fromCluster`) are cached the same way under `ksa:`, and the
  *   object's `metadata.uid` must equal the token's service-account uid (a recreated account differs).
  * - Failures of the API server fail closed: `token_review_unavailable` (401), or `rate_limited` (429 with
@@ -222,7 +224,8 @@ export class ClusterReviewer {
       cached = true;
     } else {
       const ttl = Math.min(cluster.review.cacheTtlSeconds * 1000, identity.expiresAt * 1000 - nowMs);
-      answer = await this.#singleFlight(key, () =>
+      // Keyed by the audiences too: a caller never gets an answer given for other audiences.
+      answer = await this.#singleFlight(`${key}\u0000${askedKey}`, () =>
         this.#callReview(cluster, token, asked, askedKey, nowMs + ttl),
       );
       if (ttl >= 1)
@@ -482,9 +485,6 @@ function disagrees(
   for (const [name, want] of pairs) {
     const got = extra[name];
     if (got !== undefined && got !== want) return `user.extra ${EXTRA}${name} differs from the token`;
-  }
-  if (identity.pod && extra["pod-uid"] === undefined && extra["pod-name"] !== undefined) {
-    return `user.extra ${EXTRA}pod-uid is missing`;
   }
   return undefined;
 }

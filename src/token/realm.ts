@@ -183,20 +183,22 @@ export class TokenRealm {
       () => this.#verify(credential, registry, use),
       registry,
     );
-    return this.#reviewed(credential, identity, registry.audiences);
+    return this.#reviewed(credential, identity, registry.audiences, false);
   }
 
   /**
    * For a cluster that reviews tokens: the TokenReview of the credential (or of the source token sealed
    * in a derived credential) through the review cache, on every use, after the identity cache. Adds
-   * {@link Identity.review} and, for a service-account token, {@link Identity.reviewSource} (so what is
-   * derived from it is reviewed again). Offline clusters pass through unchanged.
+   * {@link Identity.review} and, for a service-account token when `withSource`, {@link Identity.reviewSource}
+   * (so what is derived from it is reviewed again; sealing costs ~15 us, so only where a credential is
+   * always derived next). Offline clusters pass through unchanged.
    * @param audiences the audiences a service-account token is accepted for (default: its cluster's)
    */
   async #reviewed(
     credential: string,
     identity: Identity,
     audiences: readonly string[] | undefined,
+    withSource: boolean,
   ): Promise<Identity> {
     const reviewer = this.#deps.reviewer;
     if (!reviewer?.reviews(identity.cluster)) return identity;
@@ -204,7 +206,7 @@ export class TokenRealm {
     const accepted =
       audiences ?? this.#deps.config.clusters.find((c) => c.name === identity.cluster)?.audiences ?? [];
     const review = await reviewer.review(credential, identity, accepted, derived);
-    return derived
+    return derived || !withSource
       ? { ...identity, review }
       : { ...identity, review, reviewSource: reviewer.sealSource(credential, accepted) };
   }
@@ -219,7 +221,7 @@ export class TokenRealm {
     const identity = await this.#cachedIdentity(token, "\u0000credential-provider", () =>
       this.#deps.verifier.verify(token, audiences, { reviewFollows: this.#deps.reviewer !== undefined }),
     );
-    return this.#reviewed(token, identity, audiences);
+    return this.#reviewed(token, identity, audiences, true);
   }
 
   /** The reviewer of this realm's clusters, if any (`annotations: fromCluster` reads ServiceAccounts with it). */
@@ -420,7 +422,22 @@ export class TokenRealm {
   async #refreshToken(req: IssueRequest, registry: RegistryConfig, identity: Identity, nowMs: number) {
     if (req.use === "refresh") return req.credential;
     const key = this.#deps.signingKeys.get(registry.service)!;
-    return (await mintDerived("refresh", key, registry, identity, identity.expiresAt, nowMs)).token;
+    // A refresh token from a reviewed service-account token carries it sealed, to be reviewed on each use.
+    const reviewer = this.#deps.reviewer;
+    const source =
+      identity.review && !identity.review.derived && reviewer
+        ? {
+            reviewSource: reviewer.sealSource(
+              req.credential,
+              registry.audiences ??
+                this.#deps.config.clusters.find((c) => c.name === identity.cluster)?.audiences ??
+                [],
+            ),
+          }
+        : {};
+    return (
+      await mintDerived("refresh", key, registry, { ...identity, ...source }, identity.expiresAt, nowMs)
+    ).token;
   }
 
   /**

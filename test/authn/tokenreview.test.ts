@@ -188,14 +188,21 @@ describe("verification: tokenReview", () => {
 });
 
 describe("a deleted pod stops pulling within review.cacheTtlSeconds (+ review.timeoutMs)", () => {
-  it("for the service-account token, its exchange credential and a refresh token derived from it", async () => {
+  it("for the service-account token, its exchange credential and refresh tokens derived from them", async () => {
     env = await reviewEnv();
     const credential = await exchangeCredential(env);
     const pulled = await tokenGet(env.app, credential, "repository:team-a/app:pull", "&offline_token=true");
     expect(pulled.statusCode, pulled.body).toBe(200);
     const refresh = pulled.json().refresh_token as string;
     expect(refresh).toBeTypeOf("string");
-    expect((await tokenGet(env.app, TOKENS.podBound)).statusCode).toBe(200);
+    const direct = await tokenGet(
+      env.app,
+      TOKENS.podBound,
+      "repository:team-a/app:pull",
+      "&offline_token=true",
+    );
+    expect(direct.statusCode).toBe(200);
+    const directRefresh = direct.json().refresh_token as string;
     // The credential does not show its source token: it is sealed with the service secret.
     const payload = Buffer.from(credential.split(".")[1]!, "base64url").toString();
     expect(payload).not.toContain(TOKENS.credentialProvider.split(".")[1]!);
@@ -219,25 +226,27 @@ describe("a deleted pod stops pulling within review.cacheTtlSeconds (+ review.ti
     expect(viaCredential.json()).toEqual(refused);
     const viaToken = await tokenGet(env.app, TOKENS.podBound);
     expect(viaToken.json()).toEqual(refused);
-    const viaRefresh = await env.app.inject({
-      method: "POST",
-      url: "/token",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
-      payload: new URLSearchParams({
-        grant_type: "refresh_token",
-        refresh_token: refresh,
-        service: SERVICE,
-        scope: "repository:team-a/app:pull",
-        client_id: "containerd-client",
-      }).toString(),
-    });
-    expect(viaRefresh.statusCode).toBe(401);
-    expect(viaRefresh.json()).toEqual(
-      oauthError(
-        "invalid_grant",
-        'the cluster "kind" refused the token: [invalid bearer token, service account token has been invalidated]',
-      ),
-    );
+    for (const r of [refresh, directRefresh]) {
+      const viaRefresh = await env.app.inject({
+        method: "POST",
+        url: "/token",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        payload: new URLSearchParams({
+          grant_type: "refresh_token",
+          refresh_token: r,
+          service: SERVICE,
+          scope: "repository:team-a/app:pull",
+          client_id: "containerd-client",
+        }).toString(),
+      });
+      expect(viaRefresh.statusCode).toBe(401);
+      expect(viaRefresh.json()).toEqual(
+        oauthError(
+          "invalid_grant",
+          'the cluster "kind" refused the token: [invalid bearer token, service account token has been invalidated]',
+        ),
+      );
+    }
     const again = await credentialProvider(env.app, TOKENS.credentialProvider);
     expect(again.statusCode).toBe(401);
     expect(again.json()).toEqual(refused);
