@@ -70,7 +70,9 @@ export function validatePolicy(config: Config): PolicyValidation {
   // Clusters whose annotations come from the ServiceAccount object (`annotations: fromCluster`): the
   // caller cannot assert or leave out annotations there, so the warnings about caller-asserted
   // annotations do not apply to rules that only match such clusters.
-  const fromCluster = new Set(config.clusters.filter((c) => c.annotations === "fromCluster").map((c) => c.name));
+  const fromCluster = new Set(
+    config.clusters.filter((c) => c.annotations === "fromCluster").map((c) => c.name),
+  );
   const annotationsAsserted = (rule: RuleConfig) => {
     const re = compileNamePattern(rule.match.cluster);
     return clusters.some((c) => re.test(c) && !fromCluster.has(c));
