@@ -9,6 +9,7 @@ import type { ApiFailure } from "../helpers/apiserver.js";
 import { dockerError, oauthError } from "../helpers/credential-provider.js";
 import { SERVICE } from "../helpers/fixtures.js";
 import { credentialProvider, type ReviewEnv, reviewEnv, TOKENS, tokenGet } from "../helpers/tokenreview.js";
+import { generateTestPki } from "../server/helpers.js";
 
 let env: ReviewEnv | undefined;
 afterEach(async () => {
@@ -157,5 +158,25 @@ describe("API server failures fail closed", () => {
     await env.api.stop();
     expect((await tokenGet(env.app, TOKENS.podBound)).statusCode).toBe(200);
     expect((await env.app.inject({ url: "/readyz" })).json().apiServers).toEqual({});
+  });
+});
+
+describe("TLS to the API server (apiServer.caFile)", () => {
+  it("trusts the API server's certificate through caFile, and refuses it without", async () => {
+    const pki = await generateTestPki();
+    const tls = { certFile: pki.certFile, keyFile: pki.keyFile };
+    env = await reviewEnv({ apiServer: { caFile: pki.caFile } }, {}, { tls });
+    expect(env.api.url).toMatch(/^https:/);
+    expect((await tokenGet(env.app, TOKENS.podBound)).statusCode).toBe(200);
+    expect(env.api.reviews()).toBe(1);
+    await env.close();
+    // Without the CA the certificate is unknown: nothing is sent, the request fails closed.
+    env = await reviewEnv({}, {}, { tls });
+    const res = await tokenGet(env.app, TOKENS.podBound);
+    expect(res.statusCode).toBe(401);
+    expect(res.json()).toEqual(
+      dockerError("UNAUTHORIZED", "token_review_unavailable", unavailable("unreachable")),
+    );
+    expect(env.api.reviews()).toBe(0);
   });
 });

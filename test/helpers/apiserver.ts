@@ -13,6 +13,7 @@
  */
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { createLocalJWKSet, decodeJwt, type JSONWebKeySet, jwtVerify } from "jose";
@@ -105,6 +106,8 @@ export interface StandInOptions {
   jwks?: () => JSONWebKeySet;
   /** Treat every service account as existing with the uid its token claims (default: only the fixture's). */
   anyServiceAccount?: boolean;
+  /** Serve HTTPS with this PEM certificate and key (as a real API server does); default plain HTTP. */
+  tls?: { certFile: string; keyFile: string };
 }
 
 /**
@@ -331,15 +334,21 @@ export async function startStandInApiServer(
     return send(res, 404, statusBody(404, "the server could not find the requested resource", {}), ua);
   }
 
-  const server: Server = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch(() => {
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });
-  });
+  };
+  const server: Server = options.tls
+    ? createHttpsServer(
+        { cert: readFileSync(options.tls.certFile), key: readFileSync(options.tls.keyFile) },
+        handler,
+      )
+    : createServer(handler);
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   const port = (server.address() as AddressInfo).port;
-  api.url = `http://127.0.0.1:${port}`;
+  api.url = `${options.tls ? "https" : "http"}://127.0.0.1:${port}`;
   return api;
 }
 

@@ -15,6 +15,7 @@ import {
   k8sFixture,
   k8sJson,
   type StandInApiServer,
+  type StandInOptions,
   startStandInApiServer,
 } from "./apiserver.js";
 import { basic, capturingLogger, SERVICE, signingKeyFiles } from "./fixtures.js";
@@ -78,13 +79,16 @@ export interface ReviewEnv {
 export async function reviewEnv(
   cluster: Record<string, unknown> = {},
   overrides: Record<string, unknown> = {},
+  apiOptions: StandInOptions = {},
 ): Promise<ReviewEnv> {
   let clock = TR_NOW;
-  const api = await startStandInApiServer(() => clock);
+  const api = await startStandInApiServer(() => clock, apiOptions);
   const dir = mkdtempSync(join(tmpdir(), "rte-tr-"));
   const bearerFile = join(dir, "token");
   writeFileSync(bearerFile, "apiserver-bearer-1\n");
   const keys = await signingKeyFiles();
+  // `cluster.apiServer` adds to the stand-in's URL and bearer token file (e.g. a caFile).
+  const { apiServer, ...rest } = cluster as { apiServer?: Record<string, unknown> };
   const config = parseConfig({
     server: { host: "127.0.0.1", port: 0 },
     logging: { level: "info" },
@@ -96,9 +100,9 @@ export async function reviewEnv(
         audiences: [SERVICE],
         algorithms: ["RS256"],
         verification: "both",
-        apiServer: { url: api.url, bearerTokenFile: bearerFile },
+        apiServer: { url: api.url, bearerTokenFile: bearerFile, ...apiServer },
         review: { cacheTtlSeconds: 10, timeoutMs: 500 },
-        ...cluster,
+        ...rest,
       },
     ],
     registries: [
