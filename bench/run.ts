@@ -10,7 +10,7 @@
  *   npm run bench -- --entry FILE          run this build of the CLI instead (e.g. another tree's dist/bin.js)
  *   npm run bench -- --node-options "..."  extra node flags for the service (e.g. --max-old-space-size=128)
  *   options: --workers N (default 2) --connections C (32) --store memory|redis|both --log-level L (info)
- *            --only uncached,hot,pull-burst,credential-provider,half-rate,storm
+ *            --only uncached,hot,pull-burst,credential-provider,review-uncached,review-hot,half-rate,storm
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
@@ -205,9 +205,11 @@ async function withService<T>(
   warm: boolean | ((url: string) => Promise<void>),
   body: (svc: Service) => Promise<T>,
   server: Record<string, unknown> = {},
+  cluster?: Record<string, unknown>,
 ): Promise<{ result: T; cpuSeconds: number; peakRssMiB: number; profile?: Profile }> {
   const profiling = opt.profile && workers === 1;
   const svc = await env.startService({
+    cluster,
     store,
     workers,
     logLevel: opt["log-level"]!,
@@ -241,11 +243,24 @@ async function withService<T>(
   }
 }
 
-async function scenarioRow(scenario: string, store: StoreKind, workers: number): Promise<Row> {
-  log(`${scenario} / ${store} / ${workers} worker(s)...`);
+/**
+ * The review rows run the uncached / hot workloads on a service whose cluster has `verification: both`
+ * against the stand-in API server (test/helpers/apiserver.ts, in this process, on loopback): every
+ * uncached request costs a TokenReview; hot requests are answered from the review cache.
+ */
+const REVIEW_ROWS: Record<string, string> = { "review-uncached": "uncached", "review-hot": "hot" };
+
+async function scenarioRow(row: string, store: StoreKind, workers: number): Promise<Row> {
+  log(`${row} / ${store} / ${workers} worker(s)...`);
+  const scenario = REVIEW_ROWS[row] ?? row;
+  const api = REVIEW_ROWS[row] ? await env.apiServer() : undefined;
+  const reviews0 = api?.reviews() ?? 0;
+  const cluster = api
+    ? { verification: "both", apiServer: { url: api.url }, review: { cacheTtlSeconds: 10, timeoutMs: 2000 } }
+    : undefined;
   const { floor, ref } = await references();
   const cursor = cursorOf();
-  const name = `${scenario}-${store}-w${workers}`;
+  const name = `${row}-${store}-w${workers}`;
   // The credential-provider path gets its own warm-up on top of the common one (pool tokens 0..warm).
   const cpCursor: Cursor = { next: SIZE.warm, wrapped: 0 };
   const warm =
@@ -259,38 +274,48 @@ async function scenarioRow(scenario: string, store: StoreKind, workers: number):
             requests: credentialProviderRequests(cpPool.slice(0, SIZE.warm), cursorOf()),
           }).then(() => undefined)
       : true;
-  const measured = await withService(store, workers, name, warm, async (svc) => {
-    const base = { url: svc.url, connections: C, maxSeconds: MAX_SECONDS };
-    switch (scenario) {
-      case "uncached":
-        return runLoad({
-          ...base,
-          amount: SIZE.uncached,
-          requests: uncachedRequests(pool, `${name}-${++runSerial}`, cursor),
-        });
-      case "hot":
-        return runLoad({ ...base, amount: SIZE.hot, requests: hotRequests(pool[0]!) });
-      case "pull-burst":
-        // 50 pods at a time: autocannon gives each connection an equal share of `amount`, and a share
-        // must be whole pods (3 requests each) so that every pod asks for its 3 repositories exactly once.
-        return runLoad({
-          ...base,
-          connections: BURST_CONCURRENCY,
-          amount: burstPods.length * 3,
-          requests: pullBurstRequests(burstPods, cursor),
-        });
-      case "credential-provider":
-        return runLoad({
-          ...base,
-          amount: SIZE.uncached,
-          requests: credentialProviderRequests(cpPool, cpCursor),
-        });
-      default:
-        throw new Error(`unknown scenario ${scenario}`);
-    }
-  });
+  const measured = await withService(
+    store,
+    workers,
+    name,
+    warm,
+    async (svc) => {
+      const base = { url: svc.url, connections: C, maxSeconds: MAX_SECONDS };
+      switch (scenario) {
+        case "uncached":
+          return runLoad({
+            ...base,
+            amount: SIZE.uncached,
+            requests: uncachedRequests(pool, `${name}-${++runSerial}`, cursor),
+          });
+        case "hot":
+          return runLoad({ ...base, amount: SIZE.hot, requests: hotRequests(pool[0]!) });
+        case "pull-burst":
+          // 50 pods at a time: autocannon gives each connection an equal share of `amount`, and a share
+          // must be whole pods (3 requests each) so that every pod asks for its 3 repositories exactly once.
+          return runLoad({
+            ...base,
+            connections: BURST_CONCURRENCY,
+            amount: burstPods.length * 3,
+            requests: pullBurstRequests(burstPods, cursor),
+          });
+        case "credential-provider":
+          return runLoad({
+            ...base,
+            amount: SIZE.uncached,
+            requests: credentialProviderRequests(cpPool, cpCursor),
+          });
+        default:
+          throw new Error(`unknown scenario ${scenario}`);
+      }
+    },
+    {},
+    cluster,
+  );
+  if (api)
+    log(`  ${api.reviews() - reviews0} TokenReviews served by the stand-in API server (warm-up included)`);
   return {
-    scenario,
+    scenario: row,
     store,
     workers,
     load: measured.result,
@@ -413,6 +438,8 @@ try {
       "hot",
       "pull-burst",
       ...(HAS_CREDENTIAL_PROVIDER ? ["credential-provider"] : []),
+      "review-uncached",
+      "review-hot",
     ];
     const scenarios = all.filter(want);
     for (const store of STORES) for (const s of scenarios) rows.push(await scenarioRow(s, store, 1));

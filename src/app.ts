@@ -195,7 +195,13 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   registerExplainRoutes(app, realm, now);
   registerCredentialProviderRoutes(app, runtime.credentialProviderHandle);
   registerKeyRoutes(app, () => [...runtime.current.publishedKeys.values()].flat());
-  registerHealthRoutes(app, () => runtime.current.keySets, store, now);
+  registerHealthRoutes(
+    app,
+    () => runtime.current.keySets,
+    store,
+    now,
+    () => runtime.current.reviewer.status(),
+  );
   registerOpenApiRoute(app, openapi);
   if (deps.localIssuer) deps.localIssuer.issuer.register(app, deps.localIssuer.prefix);
   app.addHook("onClose", async () => {

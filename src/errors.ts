@@ -25,6 +25,8 @@ export type ErrorCode =
   | "invalid_subject"
   | "legacy_token"
   | "unknown_issuer"
+  | "token_review_refused"
+  | "token_review_unavailable"
   // request shape
   | "invalid_request"
   | "invalid_scope"
@@ -58,6 +60,10 @@ const STATUS: Record<ErrorCode, number> = {
   invalid_subject: 401,
   legacy_token: 401,
   unknown_issuer: 401,
+  // TokenReview (docs/tokenreview.md): the cluster refused the token, or could not be asked. Both fail closed
+  // with 401, never a 5xx: the credential is not authenticated; an API server 429 is passed on as 429.
+  token_review_refused: 401,
+  token_review_unavailable: 401,
   invalid_request: 400,
   invalid_scope: 400,
   unknown_service: 400,

@@ -17,8 +17,11 @@
  * - `server.*`, `cache.*` and `rateLimit.*` are fixed for the life of the process: a reload that changes
  *   them applies everything else and logs that those keys need a restart.
  */
+import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
+import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { ClusterKeySet, trustSource } from "./authn/jwks.js";
+import { ClusterReviewer } from "./authn/review.js";
 import { ServiceAccountVerifier } from "./authn/verify.js";
 import { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
@@ -27,6 +30,7 @@ import { CredentialProviderExchange } from "./credential-provider/exchange.js";
 import type { ServiceMetrics } from "./plugins/metrics.js";
 import type { Policy } from "./policy/engine.js";
 import { loadPolicy } from "./policy/validate.js";
+import { libtrustKeyId } from "./token/keyid.js";
 import { TokenRealm } from "./token/realm.js";
 import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./token/signing.js";
 
@@ -53,6 +57,8 @@ export interface Runtime {
   sealer: CacheSealer;
   realm: TokenRealm;
   credentialProvider: CredentialProviderExchange;
+  /** TokenReview and ServiceAccount reads for the clusters that ask the API server (`authn/review.ts`). */
+  reviewer: ClusterReviewer;
 }
 
 /** What stays the same across config versions. */
@@ -92,7 +98,7 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     }),
   );
   const policy = loadPolicy(config, (warning) => base.logger.warn(`config warning: ${warning}`));
-  const sealer = sealerFor(signingKeys);
+  const sealer = sealerOf([...signingKeys.values()]);
   // A key set is reused only under the same sealer (its shared entries are sealed with it) and for the
   // same config and trust source; the caller invalidates reused ones (see the reload contract).
   const sameSealer = previous !== undefined && sealerId(previous.sealer) === sealerId(sealer);
@@ -111,6 +117,16 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
       }),
   );
   const verifier = new ServiceAccountVerifier(keySets, { now: base.now });
+  const reviewer = new ClusterReviewer({
+    config,
+    store: base.store,
+    sealer,
+    previousSealers: previousSealers(config, signingKeys),
+    logger: base.logger,
+    now: base.now,
+    onApiCall: base.metrics.onKubeApiCall,
+    onCacheLookup: base.metrics.onReviewCacheLookup,
+  });
   const realm = new TokenRealm({
     config,
     verifier,
@@ -123,6 +139,7 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     now: base.now,
     onIssue: base.metrics.onIssue,
     stats: previous?.realm.stats,
+    reviewer,
   });
   const credentialProvider = new CredentialProviderExchange({
     config,
@@ -141,18 +158,42 @@ export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runti
     sealer,
     realm,
     credentialProvider,
+    reviewer,
   };
-}
-
-/** The cache sealer of a set of signing keys (see {@link Runtime.sealer}). */
-function sealerFor(signingKeys: ReadonlyMap<string, SigningKey>): CacheSealer {
-  const keys = [...signingKeys.values()].sort((a, b) => (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0));
-  return CacheSealer.fromKeyMaterial(keys.map((k) => k.privateKey.export({ format: "der", type: "pkcs8" })));
 }
 
 /** Identifies a sealer's secret without revealing it (an HMAC under it). */
 function sealerId(sealer: CacheSealer): string {
   return sealer.key("sealer-id", "");
+}
+
+/** The service secret's sealer over `keys` (PKCS#8 DER, sorted by `kid`): see {@link Runtime.sealer}. */
+function sealerOf(keys: ReadonlyArray<{ kid: string; privateKey: KeyObject }>): CacheSealer {
+  return CacheSealer.fromKeyMaterial(
+    [...keys]
+      .sort((a, b) => (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0))
+      .map((k) => k.privateKey.export({ type: "pkcs8", format: "der" })),
+  );
+}
+
+/**
+ * The sealers of the service secret as it was before each registry's switch to its current signing key:
+ * that registry's key replaced by each of its `publishedKeys` whose `keyFile` is given. They only open
+ * what was sealed before the switch (source tokens inside derived credentials, `authn/review.ts`), so a
+ * rotation does not cut off credentials derived from reviewed tokens while the previous key is published.
+ */
+function previousSealers(config: Config, signingKeys: ReadonlyMap<string, SigningKey>): CacheSealer[] {
+  const out: CacheSealer[] = [];
+  for (const r of config.registries) {
+    for (const p of r.publishedKeys ?? []) {
+      if (p.keyFile === undefined) continue;
+      const privateKey = createPrivateKey(readFileSync(p.keyFile));
+      const kid = libtrustKeyId(createPublicKey(privateKey));
+      const keys = [...signingKeys].map(([service, k]) => (service === r.service ? { kid, privateKey } : k));
+      out.push(sealerOf(keys));
+    }
+  }
+  return out;
 }
 
 /** Holds the current {@link Runtime} and swaps it on reload. */
@@ -196,6 +237,7 @@ export class RuntimeHolder {
         for (const ks of retired) ks.close().catch(() => {});
       }, RETIRE_GRACE_MS).unref();
     }
+    setTimeout(() => old.reviewer.close().catch(() => {}), RETIRE_GRACE_MS).unref();
     // A reused key set may trust a key the operator just removed: it serves nothing until re-fetched.
     for (const ks of next.keySets) {
       if (old.keySets.includes(ks)) ks.invalidate();
@@ -206,7 +248,7 @@ export class RuntimeHolder {
 
   /** Closes every key set of the current runtime. */
   async close(): Promise<void> {
-    await Promise.all(this.#current.keySets.map((ks) => ks.close()));
+    await Promise.all([...this.#current.keySets.map((ks) => ks.close()), this.#current.reviewer.close()]);
   }
 }
 

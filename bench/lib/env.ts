@@ -7,8 +7,10 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import type { JSONWebKeySet } from "jose";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
 import { generateSigningKeyFiles } from "../../src/token/signing.js";
+import { type StandInApiServer, startStandInApiServer } from "../../test/helpers/apiserver.js";
 import { freePort, SpawnedRedis } from "../../test/helpers/redis.js";
 import { type Child, ROOT, runNodeJson, startNode, waitReady } from "./procs.js";
 import type { ReferenceInput } from "./reference.js";
@@ -41,6 +43,8 @@ export interface ServiceOptions {
   server?: Record<string, unknown> | undefined;
   /** Extra node flags (e.g. `--max-old-space-size=128`). */
   nodeOptions?: string[] | undefined;
+  /** More keys of the cluster config (the review rows: `verification`, `apiServer`, `review`). */
+  cluster?: Record<string, unknown> | undefined;
 }
 
 /** Crypto floor figures. */
@@ -63,6 +67,7 @@ export class BenchEnv {
   readonly redis: SpawnedRedis | undefined;
   readonly #closeIssuer: () => Promise<void>;
   #reference: { child: Child; url: string } | undefined;
+  #apiServer: StandInApiServer | undefined;
   #serial = 0;
 
   private constructor(init: {
@@ -123,6 +128,7 @@ export class BenchEnv {
       logLevel: opts.logLevel,
       credentialProvider: HAS_CREDENTIAL_PROVIDER,
       server: opts.server ?? {},
+      cluster: opts.cluster,
     });
     const nodeArgs = [...(opts.nodeOptions ?? []), ...(opts.inspect ? ["--inspect=127.0.0.1:0"] : [])];
     const args = ["serve", "--config", config];
@@ -168,8 +174,21 @@ export class BenchEnv {
     return runNodeJson<FloorResult>(join(ROOT, "bench", "crypto-floor.ts"), [input], 120_000);
   }
 
+  /**
+   * The stand-in kube-apiserver (test/helpers/apiserver.ts, real v1.36.2 answer shapes) reviewing the
+   * local issuer's tokens, started once per run in this process, for the review rows.
+   */
+  async apiServer(): Promise<StandInApiServer> {
+    this.#apiServer ??= await startStandInApiServer(Date.now, {
+      jwks: () => this.issuer.jwks() as JSONWebKeySet,
+      anyServiceAccount: true,
+    });
+    return this.#apiServer;
+  }
+
   /** Stops everything this run started and removes its temp folder. */
   async close(): Promise<void> {
+    await this.#apiServer?.close();
     await this.#reference?.child.stop();
     await this.redis?.stop();
     await this.#closeIssuer();

@@ -194,6 +194,8 @@ export interface ServiceConfigInput {
   credentialProvider: boolean;
   /** More `server` keys; those this tree's schema refuses are dropped (it changes while we measure). */
   server: Record<string, unknown>;
+  /** More keys of the one cluster (e.g. `verification`, `apiServer` for the review rows). */
+  cluster?: Record<string, unknown> | undefined;
 }
 
 /**
@@ -205,7 +207,7 @@ export function writeServiceConfig(dir: string, name: string, input: ServiceConf
   const raw = {
     server: { host: "127.0.0.1", port: input.port, ...input.server },
     logging: { level: input.logLevel },
-    clusters: [{ name: "bench", issuer: input.issuerUrl, audiences: [SERVICE] }],
+    clusters: [{ name: "bench", issuer: input.issuerUrl, audiences: [SERVICE], ...input.cluster }],
     registries: [
       { service: SERVICE, issuer: "registry-token-exchange", tokenTtlSeconds: 300, signingKey: input.keys },
     ],

@@ -68,6 +68,36 @@ export interface Identity {
    * credential-provider audience can claim any values.
    */
   annotations?: Record<string, string> | undefined;
+  /**
+   * For a cluster whose tokens are reviewed (`verification: tokenReview|both`): the source service-account
+   * token and the audiences it was reviewed for, sealed with the service secret (`cache/seal.ts`, opaque to
+   * everyone else), so credentials derived from it are reviewed again on every use (see `authn/review.ts`).
+   */
+  reviewSource?: string | undefined;
+  /**
+   * What the cluster said about this credential in this request (absent for `verification: offline`);
+   * never cached with the identity.
+   */
+  review?: ClusterReviewSummary | undefined;
+}
+
+/** What a cluster's API server said about a credential, for `explain` and audit (no secrets). */
+export interface ClusterReviewSummary {
+  /** The cluster's `verification` mode. */
+  verification: "tokenReview" | "both";
+  /** `status.authenticated` of the TokenReview (always true here: a refusal throws). */
+  authenticated: boolean;
+  /** `status.user.username` and `status.user.uid`. */
+  username: string;
+  uid: string;
+  /** `status.audiences`. */
+  audiences: string[];
+  /** Whether the answer came from the review cache (at most `review.cacheTtlSeconds` old). */
+  cached: boolean;
+  /** The reviewed token was the source of a derived credential (exchange credential, refresh token). */
+  derived: boolean;
+  /** With `annotations: fromCluster`: the ServiceAccount's `metadata.uid` that was checked. */
+  serviceAccountUid?: string | undefined;
 }
 
 /** Prefix of {@link Identity.verificationKey} for credentials signed by this service's own keys. */
@@ -97,6 +127,17 @@ function fail(
   logDetail?: { detail: string },
 ) {
   return new ExchangeError(code, message, logDetail ? { logDetail } : {});
+}
+
+/** Options of one {@link ServiceAccountVerifier.verify} call. */
+export interface VerifyOptions {
+  /**
+   * The caller has the token reviewed by the cluster's TokenReview API next (`authn/review.ts`): for a
+   * cluster with `verification: tokenReview` the JWKS signature check is then skipped (the review
+   * authenticates the token; the claims are still checked and must agree with the review). Without this
+   * flag every token's signature is checked, whatever the cluster's mode.
+   */
+  reviewFollows?: boolean;
 }
 
 /** Options of {@link ServiceAccountVerifier}. */
@@ -133,34 +174,41 @@ export class ServiceAccountVerifier {
    * loaded and current (see `ClusterKeySet.invalidate`). A key removed from the cluster's JWKS or
    * `jwksFile` (a rotation, a compromised key) thus stops admitting tokens already seen and credentials
    * derived from them, as soon as a refresh or reload has loaded the new set. An identity that names no
-   * cluster key is not trusted. Never fetches: a `false` is a cache miss, and the caller verifies afresh.
+   * cluster key is trusted only for a cluster with `verification: tokenReview`, where no cluster key
+   * verifies tokens and the TokenReview that follows every use decides (`authn/review.ts`). Never
+   * fetches: a `false` is a cache miss, and the caller verifies afresh.
    */
   stillTrusted(identity: Identity): boolean {
     const keySet = this.#byName.get(identity.cluster);
+    if (keySet === undefined) return false;
     const key = identity.clusterKey;
-    return keySet !== undefined && key !== undefined && keySet.hasKey(key);
+    return key === undefined ? keySet.cluster.verification === "tokenReview" : keySet.hasKey(key);
   }
 
   /**
    * Whether the cluster key a derived credential names ({@link Identity.clusterKey}) is trusted now,
-   * loading the cluster's key set when none is current (unlike {@link stillTrusted}).
+   * loading the cluster's key set when none is current (unlike {@link stillTrusted}). A credential that
+   * names none passes only for a cluster with `verification: tokenReview` (its sealed source token is
+   * reviewed next).
    * @throws {ExchangeError} `keys_unavailable` when the cluster's keys cannot be loaded
    */
   async trustsClusterKey(identity: Identity): Promise<boolean> {
     const keySet = this.#byName.get(identity.cluster);
+    if (keySet === undefined) return false;
     const key = identity.clusterKey;
-    return keySet !== undefined && key !== undefined && (await keySet.trustsKey(key));
+    return key === undefined ? keySet.cluster.verification === "tokenReview" : keySet.trustsKey(key);
   }
 
   /**
    * Verifies `token` and returns the workload identity.
    * @param token the compact JWS as presented
    * @param audiences overrides the cluster's accepted audiences (the token's `aud` must contain one)
+   * @param options see {@link VerifyOptions}
    * @throws {ExchangeError} with a credential code (`malformed_token`, `unknown_issuer`, `legacy_token`,
    *   `unsupported_algorithm`, `unknown_key`, `invalid_signature`, `invalid_issuer`, `invalid_audience`,
    *   `token_expired`, `token_not_yet_valid`, `missing_claim`, `invalid_subject`) or `keys_unavailable`
    */
-  async verify(token: string, audiences?: readonly string[]): Promise<Identity> {
+  async verify(token: string, audiences?: readonly string[], options: VerifyOptions = {}): Promise<Identity> {
     if (token.length > MAX_TOKEN_LENGTH) {
       throw fail("malformed_token", `service-account token is longer than ${MAX_TOKEN_LENGTH} characters`);
     }
@@ -200,6 +248,9 @@ export class ServiceAccountVerifier {
         detail: `cluster "${cluster.name}" allows ${cluster.algorithms.join(", ")}`,
       });
     }
+    if (options.reviewFollows === true && cluster.verification === "tokenReview") {
+      return this.#checkClaims(payload, cluster, audiences);
+    }
     const kid = typeof header.kid === "string" ? header.kid : undefined;
     // Kubernetes key IDs are 43 characters; a huge kid is garbage and must not be remembered as such.
     if (kid !== undefined && kid.length > MAX_KID_LENGTH) {
@@ -226,6 +277,17 @@ export class ServiceAccountVerifier {
         detail: `cluster "${cluster.name}"`,
       });
     }
+    const identity = this.#checkClaims(payload, cluster, audiences);
+    identity.verificationKey = keyFingerprint(key);
+    identity.clusterKey = identity.verificationKey;
+    return identity;
+  }
+
+  #checkClaims(
+    payload: Record<string, unknown>,
+    cluster: ClusterConfig,
+    audiences: readonly string[] | undefined,
+  ): Identity {
     const accepted = audiences ?? cluster.audiences;
     const nowMs = this.#now();
     const failure = checkClaims(payload, {
@@ -236,10 +298,7 @@ export class ServiceAccountVerifier {
       nowSeconds: Math.floor(nowMs / 1000),
     });
     if (failure) throw claimError(failure, cluster, accepted);
-    const identity = toIdentity(payload, cluster, nowMs);
-    identity.verificationKey = keyFingerprint(key);
-    identity.clusterKey = identity.verificationKey;
-    return identity;
+    return toIdentity(payload, cluster, nowMs);
   }
 }
 

@@ -7,7 +7,12 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
-import { type Config, configSchema } from "./schema.js";
+import { type Config, configSchema, usesApiServer } from "./schema.js";
+
+/** Where a pod finds its service-account token and the cluster CA (mounted by kubelet). */
+export const IN_CLUSTER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/** The cluster CA bundle mounted next to {@link IN_CLUSTER_TOKEN_FILE}. */
+export const IN_CLUSTER_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 
 /** Formats a zod issue path as a dotted path with indices: `registries[0].signingKey.keyFile`. */
 export function dottedPath(path: ReadonlyArray<PropertyKey>): string {
@@ -52,7 +57,35 @@ export function parseConfig(raw: unknown, env: Record<string, string | undefined
     cfg.server.port = port;
   }
   if (env.HOST !== undefined && env.HOST !== "") cfg.server.host = env.HOST;
+  applyInClusterDefaults(cfg, env);
   return cfg;
+}
+
+/**
+ * Gives every cluster that talks to its API server (`verification` other than `offline`, or
+ * `annotations: fromCluster`) and has no `apiServer` the in-cluster one: `https://$KUBERNETES_SERVICE_HOST:
+ * $KUBERNETES_SERVICE_PORT`, the mounted CA and service-account token (what client-go's InClusterConfig uses).
+ * @throws {ConfigError} when such a cluster has no `apiServer` and the environment is not a pod's
+ */
+function applyInClusterDefaults(cfg: Config, env: Record<string, string | undefined>): void {
+  const problems: string[] = [];
+  cfg.clusters.forEach((c, i) => {
+    if (!usesApiServer(c) || c.apiServer !== undefined) return;
+    const host = env.KUBERNETES_SERVICE_HOST;
+    const port = env.KUBERNETES_SERVICE_PORT;
+    if (!host || !port || !/^\d{1,5}$/.test(port)) {
+      problems.push(
+        `clusters[${i}].apiServer: is required with verification: ${c.verification} / annotations: ${c.annotations} outside a pod (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are not set)`,
+      );
+      return;
+    }
+    c.apiServer = {
+      url: `https://${host.includes(":") ? `[${host}]` : host}:${port}`,
+      caFile: IN_CLUSTER_CA_FILE,
+      bearerTokenFile: IN_CLUSTER_TOKEN_FILE,
+    };
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
 }
 
 /** Every config key that names a file, with its dotted path; used to resolve and check them. */
@@ -63,6 +96,16 @@ function filePaths(
   cfg.clusters.forEach((c, i) => {
     for (const key of ["jwksFile", "caFile", "bearerTokenFile"] as const) {
       out.push({ path: `clusters[${i}].${key}`, get: () => c[key], set: (v) => (c[key] = v) });
+    }
+    const api = c.apiServer;
+    if (api) {
+      for (const key of ["caFile", "bearerTokenFile"] as const) {
+        out.push({
+          path: `clusters[${i}].apiServer.${key}`,
+          get: () => api[key],
+          set: (v) => (api[key] = v),
+        });
+      }
     }
   });
   cfg.registries.forEach((r, i) => {

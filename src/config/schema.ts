@@ -50,6 +50,34 @@ const jwksRefreshSchema = z
   })
   .strict();
 
+/**
+ * How service-account tokens of a cluster are verified (see docs/tokenreview.md): `offline` (JWKS only),
+ * `tokenReview` (the cluster's TokenReview API decides, authentication.k8s.io/v1), or `both` (JWKS first,
+ * then the review: a token the JWKS rejects never costs an API call).
+ */
+export const VERIFICATION_MODES = ["offline", "tokenReview", "both"] as const;
+
+/** The cluster's API server, for TokenReview and ServiceAccount reads. */
+const apiServerSchema = z
+  .object({
+    url: httpUrl,
+    /** PEM CA bundle for the API server's serving certificate. */
+    caFile: nonEmpty.optional(),
+    /** File holding the bearer token sent to the API server (re-read when it changes: kubelet rotates it). */
+    bearerTokenFile: nonEmpty.optional(),
+  })
+  .strict();
+
+/** TokenReview / ServiceAccount answer caching and time budget. */
+const reviewSchema = z
+  .object({
+    /** How long a positive review (or a ServiceAccount read) is reused, seconds; never past the token's `exp`. */
+    cacheTtlSeconds: z.number().int().min(0).max(300).default(10),
+    /** Time budget of one API server call, milliseconds (connect + answer). */
+    timeoutMs: z.number().int().min(100).max(30_000).default(2_000),
+  })
+  .strict();
+
 /** One trusted Kubernetes service-account issuer. */
 const clusterSchema = z
   .object({
@@ -76,6 +104,15 @@ const clusterSchema = z
     clockSkewSeconds: z.number().int().min(0).max(300).default(30),
     fetch: fetchSchema.prefault({}),
     jwks: jwksRefreshSchema.prefault({}),
+    verification: z.enum(VERIFICATION_MODES).default("offline"),
+    /**
+     * Where credential-provider annotations come from: the kubelet request (`fromRequest`, asserted by the
+     * caller) or the ServiceAccount object read from the API server (`fromCluster`).
+     */
+    annotations: z.enum(["fromRequest", "fromCluster"]).default("fromRequest"),
+    /** The API server (default in a pod: the in-cluster service, CA and service-account token). */
+    apiServer: apiServerSchema.optional(),
+    review: reviewSchema.prefault({}),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -590,6 +627,13 @@ export function credentialProviderAudiencesFor(config: Config, registry: Registr
 export type Config = z.infer<typeof configSchema>;
 /** One trusted cluster (see {@link Config}). */
 export type ClusterConfig = Config["clusters"][number];
+/** How a cluster's service-account tokens are verified (see {@link VERIFICATION_MODES}). */
+export type VerificationMode = (typeof VERIFICATION_MODES)[number];
+
+/** Whether `cluster` talks to its API server (TokenReview, or ServiceAccount reads for annotations). */
+export function usesApiServer(cluster: Pick<ClusterConfig, "verification" | "annotations">): boolean {
+  return cluster.verification !== "offline" || cluster.annotations === "fromCluster";
+}
 /** One registry (see {@link Config}). */
 export type RegistryConfig = Config["registries"][number];
 /** One policy rule (see {@link Config}). */

@@ -142,6 +142,21 @@ export function parseCredentialProviderRequest(body: unknown): ParsedRequest {
   return { image: b.image, token: b.serviceAccountToken, annotations };
 }
 
+/**
+ * Every annotation key the policy can look at: `match.annotations` keys and `${annotation:<key>}`
+ * templates in allow and deny entries.
+ */
+export function policyAnnotationKeys(config: Config): Set<string> {
+  const keys = new Set<string>();
+  for (const rule of config.policy.rules) {
+    for (const k of Object.keys(rule.match.annotations ?? {})) keys.add(k);
+    for (const g of [...rule.allow, ...rule.deny]) {
+      for (const m of (g.repository ?? "").matchAll(/\$\{annotation:([^}]+)\}/g)) keys.add(m[1]!);
+    }
+  }
+  return keys;
+}
+
 /** Dependencies of {@link CredentialProviderExchange}. */
 export interface ExchangeDeps {
   config: Config;
@@ -157,6 +172,7 @@ export class CredentialProviderExchange {
   readonly #deps: ExchangeDeps;
   readonly #now: () => number;
   readonly #byHost: ReadonlyMap<string, RegistryConfig>;
+  readonly #policyAnnotationKeys: ReadonlySet<string>;
 
   /** @param deps config, realm (verification and minting), policy, logger, clock */
   constructor(deps: ExchangeDeps) {
@@ -171,6 +187,7 @@ export class CredentialProviderExchange {
       if (r.hosts === undefined && !byHost.has(own)) byHost.set(own, r);
     }
     this.#byHost = byHost;
+    this.#policyAnnotationKeys = policyAnnotationKeys(deps.config);
   }
 
   /** Whether `credentialProvider` is configured (the endpoint answers 404 otherwise). */
@@ -222,7 +239,10 @@ export class CredentialProviderExchange {
         "service-account token is not bound to a pod (kubelet requests pod-bound tokens for credential providers)",
       );
     }
-    const identity: Identity = { ...verified, annotations: req.annotations };
+    const identity: Identity = {
+      ...verified,
+      annotations: await this.#annotations(verified, req.annotations),
+    };
     const [decision] = this.#deps.policy.evaluate(identity, registry.service, [
       { type: "repository", name: image.repository, actions: ["pull"] },
     ]);
@@ -260,6 +280,25 @@ export class CredentialProviderExchange {
       cacheDuration: goDuration(cacheSeconds(remaining)),
       auth: { [image.host]: { username: EXCHANGE_USERNAME, password: credential.token } },
     };
+  }
+
+  /**
+   * The annotations policy sees: the request's (asserted by the caller), or with `annotations: fromCluster`
+   * those of the ServiceAccount object the cluster has now (its uid checked against the token's), limited
+   * to the keys the policy names (the others cannot change a decision, and a credential carries them).
+   */
+  async #annotations(
+    identity: Identity,
+    fromRequest: Record<string, string> | undefined,
+  ): Promise<Record<string, string> | undefined> {
+    const reviewer = this.#deps.realm.reviewer;
+    if (!reviewer?.annotationsFromCluster(identity.cluster)) return fromRequest;
+    const sa = await reviewer.serviceAccount(identity);
+    const picked = Object.entries(sa.annotations)
+      .filter(([k]) => this.#policyAnnotationKeys.has(k))
+      .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
+    if (identity.review) identity.review.serviceAccountUid = sa.uid;
+    return picked.length > 0 ? Object.fromEntries(picked) : undefined;
   }
 
   #audit(

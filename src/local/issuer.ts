@@ -102,16 +102,16 @@ export class LocalIssuer {
     const now = Math.floor((req.nowMs ?? Date.now()) / 1000);
     const ttl = req.ttlSeconds ?? 3600;
     const podName = req.podName === undefined ? `${req.serviceAccount}-pod` : req.podName;
-    const k8s: Record<string, unknown> = {
-      namespace: req.namespace,
-      serviceaccount: {
-        name: req.serviceAccount,
-        uid: stableUid(this.issuer, req.namespace, "sa", req.serviceAccount),
-      },
-    };
+    // Key order as kube-apiserver v1.36 writes it (test/fixtures/kubernetes-1.36): namespace, node, pod,
+    // serviceaccount.
+    const k8s: Record<string, unknown> = { namespace: req.namespace };
+    if (req.nodeName) k8s.node = { name: req.nodeName, uid: stableUid(this.issuer, "node", req.nodeName) };
     if (podName !== null)
       k8s.pod = { name: podName, uid: stableUid(this.issuer, req.namespace, "pod", podName) };
-    if (req.nodeName) k8s.node = { name: req.nodeName, uid: stableUid(this.issuer, "node", req.nodeName) };
+    k8s.serviceaccount = {
+      name: req.serviceAccount,
+      uid: stableUid(this.issuer, req.namespace, "sa", req.serviceAccount),
+    };
     const header: Record<string, unknown> = { alg: "RS256", kid: this.kid };
     if (req.header && "kid" in req.header) {
       if (req.header.kid === undefined) delete header.kid;

@@ -55,6 +55,7 @@ function oauthError(code: ErrorCode, status: number): string {
     case "payload_too_large":
       return "invalid_request";
     case "keys_unavailable":
+    case "token_review_unavailable":
     case "rate_limited":
     case "overloaded":
       return "temporarily_unavailable";

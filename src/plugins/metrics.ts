@@ -59,6 +59,8 @@ export class ServiceMetrics {
   readonly #denials: Counter<"reason">;
   readonly #rateLimited: Counter<"route">;
   readonly #jwksFetches: Counter<"cluster" | "outcome">;
+  readonly #kubeApiCalls: Counter<"cluster" | "call" | "outcome">;
+  readonly #reviewCache: Counter<"cluster" | "call" | "result">;
   #sources: MetricSources | undefined;
 
   constructor() {
@@ -92,6 +94,18 @@ export class ServiceMetrics {
       name: "rte_jwks_fetches_total",
       help: "Cluster key fetches (discovery + JWKS, or the JWKS file), by cluster and outcome",
       labelNames: ["cluster", "outcome"],
+      registers,
+    });
+    this.#kubeApiCalls = new Counter({
+      name: "rte_kube_api_calls_total",
+      help: "Calls to a cluster's API server (call: tokenreview, serviceaccount), by outcome: authenticated, refused, ok, or the failure (unreachable, timeout, unauthorized, forbidden, not_found, rate_limited, server_error, bad_answer)",
+      labelNames: ["cluster", "call", "outcome"],
+      registers,
+    });
+    this.#reviewCache = new Counter({
+      name: "rte_kube_api_cache_total",
+      help: "Lookups of cached TokenReview answers and ServiceAccounts, by cluster, call and result (hit, miss)",
+      labelNames: ["cluster", "call", "result"],
       registers,
     });
     const sources = () => this.#sources;
@@ -195,6 +209,16 @@ export class ServiceMetrics {
   /** `ClusterKeySet` `onFetch` hook: one fetch attempt finished. */
   readonly onJwksFetch = (cluster: string, outcome: "ok" | "error"): void => {
     this.#jwksFetches.inc({ cluster, outcome });
+  };
+
+  /** `ClusterReviewer` `onApiCall` hook: one API server call finished. */
+  readonly onKubeApiCall = (cluster: string, call: string, outcome: string): void => {
+    this.#kubeApiCalls.inc({ cluster, call, outcome });
+  };
+
+  /** `ClusterReviewer` `onCacheLookup` hook: a cached review or ServiceAccount was looked up. */
+  readonly onReviewCacheLookup = (cluster: string, call: string, hit: boolean): void => {
+    this.#reviewCache.inc({ cluster, call, result: hit ? "hit" : "miss" });
   };
 
   /** `TokenRealm` `onIssue` hook: a registry token was answered (minted or reused). */

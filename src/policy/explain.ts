@@ -4,7 +4,7 @@
  * registry, and per requested scope the granted actions and the rules that allowed or denied them.
  * Never the credential itself: only claims that are safe to show (names, uids, audiences, times).
  */
-import type { Identity } from "../authn/verify.js";
+import type { ClusterReviewSummary, Identity } from "../authn/verify.js";
 import type { Action } from "../config/schema.js";
 import { type DerivedKind, derivedKindOf } from "../token/derived.js";
 import type { Policy, ScopeDecision } from "./engine.js";
@@ -29,6 +29,12 @@ export type ExplainedIdentity = Pick<
   expiresAt: string;
   /** Seconds left when explained. */
   expiresIn: number;
+  /**
+   * Present when the cluster was asked (`verification: tokenReview|both`): the mode and what its
+   * TokenReview said (and, with `annotations: fromCluster`, the ServiceAccount uid checked). Absent:
+   * verified offline only.
+   */
+  review?: ClusterReviewSummary;
 };
 
 /** The decision for one requested scope. */
@@ -97,6 +103,7 @@ export function explain(
     ...(id.annotations && Object.keys(id.annotations).length > 0
       ? { annotations: { ...id.annotations } }
       : {}),
+    ...(id.review ? { review: { ...id.review, audiences: [...id.review.audiences] } } : {}),
   };
   return {
     service: result.registry.service,
@@ -139,6 +146,13 @@ export function formatExplanation(e: Explanation): string {
       Object.entries(id.annotations)
         .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
         .join(", "),
+    ]);
+  }
+  if (id.review) {
+    const r = id.review;
+    lines.push([
+      "verification",
+      `${r.verification}: TokenReview authenticated ${r.username} (uid ${r.uid})${r.derived ? " for the source token" : ""}${r.cached ? ", cached answer" : ""}${r.serviceAccountUid ? `; ServiceAccount uid ${r.serviceAccountUid} checked` : ""}`,
     ]);
   }
   lines.push(["expires", `${id.expiresAt} (in ${id.expiresIn} s)`]);

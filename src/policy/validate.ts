@@ -15,6 +15,8 @@
  * - annotations trusted too widely: a rule matching on annotations with a wildcard namespace, or bound
  *   only to a literal namespace (any service account, an allow entry without `${serviceAccount}`), or an
  *   allow pattern whose only template is `${annotation:...}` (the caller asserts annotations, KEP-4412);
+ *   these annotation warnings are not given for rules that match only clusters with
+ *   `annotations: fromCluster` (the service reads the ServiceAccount itself, docs/tokenreview.md);
  * - an allow entry that grants nothing because deny entries of its own rule, or of rules that apply to
  *   every request it applies to, cancel every action it allows on every repository it matches;
  * - a registry audience that a token meant for another registry also carries;
@@ -68,8 +70,20 @@ export function validatePolicy(config: Config): PolicyValidation {
   const firstByName = new Map<string, number>();
   const parsed: Array<{ allow: ParsedEntry[]; deny: ParsedEntry[] }> = [];
 
+  // Clusters whose annotations come from the ServiceAccount object (`annotations: fromCluster`): the
+  // caller cannot assert or leave out annotations there, so the warnings about caller-asserted
+  // annotations do not apply to rules that only match such clusters.
+  const fromCluster = new Set(
+    config.clusters.filter((c) => c.annotations === "fromCluster").map((c) => c.name),
+  );
+  const annotationsAsserted = (rule: RuleConfig) => {
+    const re = compileNamePattern(rule.match.cluster);
+    return clusters.some((c) => re.test(c) && !fromCluster.has(c));
+  };
+
   rules.forEach((rule, i) => {
     const at = `policy.rules[${i}]`;
+    const asserted = annotationsAsserted(rule);
     const first = firstByName.get(rule.name);
     if (first !== undefined) {
       warnings.push(
@@ -117,6 +131,7 @@ export function validatePolicy(config: Config): PolicyValidation {
           }
           if (
             kind === "allow" &&
+            asserted &&
             usesAnnotations(parts) &&
             !parts.some((p) => "var" in p && p.var !== "annotation")
           ) {
@@ -136,6 +151,7 @@ export function validatePolicy(config: Config): PolicyValidation {
     const boundToIdentity = (g: GrantConfig) =>
       g.repository !== undefined && /\$\{(cluster|namespace|serviceAccount)\}/.test(g.repository);
     if (
+      asserted &&
       rule.match.annotations !== undefined &&
       rule.match.namespace.includes("*") &&
       rule.allow.some((g) => !boundToIdentity(g))
@@ -147,6 +163,7 @@ export function validatePolicy(config: Config): PolicyValidation {
     // A literal namespace with any service account still trusts every workload of that namespace: any
     // of them can present a token with the credential-provider audience and claim these annotations.
     if (
+      asserted &&
       rule.match.annotations !== undefined &&
       !rule.match.namespace.includes("*") &&
       rule.match.serviceAccount.includes("*") &&
@@ -156,7 +173,7 @@ export function validatePolicy(config: Config): PolicyValidation {
         `${at}.match.annotations: bound only to the namespace "${rule.match.namespace}" (match.serviceAccount "${rule.match.serviceAccount}", an allow entry not bound to \${serviceAccount}): annotations are asserted by the caller, so any service account in that namespace can claim them and get that grant; narrow match.serviceAccount or bind the pattern to \${serviceAccount}`,
       );
     }
-    if (rule.match.annotations !== undefined && rule.deny.length > 0) {
+    if (asserted && rule.match.annotations !== undefined && rule.deny.length > 0) {
       warnings.push(
         `${at}.deny: this rule matches on annotations, which the caller asserts: a caller that leaves them out escapes these deny entries (put them in a rule without match.annotations)`,
       );

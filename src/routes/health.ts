@@ -3,15 +3,18 @@
  * - `GET /healthz`: the process is alive (always 200 while it can answer).
  * - `GET /readyz`: readiness means "can serve". 200 when every registry's signing certificate is within
  *   its validity period (distribution verifies the `x5c` chain with the current time, so an expired
- *   certificate fails every pull), at least one cluster's keys are loaded (possibly stale within max
- *   staleness), and every cluster marked `required` has its keys; 503 otherwise. One unreachable cluster
- *   thus never takes every replica out of service: its tokens fail with `keys_unavailable` while the
- *   other clusters keep being served. The body reports each cluster (`ready`, `required`, key count,
- *   last error) and, when not ready, the `reasons`. A Redis outage is reported as `cache: "degraded"` but
- *   keeps 200: the service still serves from memory. While shutting down, fastify answers 503
- *   (`return503OnClosing`). Each call also starts a background re-fetch of key sets that are missing or
- *   expired (within the retry back-off): a replica that started while a cluster's keys could not be
- *   fetched receives no token request until it is ready, so the readiness probe is what retries.
+ *   certificate fails every pull), at least one cluster can serve (its keys are loaded, possibly stale
+ *   within max staleness, or it has `verification: tokenReview`, which never uses them), and every
+ *   cluster marked `required` can; 503 otherwise. One unreachable cluster thus never takes every replica
+ *   out of service: its tokens fail with `keys_unavailable` while the other clusters keep being served.
+ *   The body reports each cluster (`ready`, `required`, key count, last error) and, when not ready, the
+ *   `reasons`. A Redis outage is reported as `cache: "degraded"` but keeps 200: the service still serves
+ *   from memory. While shutting down, fastify answers 503 (`return503OnClosing`). Each call also starts
+ *   a background re-fetch of key sets that are missing or expired (within the retry back-off): a replica
+ *   that started while a cluster's keys could not be fetched receives no token request until it is
+ *   ready, so the readiness probe is what retries. `apiServers` shows, per cluster that talks to its API
+ *   server (TokenReview, ServiceAccount reads), the state last seen (`ok`, `failing` with the failure,
+ *   `unknown`).
  */
 import type { FastifyInstance } from "fastify";
 import type { ClusterKeySet } from "../authn/jwks.js";
@@ -23,13 +26,19 @@ export function registerHealthRoutes(
   currentKeySets: () => readonly ClusterKeySet[],
   store: CacheStore,
   now: () => number = Date.now,
+  reviewStatus: () => Record<string, unknown> = () => ({}),
 ): void {
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_request, reply) => {
     const keySets = currentKeySets();
     for (const ks of keySets) ks.refreshIfDue();
     const clusters = Object.fromEntries(
-      keySets.map((ks) => [ks.cluster.name, { ...ks.status(), required: ks.cluster.required }]),
+      keySets.map((ks) => {
+        const status = ks.status();
+        // A cluster with verification: tokenReview never uses its key set: the API server authenticates.
+        const ready = status.ready || ks.cluster.verification === "tokenReview";
+        return [ks.cluster.name, { ...status, ready, required: ks.cluster.required }];
+      }),
     );
     const nowMs = now();
     const signingKeys = Object.fromEntries(
@@ -63,6 +72,9 @@ export function registerHealthRoutes(
         clusters,
         signingKeys,
         cache: { kind: store.kind, state: cache },
+        // Detail only: a failing API server refuses the clusters that need it (fail closed) but leaves
+        // the replica ready for the others (docs/tokenreview.md).
+        apiServers: reviewStatus(),
       });
   });
 }

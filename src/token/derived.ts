@@ -7,7 +7,9 @@
  *
  * Both are compact JWS signed with the registry's own signing key, bound to one identity (cluster,
  * namespace, service account and its uid, pod, node, annotations) and one registry `service`, and never
- * valid past the credential they were derived from. What keeps them apart from registry bearer tokens,
+ * valid past the credential they were derived from. For a cluster whose tokens are reviewed, they also
+ * carry the source token sealed with the service secret (claim `rte.src`, see `authn/review.ts`), so each
+ * use is reviewed again. What keeps them apart from registry bearer tokens,
  * and from each other:
  * - a distinct `typ` header per kind (RFC 8725 §3.11 explicit typing), checked exactly on verification;
  * - `iss` = `urn:registry-token-exchange:<kind>:<registry issuer>` and `aud` =
@@ -119,11 +121,15 @@ interface IdentityClaim {
   pod?: { name: string; uid: string };
   node?: { name: string; uid: string };
   annotations?: Record<string, string>;
+  /** For a reviewed cluster: the source token, sealed ({@link Identity.reviewSource}). */
+  src?: string;
   /**
    * The credential it was derived from: its `jti` (if any), audiences, lifetime, and `key`, the
-   * fingerprint of the cluster key that verified it ({@link Identity.clusterKey}).
+   * fingerprint of the cluster key that verified it ({@link Identity.clusterKey}); `key` is absent only
+   * for a cluster with `verification: tokenReview`, whose tokens no cluster key verifies: `src` is then
+   * reviewed again on every use instead.
    */
-  source: { jti?: string; aud: string[]; iat: number; exp: number; key: string };
+  source: { jti?: string; aud: string[]; iat: number; exp: number; key?: string };
 }
 
 /**
@@ -131,7 +137,8 @@ interface IdentityClaim {
  * @param expiresAt wanted `exp`, epoch seconds; cut to `identity.expiresAt` (never outlives its source)
  * @param nowMs current time, epoch milliseconds
  * @throws {ExchangeError} `token_expired` when the source credential has (practically) expired;
- *   `unknown_key` when `identity` names no cluster key ({@link Identity.clusterKey})
+ *   `unknown_key` when `identity` names neither a cluster key ({@link Identity.clusterKey}) nor a sealed
+ *   source token to review ({@link Identity.reviewSource})
  */
 export async function mintDerived(
   kind: DerivedKind,
@@ -143,7 +150,7 @@ export async function mintDerived(
 ): Promise<DerivedCredential> {
   const iat = Math.floor(nowMs / 1000);
   const exp = Math.min(expiresAt, identity.expiresAt);
-  if (identity.clusterKey === undefined) {
+  if (identity.clusterKey === undefined && identity.reviewSource === undefined) {
     throw new ExchangeError(
       "unknown_key",
       `the credential names no cluster key, so no ${DERIVED_KINDS[kind].label} can be derived from it`,
@@ -164,12 +171,13 @@ export async function mintDerived(
     ...(identity.annotations && Object.keys(identity.annotations).length > 0
       ? { annotations: identity.annotations }
       : {}),
+    ...(identity.reviewSource ? { src: identity.reviewSource } : {}),
     source: {
       ...(identity.tokenId ? { jti: identity.tokenId } : {}),
       aud: identity.audiences,
       iat: identity.issuedAt,
       exp: identity.expiresAt,
-      key: identity.clusterKey,
+      ...(identity.clusterKey !== undefined ? { key: identity.clusterKey } : {}),
     },
   };
   const jti = randomUUID();
@@ -274,11 +282,13 @@ export async function verifyDerived(
     (c.pod !== undefined && !isRef(c.pod)) ||
     (c.node !== undefined && !isRef(c.node)) ||
     (c.annotations !== undefined && !isStringRecord(c.annotations)) ||
+    (c.src !== undefined && typeof c.src !== "string") ||
     typeof c.source !== "object" ||
     c.source === null ||
     !Array.isArray(c.source.aud) ||
-    typeof c.source.key !== "string" ||
-    c.source.key === ""
+    (c.source.key === undefined
+      ? c.src === undefined
+      : typeof c.source.key !== "string" || c.source.key === "")
   ) {
     throw fail(kind, "missing_claim", `has no valid "${CLAIM}" identity claim`);
   }
@@ -304,6 +314,7 @@ export async function verifyDerived(
     issuedAt: iat,
     tokenId: typeof payload.jti === "string" ? payload.jti : undefined,
     annotations: c.annotations,
+    reviewSource: c.src,
     verificationKey: `${OWN_KEY_PREFIX}${key.kid}`,
     clusterKey: c.source.key,
   };

@@ -5,6 +5,7 @@
 
 import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
+import type { ClusterReviewer } from "../authn/review.js";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
 import { CacheSealer } from "../cache/seal.js";
 import { type CacheStore, secretKey } from "../cache/store.js";
@@ -109,6 +110,11 @@ export interface RealmDeps {
   onIssue?: (event: { service: string; reused: boolean }) => void;
   /** Counters to add to (shared across config reloads); a fresh set when omitted. */
   stats?: RealmStats;
+  /**
+   * Reviews tokens of clusters with `verification: tokenReview|both` (`authn/review.ts`). Without one,
+   * every token's signature is checked offline and nothing is reviewed.
+   */
+  reviewer?: ClusterReviewer | undefined;
 }
 
 /** A credential must have at least this much lifetime left to be exchanged, seconds. */
@@ -191,7 +197,38 @@ export class TokenRealm {
     use: CredentialUse = "password",
   ): Promise<Identity> {
     const scope = use === "password" ? registry.service : `${use}\u0000${registry.service}`;
-    return this.#cachedIdentity(credential, scope, () => this.#verify(credential, registry, use), registry);
+    const identity = await this.#cachedIdentity(
+      credential,
+      scope,
+      () => this.#verify(credential, registry, use),
+      registry,
+    );
+    return this.#reviewed(credential, identity, registry.audiences, false);
+  }
+
+  /**
+   * For a cluster that reviews tokens: the TokenReview of the credential (or of the source token sealed
+   * in a derived credential) through the review cache, on every use, after the identity cache. Adds
+   * {@link Identity.review} and, for a service-account token when `withSource`, {@link Identity.reviewSource}
+   * (so what is derived from it is reviewed again; sealing costs ~15 us, so only where a credential is
+   * always derived next). Offline clusters pass through unchanged.
+   * @param audiences the audiences a service-account token is accepted for (default: its cluster's)
+   */
+  async #reviewed(
+    credential: string,
+    identity: Identity,
+    audiences: readonly string[] | undefined,
+    withSource: boolean,
+  ): Promise<Identity> {
+    const reviewer = this.#deps.reviewer;
+    if (!reviewer?.reviews(identity.cluster)) return identity;
+    const derived = identity.verificationKey?.startsWith(OWN_KEY_PREFIX) === true;
+    const accepted =
+      audiences ?? this.#deps.config.clusters.find((c) => c.name === identity.cluster)?.audiences ?? [];
+    const review = await reviewer.review(credential, identity, accepted, derived);
+    return derived || !withSource
+      ? { ...identity, review }
+      : { ...identity, review, reviewSource: reviewer.sealSource(credential, accepted) };
   }
 
   /**
@@ -216,9 +253,18 @@ export class TokenRealm {
         },
       );
     }
-    return this.#cachedIdentity(token, `\u0000credential-provider\u0000${registry.service}`, () =>
-      this.#deps.verifier.verify(token, audiences),
+    const identity = await this.#cachedIdentity(
+      token,
+      `\u0000credential-provider\u0000${registry.service}`,
+      () =>
+        this.#deps.verifier.verify(token, audiences, { reviewFollows: this.#deps.reviewer !== undefined }),
     );
+    return this.#reviewed(token, identity, audiences, true);
+  }
+
+  /** The reviewer of this realm's clusters, if any (`annotations: fromCluster` reads ServiceAccounts with it). */
+  get reviewer(): ClusterReviewer | undefined {
+    return this.#deps.reviewer;
   }
 
   /**
@@ -288,7 +334,9 @@ export class TokenRealm {
         "a refresh token is accepted only as refresh_token with grant_type=refresh_token",
       );
     }
-    return this.#deps.verifier.verify(credential, registry.audiences);
+    return this.#deps.verifier.verify(credential, registry.audiences, {
+      reviewFollows: this.#deps.reviewer !== undefined,
+    });
   }
 
   /**
@@ -446,8 +494,21 @@ export class TokenRealm {
   async #refreshToken(req: IssueRequest, registry: RegistryConfig, identity: Identity, nowMs: number) {
     if (req.use === "refresh") return req.credential;
     const key = this.#deps.signingKeys.get(registry.service)!;
+    // A refresh token from a reviewed service-account token carries it sealed, to be reviewed on each use.
+    const reviewer = this.#deps.reviewer;
+    const source =
+      identity.review && !identity.review.derived && reviewer
+        ? {
+            reviewSource: reviewer.sealSource(
+              req.credential,
+              registry.audiences ??
+                this.#deps.config.clusters.find((c) => c.name === identity.cluster)?.audiences ??
+                [],
+            ),
+          }
+        : {};
     const notAfter = Math.floor(nowMs / 1000) + registry.refreshTokenMaxTtlSeconds;
-    return (await mintDerived("refresh", key, registry, identity, notAfter, nowMs)).token;
+    return (await mintDerived("refresh", key, registry, { ...identity, ...source }, notAfter, nowMs)).token;
   }
 
   /**

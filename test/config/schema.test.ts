@@ -73,6 +73,9 @@ describe("parseConfig: defaults", () => {
         unknownKidRefillSeconds: 10,
         maxStaleSeconds: 86_400,
       },
+      verification: "offline",
+      annotations: "fromRequest",
+      review: { cacheTtlSeconds: 10, timeoutMs: 2_000 },
     });
     expect(cfg.registries[0]).toEqual({
       service: "registry.example.com",

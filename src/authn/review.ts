@@ -1,0 +1,514 @@
+/**
+ * Asking the cluster: TokenReview of service-account tokens and ServiceAccount reads, per cluster
+ * (`clusters[].verification: tokenReview|both`, `clusters[].annotations: fromCluster`). See
+ * docs/tokenreview.md.
+ *
+ * Rules:
+ * - A token is authenticated only when the TokenReview (authentication.k8s.io/v1) answers
+ *   `status.authenticated: true`, `status.audiences` holds one of the audiences asked for, and
+ *   `status.user` agrees with the token's claims: `username` = `sub`, `uid` = the service account's uid,
+ *   and each `extra` `authentication.kubernetes.io/{pod-name,pod-uid,node-name,node-uid}` the API server
+ *   sends = the bound pod and node, `credential-id` = `JTI=<jti>` (kubernetes pkg/serviceaccount/claims.go;
+ *   older API servers leave some out). Anything else refuses.
+ * - Positive answers are cached for `review.cacheTtlSeconds` (never past the token's `exp`) under
+ *   `rv:` + {@link CacheSealer.key}("review", token), sealed and bound to the token, with their expiry
+ *   inside the sealed value: a cache reader learns nothing usable, a cache writer can neither forge a
+ *   "yes" (an entry that does not open is a miss) nor keep an old one alive (PERSIST, PEXPIRE or an
+ *   edited expiry prefix change nothing). Negative answers are not cached. Concurrent reviews of one
+ *   token (for the same audiences) in one process share one API call.
+ * - ServiceAccount reads (for `annotations: fromCluster`) are cached the same way under `ksa:`, and the
+ *   object's `metadata.uid` must equal the token's service-account uid (a recreated account differs).
+ * - Failures of the API server fail closed: `token_review_unavailable` (401), or `rate_limited` (429 with
+ *   the API server's `Retry-After`) when it answered 429. Each is logged, counted and shown in `/readyz`.
+ * - Credentials derived from a reviewed token carry it sealed ({@link ClusterReviewer.sealSource}) and
+ *   are reviewed again through the same cache on every use, so they stop working within
+ *   `review.cacheTtlSeconds` + `review.timeoutMs` of the API server refusing their source token.
+ */
+import type { Logger } from "pino";
+import type { CacheSealer } from "../cache/seal.js";
+import type { CacheStore } from "../cache/store.js";
+import type { ClusterConfig, Config } from "../config/schema.js";
+import { ExchangeError, safeEcho } from "../errors.js";
+import { decodeCompactJws } from "./jws.js";
+import {
+  KubeApiClient,
+  KubeApiError,
+  type KubeApiFailure,
+  type ServiceAccountObject,
+  type TokenReviewStatus,
+} from "./kube-api.js";
+import type { ClusterReviewSummary, Identity } from "./verify.js";
+
+/** Which API call a metric or log line is about. */
+export type KubeApiCall = "tokenreview" | "serviceaccount";
+
+/**
+ * Outcome of one API call, for metrics: `authenticated` / `refused` (TokenReview answered), `ok`
+ * (ServiceAccount read), or a {@link KubeApiFailure}.
+ */
+export type KubeApiOutcome = "authenticated" | "refused" | "ok" | KubeApiFailure;
+
+/** Dependencies of {@link ClusterReviewer}. */
+export interface ReviewerDeps {
+  config: Config;
+  store: CacheStore;
+  sealer: CacheSealer;
+  /**
+   * Sealers of the service secret before a switch of signing keys, tried after `sealer` to open the
+   * source token of a derived credential sealed before the switch (never used to seal).
+   */
+  previousSealers?: readonly CacheSealer[] | undefined;
+  logger: Logger;
+  /** Clock, epoch milliseconds. */
+  now?: () => number;
+  /** One API call finished (metrics). */
+  onApiCall?: (cluster: string, call: KubeApiCall, outcome: KubeApiOutcome) => void;
+  /** One cache lookup of a review or ServiceAccount (metrics). */
+  onCacheLookup?: (cluster: string, call: KubeApiCall, hit: boolean) => void;
+}
+
+/** Per-cluster state of the API server as last seen, for `/readyz`. */
+export interface ReviewClusterStatus {
+  verification: ClusterConfig["verification"];
+  annotations: ClusterConfig["annotations"];
+  /** `ok` after a successful call, `failing` after a failed one, `unknown` before any. */
+  state: "ok" | "failing" | "unknown";
+  /** RFC 3339 time of the last successful call. */
+  lastSuccess?: string | undefined;
+  /** The last failure: its category, HTTP status and time. */
+  lastFailure?: { failure: KubeApiFailure; status?: number | undefined; at: string } | undefined;
+}
+
+/** A reviewed token's sealed form inside a derived credential. */
+interface SealedSource {
+  /** The service-account token. */
+  t: string;
+  /** The audiences it is reviewed for. */
+  a: string[];
+}
+
+/** What a cached positive review holds (sealed). */
+interface CachedReview {
+  /** The audiences asked for (sorted, `\u0000`-joined): a hit for other audiences is a miss. */
+  asked: string;
+  username: string;
+  uid: string;
+  audiences: string[];
+  /** `user.extra` `authentication.kubernetes.io/<name>` values (`pod-name`, ..., `credential-id`). */
+  extra: Record<string, string>;
+  /**
+   * Epoch ms after which the entry is stale, whatever the store says: a cache writer can extend or remove
+   * a key's TTL (PEXPIRE, PERSIST, the tiered store's plain expiry prefix), never this.
+   */
+  until: number;
+}
+
+/** A cached ServiceAccount read (sealed), with its own expiry like {@link CachedReview.until}. */
+interface CachedServiceAccount {
+  sa: ServiceAccountObject;
+  until: number;
+}
+
+/** The `seal` name (additional data) of review sources inside derived credentials. */
+const SOURCE_NAME = "derived-source";
+
+/** Longest `Retry-After` passed on to clients, seconds. */
+const MAX_RETRY_AFTER_SECONDS = 60;
+
+const EXTRA = "authentication.kubernetes.io/";
+
+/** Reviews tokens and reads ServiceAccounts for the clusters that ask for it. See the module doc. */
+export class ClusterReviewer {
+  readonly #deps: ReviewerDeps;
+  readonly #now: () => number;
+  readonly #clusters = new Map<string, ClusterConfig>();
+  readonly #clients = new Map<string, KubeApiClient>();
+  readonly #inFlight = new Map<string, Promise<unknown>>();
+  readonly #status = new Map<string, ReviewClusterStatus>();
+
+  /** @param deps config, cache, sealer, logger, clock, metric hooks */
+  constructor(deps: ReviewerDeps) {
+    this.#deps = deps;
+    this.#now = deps.now ?? Date.now;
+    for (const c of deps.config.clusters) {
+      this.#clusters.set(c.name, c);
+      if (c.apiServer && (c.verification !== "offline" || c.annotations === "fromCluster")) {
+        this.#clients.set(
+          c.name,
+          new KubeApiClient({
+            url: c.apiServer.url,
+            caFile: c.apiServer.caFile,
+            bearerTokenFile: c.apiServer.bearerTokenFile,
+            timeoutMs: c.review.timeoutMs,
+          }),
+        );
+        this.#status.set(c.name, {
+          verification: c.verification,
+          annotations: c.annotations,
+          state: "unknown",
+        });
+      }
+    }
+  }
+
+  /** Whether tokens of `cluster` must be reviewed (`verification` is `tokenReview` or `both`). */
+  reviews(cluster: string): boolean {
+    const c = this.#clusters.get(cluster);
+    return c !== undefined && c.verification !== "offline";
+  }
+
+  /** Whether credential-provider annotations of `cluster` come from its ServiceAccount objects. */
+  annotationsFromCluster(cluster: string): boolean {
+    return this.#clusters.get(cluster)?.annotations === "fromCluster";
+  }
+
+  /** State of each cluster's API server as last seen (only clusters that talk to it). */
+  status(): Record<string, ReviewClusterStatus> {
+    return Object.fromEntries([...this.#status].map(([k, v]) => [k, { ...v }]));
+  }
+
+  /**
+   * The sealed form of `token` (reviewed for `audiences`) for a derived credential: readable only with the
+   * service secret, so neither the holder of the credential nor a thief can extract the token.
+   */
+  sealSource(token: string, audiences: readonly string[]): string {
+    const value: SealedSource = { t: token, a: [...audiences] };
+    return this.#deps.sealer.seal(SOURCE_NAME, JSON.stringify(value));
+  }
+
+  /**
+   * Reviews `identity`'s token: for a service-account token, `credential` itself; for a credential this
+   * service derived, the source token sealed in {@link Identity.reviewSource}.
+   * @param credential the presented credential
+   * @param identity what verification of `credential` established
+   * @param audiences the audiences a service-account token is accepted for here (ignored for derived
+   *   credentials: their source is reviewed for the audiences it was first accepted for)
+   * @returns what the cluster said
+   * @throws {ExchangeError} `token_review_refused` (the cluster refused the token, its answer disagrees
+   *   with the claims, or a derived credential carries no reviewable source), `token_review_unavailable`
+   *   (the API server failed or timed out), `rate_limited` (the API server answered 429)
+   */
+  async review(
+    credential: string,
+    identity: Identity,
+    audiences: readonly string[],
+    derived: boolean,
+  ): Promise<ClusterReviewSummary> {
+    const cluster = this.#clusters.get(identity.cluster);
+    if (!cluster || cluster.verification === "offline") {
+      throw new TypeError(`cluster "${identity.cluster}" does not review tokens`);
+    }
+    let token = credential;
+    let asked = [...audiences];
+    if (derived) {
+      const opened = this.#openSource(identity.reviewSource);
+      if (!opened) {
+        throw refused(
+          `this credential carries no token the cluster "${cluster.name}" can review; request a new one`,
+          { cluster: cluster.name, reason: "derived credential without a sealed source" },
+        );
+      }
+      token = opened.t;
+      asked = opened.a;
+    }
+    const key = `rv:${this.#deps.sealer.key("review", token)}`;
+    const askedKey = [...asked].sort().join("\u0000");
+    const nowMs = this.#now();
+    const hit = this.#openCached<CachedReview>(key, await this.#deps.store.get(key), token);
+    const usable = hit?.asked === askedKey && typeof hit.until === "number" && hit.until > nowMs;
+    this.#deps.onCacheLookup?.(cluster.name, "tokenreview", usable);
+    let answer: CachedReview;
+    let cached = false;
+    if (hit && usable) {
+      answer = hit;
+      cached = true;
+    } else {
+      const ttl = Math.min(cluster.review.cacheTtlSeconds * 1000, identity.expiresAt * 1000 - nowMs);
+      // Keyed by the audiences too: a caller never gets an answer given for other audiences.
+      answer = await this.#singleFlight(`${key}\u0000${askedKey}`, () =>
+        this.#callReview(cluster, token, asked, askedKey, nowMs + ttl),
+      );
+      if (ttl >= 1)
+        await this.#deps.store.set(key, this.#deps.sealer.seal(key, JSON.stringify(answer), token), ttl);
+    }
+    // Whatever the cache says, the answer must match this token's claims.
+    const disagreement = disagrees(answer, token, identity, derived);
+    if (disagreement) {
+      throw refused(`the cluster's TokenReview does not agree with the token (${disagreement})`, {
+        cluster: cluster.name,
+        reason: disagreement,
+      });
+    }
+    return {
+      verification: cluster.verification,
+      authenticated: true,
+      username: answer.username,
+      uid: answer.uid,
+      audiences: answer.audiences,
+      cached,
+      derived,
+    };
+  }
+
+  /**
+   * The ServiceAccount of `identity` as the cluster has it now (cached for `review.cacheTtlSeconds`), after
+   * checking that its `metadata.uid` is the token's service-account uid.
+   * @throws {ExchangeError} `token_review_refused` when it does not exist or has another uid (deleted and
+   *   recreated), `token_review_unavailable` / `rate_limited` when the API server fails
+   */
+  async serviceAccount(identity: Identity): Promise<ServiceAccountObject> {
+    const cluster = this.#clusters.get(identity.cluster);
+    if (cluster?.annotations !== "fromCluster") {
+      throw new TypeError(`cluster "${identity.cluster}" does not read ServiceAccounts`);
+    }
+    const name = `${cluster.name}/${identity.namespace}/${identity.serviceAccount.name}`;
+    const key = `ksa:${this.#deps.sealer.key("serviceaccount", name)}`;
+    const nowMs = this.#now();
+    const hit = this.#openCached<CachedServiceAccount>(key, await this.#deps.store.get(key));
+    const usable = hit?.sa !== undefined && typeof hit.until === "number" && hit.until > nowMs;
+    this.#deps.onCacheLookup?.(cluster.name, "serviceaccount", usable);
+    let sa: ServiceAccountObject;
+    if (hit && usable) sa = hit.sa;
+    else {
+      sa = await this.#singleFlight(key, () => this.#callServiceAccount(cluster, identity));
+      const ttl = cluster.review.cacheTtlSeconds * 1000;
+      const entry: CachedServiceAccount = { sa, until: nowMs + ttl };
+      if (ttl >= 1) await this.#deps.store.set(key, this.#deps.sealer.seal(key, JSON.stringify(entry)), ttl);
+    }
+    if (sa.uid !== identity.serviceAccount.uid) {
+      throw refused(
+        `service account ${identity.namespace}/${identity.serviceAccount.name} was recreated since the token was issued (its uid differs)`,
+        { cluster: cluster.name, reason: "serviceaccount uid mismatch" },
+      );
+    }
+    return sa;
+  }
+
+  /** Closes the API clients. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#clients.values()].map((c) => c.close()));
+  }
+
+  #openSource(sealed: string | undefined): SealedSource | undefined {
+    if (sealed === undefined) return undefined;
+    let text = this.#deps.sealer.open(SOURCE_NAME, sealed);
+    for (const previous of this.#deps.previousSealers ?? []) {
+      if (text !== undefined) break;
+      text = previous.open(SOURCE_NAME, sealed);
+    }
+    const v = this.#openJson<SealedSource>(text);
+    return v && typeof v.t === "string" && Array.isArray(v.a) ? v : undefined;
+  }
+
+  #openCached<T>(key: string, sealed: string | undefined, credential?: string): T | undefined {
+    return this.#openJson<T>(this.#deps.sealer.open(key, sealed, credential));
+  }
+
+  #openJson<T>(text: string | undefined): T | undefined {
+    if (text === undefined) return undefined;
+    try {
+      const v = JSON.parse(text) as unknown;
+      return v !== null && typeof v === "object" ? (v as T) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #singleFlight<T>(key: string, call: () => Promise<T>): Promise<T> {
+    const running = this.#inFlight.get(key);
+    if (running !== undefined) return running as Promise<T>;
+    const p = call().finally(() => this.#inFlight.delete(key));
+    this.#inFlight.set(key, p);
+    return p;
+  }
+
+  #client(cluster: ClusterConfig): KubeApiClient {
+    const client = this.#clients.get(cluster.name);
+    // The config loader gives every cluster that talks to its API server an apiServer.
+    if (!client) throw new TypeError(`cluster "${cluster.name}" has no apiServer`);
+    return client;
+  }
+
+  async #callReview(
+    cluster: ClusterConfig,
+    token: string,
+    asked: string[],
+    askedKey: string,
+    until: number,
+  ): Promise<CachedReview> {
+    let status: TokenReviewStatus;
+    try {
+      status = await this.#client(cluster).reviewToken(token, asked);
+    } catch (err) {
+      throw this.#apiFailure(cluster, "tokenreview", err);
+    }
+    this.#succeeded(cluster);
+    const user = status.user ?? {};
+    const audiences = Array.isArray(status.audiences)
+      ? status.audiences.filter((a): a is string => typeof a === "string")
+      : [];
+    if (status.authenticated !== true || !audiences.some((a) => asked.includes(a))) {
+      this.#deps.onApiCall?.(cluster.name, "tokenreview", "refused");
+      const why = typeof status.error === "string" ? status.error.slice(0, 300) : "not authenticated";
+      this.#deps.logger.info(
+        { cluster: cluster.name, reviewError: why, jti: jtiOf(token) },
+        "token review refused",
+      );
+      throw refused(`the cluster "${cluster.name}" refused the token: ${safeEcho(why, 200)}`, {
+        cluster: cluster.name,
+        reason: why,
+      });
+    }
+    this.#deps.onApiCall?.(cluster.name, "tokenreview", "authenticated");
+    return {
+      asked: askedKey,
+      username: typeof user.username === "string" ? user.username : "",
+      uid: typeof user.uid === "string" ? user.uid : "",
+      audiences,
+      extra: extraOf(user.extra),
+      until,
+    };
+  }
+
+  async #callServiceAccount(cluster: ClusterConfig, identity: Identity): Promise<ServiceAccountObject> {
+    try {
+      const sa = await this.#client(cluster).getServiceAccount(
+        identity.namespace,
+        identity.serviceAccount.name,
+      );
+      this.#succeeded(cluster);
+      this.#deps.onApiCall?.(cluster.name, "serviceaccount", "ok");
+      return sa;
+    } catch (err) {
+      if (err instanceof KubeApiError && err.failure === "not_found") {
+        this.#succeeded(cluster);
+        this.#deps.onApiCall?.(cluster.name, "serviceaccount", "not_found");
+        throw refused(
+          `service account ${identity.namespace}/${identity.serviceAccount.name} no longer exists in cluster "${cluster.name}"`,
+          { cluster: cluster.name, reason: "serviceaccount not found" },
+        );
+      }
+      throw this.#apiFailure(cluster, "serviceaccount", err);
+    }
+  }
+
+  #succeeded(cluster: ClusterConfig): void {
+    const s = this.#status.get(cluster.name);
+    if (s) {
+      s.state = "ok";
+      s.lastSuccess = new Date(this.#now()).toISOString();
+    }
+  }
+
+  #apiFailure(cluster: ClusterConfig, call: KubeApiCall, err: unknown): ExchangeError {
+    const e =
+      err instanceof KubeApiError
+        ? err
+        : new KubeApiError("unreachable", err instanceof Error ? err.message : String(err));
+    this.#deps.onApiCall?.(cluster.name, call, e.failure);
+    const s = this.#status.get(cluster.name);
+    if (s) {
+      s.state = "failing";
+      s.lastFailure = { failure: e.failure, status: e.status, at: new Date(this.#now()).toISOString() };
+    }
+    this.#deps.logger.warn(
+      { cluster: cluster.name, call, failure: e.failure, status: e.status, detail: e.message },
+      "kubernetes API call failed",
+    );
+    const logDetail = { cluster: cluster.name, call, failure: e.failure, status: e.status };
+    if (e.failure === "rate_limited") {
+      return new ExchangeError(
+        "rate_limited",
+        `the API server of cluster "${cluster.name}" is rate limiting this service; retry later`,
+        {
+          logDetail,
+          retryAfterSeconds: Math.min(MAX_RETRY_AFTER_SECONDS, e.retryAfterSeconds ?? 1),
+        },
+      );
+    }
+    return new ExchangeError(
+      "token_review_unavailable",
+      `the API server of cluster "${cluster.name}" cannot review the token right now (${e.failure})`,
+      { logDetail, cause: err },
+    );
+  }
+}
+
+function refused(message: string, logDetail: Record<string, unknown>): ExchangeError {
+  return new ExchangeError("token_review_refused", message, { logDetail });
+}
+
+/** The single value of `user.extra[authentication.kubernetes.io/<name>]`, if exactly one. */
+function extraOf(extra: Record<string, string[]> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!extra || typeof extra !== "object") return out;
+  for (const name of ["pod-name", "pod-uid", "node-name", "node-uid", "credential-id"]) {
+    const v = extra[EXTRA + name];
+    if (v === undefined) continue;
+    // Several values for one of these can only be a confused (or hostile) answer: keep it, refuse below.
+    out[name] = Array.isArray(v) && v.length === 1 && typeof v[0] === "string" ? v[0] : "\u0000invalid";
+  }
+  return out;
+}
+
+function jtiOf(token: string): string | undefined {
+  try {
+    const jti = decodeCompactJws(token).payload.jti;
+    return typeof jti === "string" ? jti.slice(0, 64) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why a review answer does not fit the token and identity, or `undefined` when it does. For a derived
+ * credential, `identity` is what the credential carries (copied from the source at minting).
+ */
+function disagrees(
+  answer: CachedReview,
+  token: string,
+  identity: Identity,
+  derived: boolean,
+): string | undefined {
+  if (answer.username !== identity.subject) return "user.username differs from sub";
+  if (answer.uid !== identity.serviceAccount.uid) return "user.uid differs from the service account uid";
+  const extra = answer.extra ?? {};
+  const pairs: Array<[string, string | undefined]> = [
+    ["pod-name", identity.pod?.name],
+    ["pod-uid", identity.pod?.uid],
+    ["node-name", identity.node?.name],
+    ["node-uid", identity.node?.uid],
+    // The review is about the token sent, whose jti is the source's even for a derived credential.
+    ["credential-id", `JTI=${derived ? jtiOf(token) : identity.tokenId}`],
+  ];
+  // An older API server may leave a field out; one it sends must match.
+  for (const [name, want] of pairs) {
+    const got = extra[name];
+    if (got !== undefined && got !== want) return `user.extra ${EXTRA}${name} differs from the token`;
+  }
+  return undefined;
+}
+
+/** One RBAC permission (rbac.authorization.k8s.io/v1 PolicyRule, one verb on one resource). */
+export interface ApiPermission {
+  apiGroup: string;
+  resource: string;
+  verb: string;
+}
+
+/**
+ * The RBAC the service's own service account needs in the cluster(s) of `config`: `create` on
+ * `tokenreviews` (authentication.k8s.io) when a cluster reviews tokens, `get` on `serviceaccounts` when
+ * one reads annotations from the cluster; nothing for offline clusters. deploy/kubernetes/overlays/
+ * tokenreview grants exactly this (a test compares them).
+ */
+export function requiredApiPermissions(config: Pick<Config, "clusters">): ApiPermission[] {
+  const out: ApiPermission[] = [];
+  if (config.clusters.some((c) => c.verification !== "offline")) {
+    out.push({ apiGroup: "authentication.k8s.io", resource: "tokenreviews", verb: "create" });
+  }
+  if (config.clusters.some((c) => c.annotations === "fromCluster")) {
+    out.push({ apiGroup: "", resource: "serviceaccounts", verb: "get" });
+  }
+  return out;
+}
