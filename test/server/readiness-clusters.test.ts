@@ -56,6 +56,7 @@ describe("/readyz with one dead cluster and one good cluster", () => {
       clusters: { good: goodStatus, dead: deadStatus(false) },
       signingKeys: { [SERVICE]: expect.objectContaining({ ready: true }) },
       cache: { kind: "memory", state: "ok" },
+      apiServers: {},
     });
 
     const token = await live.issuer.mint({
@@ -103,6 +104,7 @@ describe("/readyz with one dead cluster and one good cluster", () => {
       clusters: { good: goodStatus, dead: deadStatus(true) },
       signingKeys: { [SERVICE]: expect.objectContaining({ ready: true }) },
       cache: { kind: "memory", state: "ok" },
+      apiServers: {},
     });
   });
 
