@@ -3,7 +3,8 @@
  *
  *   serve --config FILE        run the service (--workers N: N processes sharing the port)
  *   serve --local              run in local mode (built-in issuer, generated keys, in-memory cache;
- *                              --redis-url URL shares the cache through Redis, as in docker-compose.yml)
+ *                              --redis-url URL shares the cache through Redis, as in docker-compose.yml;
+ *                              with --config it sets cache.redisUrl over the file's)
  *   local-token ...            mint a service-account token from the local issuer
  *   keygen --out DIR           generate a signing key and self-signed certificate
  *   check-config --config FILE validate a config file and load its keys, contacting nothing
@@ -80,7 +81,10 @@ export function buildProgram(): Command {
     .option("-c, --config <file>", "YAML config file")
     .option("--local", "local mode: built-in cluster issuer, generated signing key, in-memory cache")
     .option("--state-dir <dir>", "local mode state folder", DEFAULT_STATE_DIR)
-    .option("--redis-url <url>", "local mode: share the cache through this Redis (redis://host:port/db)")
+    .option(
+      "--redis-url <url>",
+      "share the cache through this Redis (redis://host:port/db); with --config it sets cache.redisUrl",
+    )
     .option("--watch-config", "reload the config when the file changes (SIGHUP always reloads)")
     .option(
       "--workers <n>",
@@ -118,7 +122,8 @@ export function buildProgram(): Command {
         );
         return;
       }
-      const config = loadConfigFile(opts.config!);
+      const overrides = { redisUrl: opts.redisUrl };
+      const config = loadConfigFile(opts.config!, process.env, overrides);
       if (opts.workers > 1 && cluster.isPrimary) {
         const logger = createLogger(config.logging.level);
         if (!config.cache.redisUrl && !config.cache.redisSentinel && !config.cache.redisCluster) {
@@ -129,7 +134,7 @@ export function buildProgram(): Command {
       }
       const file = opts.config!;
       await startServer(config, {}, true, {
-        load: () => loadConfigFile(file),
+        load: () => loadConfigFile(file, process.env, overrides),
         watchFile: opts.watchConfig ? file : undefined,
       });
     });

@@ -128,13 +128,24 @@ export function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** Settings given on the command line that take the place of the file's (`serve --redis-url`). */
+export interface ConfigOverrides {
+  /** `cache.redisUrl` (a kustomize overlay sets it without replacing the base config file). */
+  redisUrl?: string | undefined;
+}
+
 /**
  * Reads, validates and freezes a YAML config file.
  * @param file path to the YAML file; relative file paths inside it are resolved against its folder
  * @param env environment for `PORT` / `HOST` overrides
+ * @param overrides command-line settings applied before validation (the schema's rules apply to them)
  * @throws {ConfigError} with one dotted-path line per problem (unreadable file, YAML syntax, schema, files)
  */
-export function loadConfigFile(file: string, env: Record<string, string | undefined> = process.env): Config {
+export function loadConfigFile(
+  file: string,
+  env: Record<string, string | undefined> = process.env,
+  overrides: ConfigOverrides = {},
+): Config {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
@@ -148,6 +159,11 @@ export function loadConfigFile(file: string, env: Record<string, string | undefi
     raw = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
   } catch (err) {
     throw new ConfigError([`(yaml) ${file}: ${(err as Error).message.split("\n")[0]}`]);
+  }
+  if (overrides.redisUrl !== undefined) {
+    const doc = (raw ?? {}) as Record<string, unknown>;
+    const cache = doc.cache !== null && typeof doc.cache === "object" ? doc.cache : {};
+    raw = { ...doc, cache: { ...cache, redisUrl: overrides.redisUrl } };
   }
   const cfg = parseConfig(raw, env);
   resolveFiles(cfg, dirname(resolve(file)));

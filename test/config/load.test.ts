@@ -186,3 +186,21 @@ describe("deepFreeze", () => {
     expect(Object.isFrozen(value.a.b)).toBe(true);
   });
 });
+
+describe("loadConfigFile overrides (serve --redis-url)", () => {
+  it("sets cache.redisUrl over the file's and keeps the rest of the file", () => {
+    const cfg = loadConfigFile(write(stringify(doc())), {}, { redisUrl: "redis://redis:6379/0" });
+    expect(cfg.cache.redisUrl).toBe("redis://redis:6379/0");
+    expect(cfg.registries[0]!.service).toBe(doc().registries[0]!.service);
+  });
+
+  it("validates the override with the schema's rules and names its key", () => {
+    expect(problems(() => loadConfigFile(write(stringify(doc())), {}, { redisUrl: "http://redis" }))).toEqual([
+      "cache.redisUrl: must start with redis:// or rediss://",
+    ]);
+    const sentinel = { ...doc(), cache: { redisCluster: { nodes: [{ host: "r", port: 6379 }] } } };
+    expect(
+      problems(() => loadConfigFile(write(stringify(sentinel)), {}, { redisUrl: "redis://redis:6379" })),
+    ).toEqual(["cache.redisUrl: set at most one of redisUrl, redisSentinel, redisCluster"]);
+  });
+});
