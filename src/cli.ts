@@ -29,6 +29,7 @@ import {
   LOCAL_SERVICE,
   prepareLocalMode,
 } from "./local/mode.js";
+import { contributeRegistries } from "./plugins/cluster-metrics.js";
 import { createLogger } from "./plugins/logging.js";
 import { type CommandResult, checkConfigCommand, explainCommand } from "./policy/commands.js";
 import { runWorkers, startServer } from "./server.js";
@@ -122,6 +123,9 @@ export function buildProgram(): Command {
         );
         return;
       }
+      // A worker answers the primary's metrics collection from its first moment (with nothing until its
+      // app exists), so a scrape during a worker's start-up never waits for it.
+      if (cluster.isWorker) contributeRegistries([]);
       const overrides = { redisUrl: opts.redisUrl };
       const config = loadConfigFile(opts.config!, process.env, overrides);
       if (opts.workers > 1 && cluster.isPrimary) {

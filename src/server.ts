@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import { type AppDeps, buildApp } from "./app.js";
 import type { Config } from "./config/schema.js";
 import { ConfigError } from "./errors.js";
+import { serveClusterMetrics } from "./plugins/cluster-metrics.js";
 
 /** A running server. */
 export interface RunningServer {
@@ -150,6 +151,9 @@ const CONFIG_ERROR_EXIT = 2;
  * status 2 (invalid configuration) stops the service with status 2. SIGTERM and SIGINT are passed on to
  * every worker as SIGTERM (each shuts down gracefully); the primary exits 0 once they have all exited,
  * or 1 if some are still running after 15 s.
+ *
+ * Metrics: the primary aggregates every worker's registries for the worker that receives a `/metrics`
+ * scrape (`plugins/cluster-metrics.ts`), so one scrape returns sums over all workers.
  * @param workers number of worker processes, >= 2
  * @param logger the primary's logger (worker exits, shutdown)
  */
@@ -189,5 +193,6 @@ export function runWorkers(workers: number, logger: Logger): void {
   process.on("SIGHUP", () => {
     for (const w of alive()) w.process.kill("SIGHUP");
   });
+  serveClusterMetrics();
   for (let i = 0; i < workers; i++) cluster.fork();
 }

@@ -195,9 +195,9 @@ describe("loadConfigFile overrides (serve --redis-url)", () => {
   });
 
   it("validates the override with the schema's rules and names its key", () => {
-    expect(problems(() => loadConfigFile(write(stringify(doc())), {}, { redisUrl: "http://redis" }))).toEqual([
-      "cache.redisUrl: must start with redis:// or rediss://",
-    ]);
+    expect(problems(() => loadConfigFile(write(stringify(doc())), {}, { redisUrl: "http://redis" }))).toEqual(
+      ["cache.redisUrl: must start with redis:// or rediss://"],
+    );
     const sentinel = { ...doc(), cache: { redisCluster: { nodes: [{ host: "r", port: 6379 }] } } };
     expect(
       problems(() => loadConfigFile(write(stringify(sentinel)), {}, { redisUrl: "redis://redis:6379" })),

@@ -285,74 +285,80 @@ function checkManifests(docs: Obj[], where: string): Config {
   return config;
 }
 
-describe.skipIf(!kubectl && !process.env.CI)("deploy/kubernetes (kubectl kustomize; skipped without kubectl outside CI)", () => {
-  const base = kustomize(join(k8s, "base"));
-  const baseKustomization = readDocs(join(k8s, "base/kustomization.yaml"))[0]!;
-  const work = mkdtempSync(join(tmpdir(), "rte-kustomize-"));
-  afterAll(() => rmSync(work, { recursive: true, force: true }));
+describe.skipIf(!kubectl && !process.env.CI)(
+  "deploy/kubernetes (kubectl kustomize; skipped without kubectl outside CI)",
+  () => {
+    const base = kustomize(join(k8s, "base"));
+    const baseKustomization = readDocs(join(k8s, "base/kustomization.yaml"))[0]!;
+    const work = mkdtempSync(join(tmpdir(), "rte-kustomize-"));
+    afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-  it("base: cross-references hold, the config is valid and turns the credential provider on", () => {
-    const config = checkManifests(base, "base");
-    expect(config.cache.redisUrl).toBeUndefined();
-    expect(config.credentialProvider?.audiences).toEqual(["registry-token-exchange"]);
-    expect(baseKustomization.resources).not.toContain("signing-key-secret.template.yaml");
-    // The image the kustomization rewrites is the container's, at a version tag.
-    const image = base.find((d) => d.kind === "Deployment")!.spec.template.spec.containers[0].image;
-    expect(image).toMatch(/^ghcr\.io\/example\/registry-token-exchange:\d+\.\d+\.\d+$/);
-  });
+    it("base: cross-references hold, the config is valid and turns the credential provider on", () => {
+      const config = checkManifests(base, "base");
+      expect(config.cache.redisUrl).toBeUndefined();
+      expect(config.credentialProvider?.audiences).toEqual(["registry-token-exchange"]);
+      expect(baseKustomization.resources).not.toContain("signing-key-secret.template.yaml");
+      // The image the kustomization rewrites is the container's, at a version tag.
+      const image = base.find((d) => d.kind === "Deployment")!.spec.template.spec.containers[0].image;
+      expect(image).toMatch(/^ghcr\.io\/example\/registry-token-exchange:\d+\.\d+\.\d+$/);
+    });
 
-  it("overlays/redis: adds Redis and points the service at it, changing nothing else", () => {
-    const overlay = kustomize(join(k8s, "overlays/redis"));
-    const baseConfig = checkManifests(base, "base");
-    const config = checkManifests(overlay, "overlays/redis");
-    expect(config.cache.redisUrl).toBe("redis://registry-token-exchange-redis:6379/0");
-    const { cache: _a, ...restBase } = baseConfig;
-    const { cache: _b, ...restOverlay } = config;
-    expect(restOverlay).toEqual(restBase);
-    const cm = (docs: readonly Obj[]) => docs.find((d) => d.kind === "ConfigMap")!;
-    expect(cm(overlay)).toEqual(cm(base));
-    const redis = overlay.find(
-      (d) => d.kind === "Deployment" && d.metadata.name === "registry-token-exchange-redis",
-    );
-    // A version tag, never a floating one (redis:7-alpine).
-    expect(redis!.spec.template.spec.containers[0].image).toMatch(/^redis:\d+\.\d+\.\d+-alpine$/);
-  });
+    it("overlays/redis: adds Redis and points the service at it, changing nothing else", () => {
+      const overlay = kustomize(join(k8s, "overlays/redis"));
+      const baseConfig = checkManifests(base, "base");
+      const config = checkManifests(overlay, "overlays/redis");
+      expect(config.cache.redisUrl).toBe("redis://registry-token-exchange-redis:6379/0");
+      const { cache: _a, ...restBase } = baseConfig;
+      const { cache: _b, ...restOverlay } = config;
+      expect(restOverlay).toEqual(restBase);
+      const cm = (docs: readonly Obj[]) => docs.find((d) => d.kind === "ConfigMap")!;
+      expect(cm(overlay)).toEqual(cm(base));
+      const redis = overlay.find(
+        (d) => d.kind === "Deployment" && d.metadata.name === "registry-token-exchange-redis",
+      );
+      // A version tag, never a floating one (redis:7-alpine).
+      expect(redis!.spec.template.spec.containers[0].image).toMatch(/^redis:\d+\.\d+\.\d+-alpine$/);
+    });
 
-  it("an edit of the base config.yaml survives every overlay and renames the ConfigMap (rolls the Deployment)", () => {
-    const copy = join(work, "kubernetes");
-    cpSync(k8s, copy, { recursive: true });
-    const file = join(copy, "base/config.yaml");
-    writeFileSync(
-      file,
-      readFileSync(file, "utf8")
-        .replaceAll("registry.example.com", "registry.corp.example")
-        .replace("- name: local", "- name: edited-cluster")
-        .replace("match: { cluster: local,", "match: { cluster: edited-cluster,"),
-    );
-    const mounted = (docs: readonly Obj[]) =>
-      docs
-        .find((d) => d.kind === "Deployment" && d.metadata.name === "registry-token-exchange")!
-        .spec.template.spec.volumes.find((v: Obj) => v.name === "config")
-        .projected.sources.find((s: Obj) => s.configMap).configMap.name as string;
-    for (const dir of ["base", ...overlays]) {
-      const original = dir === "base" ? base : kustomize(join(k8s, dir));
-      const edited = kustomize(join(copy, dir));
-      const config = checkManifests(edited, `edited ${dir}`);
-      expect(config.registries[0]!.service, dir).toBe("registry.corp.example");
-      expect(config.clusters.map((c) => c.name), dir).toEqual(["edited-cluster"]);
-      expect(mounted(edited), dir).toMatch(/^registry-token-exchange-config-[a-z0-9]+$/);
-      expect(mounted(edited), dir).not.toBe(mounted(original));
-    }
-  });
+    it("an edit of the base config.yaml survives every overlay and renames the ConfigMap (rolls the Deployment)", () => {
+      const copy = join(work, "kubernetes");
+      cpSync(k8s, copy, { recursive: true });
+      const file = join(copy, "base/config.yaml");
+      writeFileSync(
+        file,
+        readFileSync(file, "utf8")
+          .replaceAll("registry.example.com", "registry.corp.example")
+          .replace("- name: local", "- name: edited-cluster")
+          .replace("match: { cluster: local,", "match: { cluster: edited-cluster,"),
+      );
+      const mounted = (docs: readonly Obj[]) =>
+        docs
+          .find((d) => d.kind === "Deployment" && d.metadata.name === "registry-token-exchange")!
+          .spec.template.spec.volumes.find((v: Obj) => v.name === "config")
+          .projected.sources.find((s: Obj) => s.configMap).configMap.name as string;
+      for (const dir of ["base", ...overlays]) {
+        const original = dir === "base" ? base : kustomize(join(k8s, dir));
+        const edited = kustomize(join(copy, dir));
+        const config = checkManifests(edited, `edited ${dir}`);
+        expect(config.registries[0]!.service, dir).toBe("registry.corp.example");
+        expect(
+          config.clusters.map((c) => c.name),
+          dir,
+        ).toEqual(["edited-cluster"]);
+        expect(mounted(edited), dir).toMatch(/^registry-token-exchange-config-[a-z0-9]+$/);
+        expect(mounted(edited), dir).not.toBe(mounted(original));
+      }
+    });
 
-  it("ships a Secret template whose keys the Deployment mounts", () => {
-    expect(secretTemplate).toMatchObject({ kind: "Secret", type: "kubernetes.io/tls" });
-    expect(Object.keys(secretTemplate.stringData).sort()).toEqual(["tls.crt", "tls.key"]);
-  });
+    it("ships a Secret template whose keys the Deployment mounts", () => {
+      expect(secretTemplate).toMatchObject({ kind: "Secret", type: "kubernetes.io/tls" });
+      expect(Object.keys(secretTemplate.stringData).sort()).toEqual(["tls.crt", "tls.key"]);
+    });
 
-  it("the kustomization's instructions name the files keygen writes", () => {
-    const text = readFileSync(join(k8s, "base/kustomization.yaml"), "utf8");
-    expect(text).toContain("--cert=signing/signing-cert.pem --key=signing/signing-key.pem");
-    expect(text).not.toMatch(/signing\/(cert|key)\.pem/);
-  });
-});
+    it("the kustomization's instructions name the files keygen writes", () => {
+      const text = readFileSync(join(k8s, "base/kustomization.yaml"), "utf8");
+      expect(text).toContain("--cert=signing/signing-cert.pem --key=signing/signing-key.pem");
+      expect(text).not.toMatch(/signing\/(cert|key)\.pem/);
+    });
+  },
+);
