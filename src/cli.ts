@@ -20,6 +20,7 @@ import cluster from "node:cluster";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { versionLine } from "./build-info.js";
 import { loadConfigFile } from "./config/load.js";
 import { ConfigError } from "./errors.js";
 import { LocalIssuer } from "./local/issuer.js";
@@ -36,17 +37,6 @@ import { runWorkers, startServer } from "./server.js";
 import { generateSigningKeyFiles, loadSigningKey } from "./token/signing.js";
 
 const DEFAULT_STATE_DIR = ".local";
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
-      version: string;
-    };
-    return pkg.version;
-  } catch {
-    return "0.0.0";
-  }
-}
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -73,7 +63,7 @@ export function buildProgram(): Command {
   const program = new Command()
     .name("registry-token-exchange")
     .description("Exchange Kubernetes service-account tokens for short-lived Docker registry tokens.")
-    .version(version())
+    .version(versionLine(), "-V, --version", "print the version, Node.js version and platform")
     .showHelpAfterError();
 
   program
@@ -115,7 +105,7 @@ export function buildProgram(): Command {
             `  registry service:   ${LOCAL_SERVICE}`,
             `  signing key:        ${setup.files.signingKey}`,
             `  signing cert:       ${setup.files.signingCert}   (the registry's auth.token.rootcertbundle)`,
-            `  config in use:      ${setup.files.config}`,
+            `  config in use:      ${setup.files.config}   (generated at each start; SIGHUP does not reload it)`,
             `  mint a pod token:   npm run -s token -- --namespace team-a${opts.stateDir === DEFAULT_STATE_DIR ? "" : ` --state-dir ${setup.stateDir}`}`,
             `  credential provider: POST ${server.url}/v1/credential-provider (audience ${LOCAL_CREDENTIAL_PROVIDER_AUDIENCE}, hosts ${LOCAL_SERVICE}, 127.0.0.1:5000, localhost:5000)`,
             "",
@@ -139,6 +129,7 @@ export function buildProgram(): Command {
       const file = opts.config!;
       await startServer(config, {}, true, {
         load: () => loadConfigFile(file, process.env, overrides),
+        file,
         watchFile: opts.watchConfig ? file : undefined,
       });
     });

@@ -8,7 +8,8 @@
  *   from memory. While shutting down, fastify answers 503 (`return503OnClosing`). Each call also starts
  *   a background re-fetch of key sets that are missing or expired (within the retry back-off): a replica
  *   that started while a cluster's keys could not be fetched receives no token request until it is ready,
- *   so the readiness probe is what retries.
+ *   so the readiness probe is what retries. Every time in the body is RFC 3339 UTC
+ *   (`2026-11-30T10:21:51.000Z`).
  */
 import type { FastifyInstance } from "fastify";
 import type { ClusterKeySet } from "../authn/jwks.js";
@@ -25,7 +26,15 @@ export function registerHealthRoutes(
   app.get("/readyz", async (_request, reply) => {
     const keySets = currentKeySets();
     for (const ks of keySets) ks.refreshIfDue();
-    const clusters = Object.fromEntries(keySets.map((ks) => [ks.cluster.name, ks.status()]));
+    const clusters = Object.fromEntries(
+      keySets.map((ks) => {
+        const { fetchedAt, ...status } = ks.status();
+        return [
+          ks.cluster.name,
+          fetchedAt === undefined ? status : { ...status, fetchedAt: new Date(fetchedAt).toISOString() },
+        ];
+      }),
+    );
     const nowMs = now();
     const signingKeys = Object.fromEntries(
       [...app.exchange.signingKeys].map(([service, key]) => [
