@@ -25,7 +25,7 @@ import pino from "pino";
 import { ClusterKeySet, parseJwks, type VerificationKey } from "../authn/jwks.js";
 import { ServiceAccountVerifier } from "../authn/verify.js";
 import { MemoryStore } from "../cache/store.js";
-import { loadConfigFile } from "../config/load.js";
+import { inspectConfigFile, loadConfigFile } from "../config/load.js";
 import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../config/schema.js";
 import { ConfigError, ExchangeError } from "../errors.js";
 import { derivedKindOf } from "../token/derived.js";
@@ -81,9 +81,16 @@ function loadConfig(file: string, deps: CommandDeps): Config | CommandResult {
   }
 }
 
-function loadSigningKeys(config: Config, problems: string[], lines?: string[]): Map<string, SigningKey> {
+function loadSigningKeys(
+  config: Config,
+  problems: string[],
+  lines?: string[],
+  missingFiles: ReadonlySet<string> = new Set(),
+): Map<string, SigningKey> {
   const keys = new Map<string, SigningKey>();
   config.registries.forEach((r, i) => {
+    // A file already reported as unreadable is not reported again as an unreadable key.
+    if (missingFiles.has(r.signingKey.keyFile) || missingFiles.has(r.signingKey.certFile)) return;
     try {
       const key = loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`);
       keys.set(r.service, key);
@@ -93,6 +100,7 @@ function loadSigningKeys(config: Config, problems: string[], lines?: string[]): 
       problems.push(...err.problems);
     }
     r.publishedKeys?.forEach((p, j) => {
+      if (missingFiles.has(p.keyFile ?? "") || missingFiles.has(p.certFile)) return;
       try {
         const key = loadPublishedKey(p.certFile, p.keyFile, `registries[${i}].publishedKeys[${j}]`);
         lines?.push(`registries[${i}] (${r.service}): published key ${key.alg}, kid ${key.kid}\n`);
@@ -266,19 +274,23 @@ export async function checkConfigCommand(
   deps: CommandDeps = {},
 ): Promise<CommandResult> {
   const now = deps.now ?? Date.now;
-  const loaded = loadConfig(opts.config, deps);
-  if ("code" in loaded) return loaded;
-  const config = loaded;
+  // Every problem in one run: schema and unreadable files together, then keys and policy.
+  const inspection = inspectConfigFile(opts.config, deps.env ?? process.env);
+  if (inspection.config === undefined)
+    return { stdout: "", stderr: errorLines(inspection.problems), code: 2 };
+  const config = inspection.config;
+  const missing = inspection.missingFiles;
   const lines: string[] = [];
-  const errors: string[] = [];
+  const errors: string[] = [...inspection.problems];
   const failures: string[] = [];
-  loadSigningKeys(config, errors, lines);
+  loadSigningKeys(config, errors, lines, missing);
   const validation = validatePolicy(config);
   errors.push(...validation.errors);
   const warnings = [...validation.warnings];
   for (const [i, c] of config.clusters.entries()) {
     const at = `clusters[${i}] (${c.name})`;
     if (c.jwksFile !== undefined) {
+      if (missing.has(c.jwksFile)) continue;
       const keys = readJwksFile(c.jwksFile, `clusters[${i}].jwksFile`, errors, warnings);
       if (keys !== undefined) lines.push(`${at}: ${keys} key(s) from ${c.jwksFile}\n`);
     } else if (opts.fetchKeys) {

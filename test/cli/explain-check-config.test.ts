@@ -237,6 +237,69 @@ policy: { rules: [], defaultDeny: true }
   });
 });
 
+describe("check-config: every problem in one run", () => {
+  it("a file with several mistakes: each reported, with the key probably meant and the unit", async () => {
+    const file = write(
+      "several.yaml",
+      `clusters:
+  - { name: prod, issuer: "https://kubernetes.default.svc.cluster.local", audiences: [registry.example.com], jwksFile: missing-jwks.json }
+registrys:
+  - { service: registry.example.com, issuer: rte }
+registries:
+  - service: registry.example.com
+    issuer: rte
+    tokenTTLSeconds: 300
+    tokenTtlSeconds: "5m"
+    signingKey: { keyFile: missing-key.pem, certFile: ${keys.certFile} }
+policy:
+  rules: ${RULES}
+`,
+    );
+    const out = await checkConfigCommand({ config: file });
+    expect(out).toEqual({
+      stdout: "",
+      stderr: [
+        'config error: registries[0].tokenTtlSeconds: must be a number of seconds, got "5m" (durations are plain numbers: 5m is 300)',
+        'config error: registries[0]: unknown key "tokenTTLSeconds" (did you mean "tokenTtlSeconds"?)',
+        'config error: (root): unknown key "registrys" (did you mean "registries"?)',
+        `config error: clusters[0].jwksFile: file not found or not readable (${join(dir, "missing-jwks.json")})`,
+        `config error: registries[0].signingKey.keyFile: file not found or not readable (${join(dir, "missing-key.pem")})`,
+        "",
+      ].join("\n"),
+      code: 2,
+    });
+  });
+
+  it("a valid schema with unreadable files still checks the policy and the other keys", async () => {
+    const file = configFile(
+      "files-and-policy.yaml",
+      `[{ name: b, issuer: "https://b.example.com", jwksFile: gone.json, audiences: [registry.example.com] }]`,
+      `
+    - { name: bad, match: { cluster: prdo }, allow: [{ repository: "team-a/**", actions: [pull] }] }`,
+    );
+    const out = await checkConfigCommand({ config: file });
+    expect(out.code).toBe(2);
+    expect(out.stdout).toBe(`registries[0] (registry.example.com): signing key ES256, kid ${kid}\n`);
+    const lines = out.stderr.trimEnd().split("\n");
+    expect(lines[0]).toBe(
+      `config error: clusters[0].jwksFile: file not found or not readable (${join(dir, "gone.json")})`,
+    );
+    expect(lines.slice(1)).toEqual([
+      'config error: policy.rules[0].match.cluster: no cluster is named "prdo" (clusters: "b")',
+    ]);
+  });
+
+  it("a YAML syntax error names the position and shows the line", async () => {
+    const file = write("syntax.yaml", "clusters:\n  - name: prod\n    issuer: [unclosed\nregistries: {\n");
+    const out = await checkConfigCommand({ config: file });
+    expect(out.code).toBe(2);
+    expect(out.stderr).toMatch(
+      /^config error: \(yaml\) .*syntax\.yaml: .+ at line \d+, column \d+; line \d+: ".+"\n$/,
+    );
+    expect(out.stderr).not.toMatch(/:\n$/);
+  });
+});
+
 /** The message JSON.parse gives for `text` (it differs between Node versions). */
 function jsonError(text: string): string {
   try {
