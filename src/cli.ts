@@ -9,7 +9,7 @@
  *   keygen --out DIR           generate a signing key and self-signed certificate
  *   check-config --config FILE validate a config file and load its keys, contacting nothing
  *                              (--fetch-keys: fetch cluster keys too; --strict: warnings fail)
- *   explain --config FILE --token FILE [--scope S]... [--service S] [--fetch-keys]
+ *   explain --config FILE --token FILE|- [--scope S]... [--service S] [--fetch-keys]
  *                              what /token would grant that token, offline unless --fetch-keys
  *   credential-provider --url URL [--ca-file F] [--timeout S]
  *                              the kubelet credential provider exec plugin (stdin -> service -> stdout)
@@ -17,7 +17,7 @@
  * Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
  */
 import cluster from "node:cluster";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { versionLine } from "./build-info.js";
@@ -214,7 +214,7 @@ export function buildProgram(): Command {
     .requiredOption("-c, --config <file>", "YAML config file")
     .requiredOption(
       "-t, --token <file>",
-      "file holding the token (a service-account token or an exchange credential)",
+      "file holding the token (a service-account token or an exchange credential); - reads standard input",
     )
     .option(
       "-s, --scope <scope>",

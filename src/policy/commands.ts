@@ -2,13 +2,14 @@
  * The `explain` and `check-config` commands (wired in `cli.ts`), returning their output instead of
  * printing it so tests can assert it exactly.
  *
- * `explain --config FILE --token FILE [--scope S]... [--service S] [--fetch-keys]` runs the service's own
+ * `explain --config FILE --token FILE|- [--scope S]... [--service S] [--fetch-keys]` runs the service's own
  * `TokenRealm.authorize` path (issuer lookup, `aud`/`exp`/`nbf`/`iat`/`sub` checks, per-registry audiences,
  * the 60 s lifetime floor, exchange credentials, the policy) on a token read from a file. It contacts
  * nothing unless `--fetch-keys` is given: a cluster with `jwksFile` is checked against that file; any other
  * cluster's signature is NOT checked, which the output says on its first line. The claims are then checked
  * by the very same verifier, over a copy of the token re-signed with a throw-away key that only this
- * process trusts, so the offline answer differs from the service's only in the signature.
+ * process trusts, so the offline answer differs from the service's only in the signature. `--token -`
+ * reads the token from standard input; no error ever echoes a value that looks like a token.
  *
  * `check-config --config FILE [--fetch-keys] [--strict]` validates the file (schema, files, signing keys,
  * `validatePolicy`, `jwksFile` key sets) and contacts nothing unless `--fetch-keys` is given, which loads
@@ -49,6 +50,24 @@ export interface CommandDeps {
   now?: () => number;
   /** Environment for `PORT`/`HOST` overrides (default `process.env`). */
   env?: Record<string, string | undefined>;
+  /** Reads standard input to its end, for `--token -` (default: the process's standard input). */
+  readStdin?: () => Promise<string>;
+}
+
+/** Reads the process's standard input to its end (UTF-8). */
+async function readProcessStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(Buffer.from(chunk as Buffer));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/**
+ * Whether a `--token` value could be a credential rather than a path (a JWT's shape, a JWS header's
+ * `eyJ`, or longer than a path usually is): such a value is never echoed in an error, not even to its
+ * owner's terminal (terminals are logged and screens shared).
+ */
+export function looksLikeCredential(value: string): boolean {
+  return value.length > 200 || value.includes("eyJ") || /^[\w-]+\.[\w-]+\.[\w-]*$/.test(value.trim());
 }
 
 /** Options of {@link explainCommand}. */
@@ -201,12 +220,22 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
     throw err;
   }
   let token: string;
-  try {
-    token = readFileSync(opts.token, "utf8").trim();
-  } catch (err) {
-    return usage(
-      `explain: cannot read the token file ${opts.token}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-    );
+  if (opts.token === "-") {
+    token = (await (deps.readStdin ?? readProcessStdin)()).trim();
+    if (token === "") return usage("explain: --token -: standard input is empty");
+  } else {
+    try {
+      token = readFileSync(opts.token, "utf8").trim();
+    } catch (err) {
+      if (looksLikeCredential(opts.token)) {
+        return usage(
+          "explain: --token takes a file path, or - to read the token from standard input; the value given looks like a token itself and is not shown",
+        );
+      }
+      return usage(
+        `explain: cannot read the token file ${opts.token}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      );
+    }
   }
 
   const logger = silent();
