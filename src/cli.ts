@@ -255,13 +255,21 @@ export function buildProgram(): Command {
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .action(async (opts: { url: string; caFile?: string; timeout: number; attemptTimeout: number }) => {
       // Loaded lazily: the plugin runs once per image pull and needs none of the server's modules.
-      const { readAll, runCredentialProvider } = await import("./credential-provider/plugin.js");
-      const output = await runCredentialProvider(await readAll(process.stdin), {
-        url: opts.url,
-        caFile: opts.caFile,
-        timeoutSeconds: opts.timeout,
-        attemptTimeoutSeconds: opts.attemptTimeout,
-      });
+      const { PluginError, readAll, runCredentialProvider } = await import("./credential-provider/plugin.js");
+      let output: string;
+      try {
+        output = await runCredentialProvider(await readAll(process.stdin), {
+          url: opts.url,
+          caFile: opts.caFile,
+          timeoutSeconds: opts.timeout,
+          attemptTimeoutSeconds: opts.attemptTimeout,
+        });
+      } catch (err) {
+        if (!(err instanceof PluginError)) throw err;
+        // The sh plugin's words and prefix, so kubelet's log reads the same whichever plugin runs.
+        process.stderr.write(`registry-token-exchange-credential-provider: ${err.message}\n`);
+        process.exit(1);
+      }
       process.stdout.write(output);
     });
 

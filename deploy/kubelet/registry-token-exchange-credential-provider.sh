@@ -14,7 +14,8 @@
 # Transient failures (connection refused or reset, timeouts, HTTP 429 and 5xx) are retried with
 # exponential back-off (1, 2, 4, 5, 5... s; a longer Retry-After wins) until --timeout seconds have passed
 # in total (default 50: kubelet kills exec plugins after 60 s); each attempt gets at most
-# --attempt-timeout seconds (default 10). Anything else fails at once. The request (it holds the pod's
+# --attempt-timeout seconds (default 10). Anything else fails at once; a certificate that is not trusted
+# names the option that fixes it (--ca-file), in the same words as the Node plugin. The request (it holds the pod's
 # service-account token) goes to curl on a file in a private temporary directory, never on the command
 # line, and is removed on exit.
 set -u
@@ -111,6 +112,22 @@ error_text() {
   fi
 }
 
+# The sentence for a certificate verification failure of curl (exit 60), as the Node plugin words it
+# (src/authn/tls-advice.ts); empty when curl's message is not one of them.
+tls_advice() {
+  subject="the service's certificate"
+  case $(tr 'A-Z' 'a-z' <"$tmp/curl.err") in
+    *self-signed\ certificate* | *self\ signed\ certificate*)
+      printf 'TLS: %s is self-signed and not trusted: set --ca-file to that certificate (or to the CA that signed it)' "$subject" ;;
+    *unable\ to\ get\ local\ issuer\ certificate* | *unable\ to\ get\ issuer\ certificate* | *unable\ to\ verify\ the\ first\ certificate*)
+      printf "TLS: %s is signed by a CA that is not trusted: set --ca-file to that CA's certificate" "$subject" ;;
+    *certificate\ has\ expired* | *certificate\ is\ not\ yet\ valid*)
+      printf 'TLS: %s has expired or is not yet valid: renew it (--ca-file cannot fix this)' "$subject" ;;
+    *subject\ name* | *does\ not\ match\ target\ host*)
+      printf 'TLS: %s does not name the host connected to: use a host name the certificate names' "$subject" ;;
+  esac
+}
+
 start=$(date +%s)
 deadline=$((start + timeout))
 attempt=0
@@ -140,6 +157,10 @@ while :; do
       *) transient=0 ;;
     esac
     last="curl exit $rc: $(head -n 1 "$tmp/curl.err" | tr -d '\r')"
+    if [ "$rc" -eq 60 ] || [ "$rc" -eq 35 ]; then
+      advice=$(tls_advice)
+      [ -z "$advice" ] || last=$advice
+    fi
   else
     case $status in
       200)
