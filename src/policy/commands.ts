@@ -24,6 +24,7 @@ import { readFileSync } from "node:fs";
 import { CompactSign, decodeJwt, decodeProtectedHeader, generateKeyPair } from "jose";
 import pino from "pino";
 import { ClusterKeySet, parseJwks, type VerificationKey } from "../authn/jwks.js";
+import { classifyTlsFailure, tlsAdvice } from "../authn/tls-advice.js";
 import { ServiceAccountVerifier } from "../authn/verify.js";
 import { MemoryStore } from "../cache/store.js";
 import { inspectConfigFile, loadConfigFile } from "../config/load.js";
@@ -330,7 +331,10 @@ export async function checkConfigCommand(
       } catch (err) {
         const reason =
           err instanceof ExchangeError ? String(err.logDetail?.reason ?? err.message) : String(err);
-        failures.push(`${at}: keys could not be fetched: ${reason}`);
+        // A certificate that is not trusted: say which key fixes it.
+        const tls = classifyTlsFailure(reason);
+        const advice = tls ? tlsAdvice(tls, "the cluster's certificate", `clusters[${i}].caFile`) : reason;
+        failures.push(`${at}: keys could not be fetched: ${advice}`);
       } finally {
         await ks.close();
       }

@@ -6,7 +6,9 @@
  * line in a child process.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,7 +16,7 @@ import { LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
 import { checkConfigCommand } from "../../src/policy/commands.js";
 import { loadSigningKey } from "../../src/token/signing.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
-import { REPO_ROOT } from "../helpers/plugin.js";
+import { localhostCertificate, REPO_ROOT } from "../helpers/plugin.js";
 
 let dir: string;
 let keys: { keyFile: string; certFile: string };
@@ -297,6 +299,41 @@ policy:
       /^config error: \(yaml\) .*syntax\.yaml: .+ at line \d+, column \d+; line \d+: ".+"\n$/,
     );
     expect(out.stderr).not.toMatch(/:\n$/);
+  });
+});
+
+describe("check-config --fetch-keys: TLS failures name the key that fixes them", () => {
+  it("a self-signed cluster certificate names clusters[i].caFile; with caFile set, TLS passes", async () => {
+    const cert = await localhostCertificate();
+    const server = createHttpsServer(
+      { cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile) },
+      (_req, res) => {
+        res.writeHead(404).end();
+      },
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const cluster = (extra: string) =>
+        `[{ name: tls, issuer: "https://127.0.0.1:${port}", audiences: [registry.example.com], fetch: { timeoutMs: 2000 }${extra} }]`;
+      const untrusted = await checkConfigCommand({
+        config: configFile("tls-untrusted.yaml", cluster(""), RULES),
+        fetchKeys: true,
+      });
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toBe(
+        "error: clusters[0] (tls): keys could not be fetched: TLS: the cluster's certificate is self-signed and not trusted: set clusters[0].caFile to that certificate (or to the CA that signed it)\n",
+      );
+      const trusted = await checkConfigCommand({
+        config: configFile("tls-trusted.yaml", cluster(`, caFile: ${cert.certFile}`), RULES),
+        fetchKeys: true,
+      });
+      expect(trusted.code).toBe(1);
+      expect(trusted.stderr).toMatch(/^error: clusters\[0\] \(tls\): keys could not be fetched: .*404/);
+      expect(trusted.stderr).not.toContain("TLS:");
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 
