@@ -61,14 +61,14 @@ export function editDistance(a: string, b: string): number {
 
 /**
  * The known key `unknown` was most probably meant to be: equal ignoring case, or within an edit distance
- * of a third of its length (at least 1, at most 3).
+ * of a third of its length (at least 1 for keys of 3 characters or more, at most 3).
  * @returns the suggestion, or `undefined` when no key is close enough
  */
 export function suggestKey(unknown: string, known: readonly string[]): string | undefined {
   const lower = unknown.toLowerCase();
   const sameCase = known.find((k) => k.toLowerCase() === lower);
   if (sameCase) return sameCase;
-  const limit = Math.min(3, Math.max(1, Math.floor(unknown.length / 3)));
+  const limit = Math.min(3, Math.max(unknown.length >= 3 ? 1 : 0, Math.floor(unknown.length / 3)));
   let best: { key: string; d: number } | undefined;
   for (const k of known) {
     const d = editDistance(lower, k.toLowerCase());

@@ -47,11 +47,17 @@ function issueLines(error: z.ZodError, raw: unknown): string[] {
     if (issue.code === "invalid_type" && valueAt(raw, path) === undefined) {
       message = "is required";
     } else if (issue.code === "invalid_type" && issue.expected === "number" && typeof key === "string") {
-      // Only numbers are echoed back: a mistyped string elsewhere could be a secret.
+      // A value is echoed only for a numeric key (at most 40 characters): elsewhere it could be a secret.
       const unit = unitOfKey(key);
       const got = valueAt(raw, path);
       const shown = typeof got === "string" ? `"${got.slice(0, 40)}"` : typeof got;
-      message = `must be a number${unit ? ` of ${unit}` : ""}, got ${shown}${unit === "seconds" && typeof got === "string" && /^\d+\s*[smhd]$/.test(got) ? " (durations are plain numbers: 5m is 300)" : ""}`;
+      const duration = typeof got === "string" ? /^(\d+)\s*([smhd])$/.exec(got) : null;
+      const factor = { s: 1, m: 60, h: 3600, d: 86_400 } as Record<string, number>;
+      const hint =
+        unit === "seconds" && duration
+          ? ` (durations are plain numbers: ${got as string} is ${Number(duration[1]) * factor[duration[2]!]!})`
+          : "";
+      message = `must be a number${unit ? ` of ${unit}` : ""}, got ${shown}${hint}`;
     } else if (typeof key === "string" && unitOfKey(key) && /^Too (small|big)/.test(message)) {
       message = `${message} (${unitOfKey(key)})`;
     }
