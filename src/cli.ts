@@ -115,7 +115,7 @@ export function buildProgram(): Command {
       }
       // A worker answers the primary's metrics collection from its first moment (with nothing until its
       // app exists), so a scrape during a worker's start-up never waits for it.
-      if (cluster.isWorker) contributeRegistries([]);
+      contributeRegistries([]);
       const overrides = { redisUrl: opts.redisUrl };
       const config = loadConfigFile(opts.config!, process.env, overrides);
       if (opts.workers > 1 && cluster.isPrimary) {

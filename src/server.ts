@@ -10,7 +10,7 @@ import { type AppDeps, buildApp } from "./app.js";
 import { BUILD_INFO } from "./build-info.js";
 import type { Config } from "./config/schema.js";
 import { ConfigError } from "./errors.js";
-import { serveClusterMetrics } from "./plugins/cluster-metrics.js";
+import { serveClusterMetrics, WORKER_ENV } from "./plugins/cluster-metrics.js";
 
 /** A running server. */
 export interface RunningServer {
@@ -230,7 +230,7 @@ export function runWorkers(workers: number, logger: Logger): void {
     }
     logger.error({ pid: worker.process.pid, code, signal }, "worker exited; starting a replacement in 1 s");
     setTimeout(() => {
-      if (!stopping) cluster.fork();
+      if (!stopping) cluster.fork(WORKER_ENV);
     }, 1_000);
   });
   const onSignal = (signal: NodeJS.Signals) => {
@@ -244,5 +244,5 @@ export function runWorkers(workers: number, logger: Logger): void {
     for (const w of alive()) w.process.kill("SIGHUP");
   });
   serveClusterMetrics();
-  for (let i = 0; i < workers; i++) cluster.fork();
+  for (let i = 0; i < workers; i++) cluster.fork(WORKER_ENV);
 }

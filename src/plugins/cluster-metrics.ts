@@ -62,11 +62,21 @@ const pending = new Map<number, (response: MetricsResponse) => void>();
 let listening = false;
 
 /**
- * Worker side: true when this process is a worker of `serve --workers N` (node:cluster worker with an
- * IPC channel to the primary).
+ * Environment the primary of `serve --workers N` forks its workers with: it marks a worker whose primary
+ * answers metrics requests (another cluster primary, such as a process manager's, would not).
+ */
+export const WORKER_ENV: Readonly<Record<string, string>> = Object.freeze({ RTE_CLUSTER_METRICS: "1" });
+
+/**
+ * Worker side: true when this process is a worker forked by `serve --workers N` (a node:cluster worker
+ * with an IPC channel to a primary that answers metrics requests).
  */
 export function inClusterWorker(): boolean {
-  return cluster.isWorker && typeof process.send === "function";
+  return (
+    cluster.isWorker &&
+    typeof process.send === "function" &&
+    process.env.RTE_CLUSTER_METRICS === WORKER_ENV.RTE_CLUSTER_METRICS
+  );
 }
 
 /**
@@ -74,6 +84,7 @@ export function inClusterWorker(): boolean {
  * the primary's collection requests from them). Call once per worker process.
  */
 export function contributeRegistries(registries: Registry[]): void {
+  if (!inClusterWorker()) return;
   AggregatorRegistry.setRegistries(registries);
   // Constructing an AggregatorRegistry in a worker installs prom-client's answer to the primary.
   new AggregatorRegistry();
