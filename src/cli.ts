@@ -48,6 +48,14 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+/**
+ * A usage error as it may be printed: the value of any `--option=value` and anything shaped like a JWT
+ * are masked (`--password=***`), so no credential typed in the wrong place is echoed.
+ */
+export function maskCredentials(text: string): string {
+  return text.replace(/(--[\w-]+=)[^\s'"]+/g, "$1***").replace(/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, "***");
+}
+
 /** Options of `serve`. */
 interface ServeOptions {
   config?: string;
@@ -64,6 +72,9 @@ export function buildProgram(): Command {
     .name("registry-token-exchange")
     .description("Exchange Kubernetes service-account tokens for short-lived Docker registry tokens.")
     .version(versionLine(), "-V, --version", "print the version, Node.js version and platform")
+    // Usage errors quote what was typed: never a credential pasted in the wrong place (every command
+    // defined below inherits this).
+    .configureOutput({ outputError: (text, write) => write(maskCredentials(text)) })
     .showHelpAfterError();
 
   program

@@ -60,7 +60,14 @@ while [ $# -gt 0 ]; do
     --ca-file=*) ca_file=${1#--ca-file=}; shift ;;
     --timeout=*) timeout=${1#--timeout=}; shift ;;
     --attempt-timeout=*) attempt_timeout=${1#--attempt-timeout=}; shift ;;
-    *) usage "unknown argument: $1" ;;
+    # An unknown argument is named only when it is a short option: anything else could be a credential
+    # pasted in the wrong place, and kubelet's log would keep it.
+    --*=*) usage "unknown option: ${1%%=*}" ;;
+    --*)
+      [ ${#1} -gt 40 ] || usage "unknown option: $1"
+      usage "unknown argument (not shown: it could be a credential)"
+      ;;
+    *) usage "unknown argument (not shown: it could be a credential)" ;;
   esac
 done
 

@@ -66,6 +66,18 @@ function issueLines(error: z.ZodError, raw: unknown): string[] {
 }
 
 /**
+ * A config line as it may be shown in an error: a URL's user information (`redis://:secret@host`), the
+ * value of a key naming a secret, and anything shaped like a JWT are masked, so an error never echoes a
+ * credential, not even to the terminal of the config's owner.
+ */
+export function redactLine(line: string): string {
+  return line
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s"']*@/gi, "$1***@")
+    .replace(/((?:password|passwd|secret|token|credential)[\w-]*["']?\s*:\s*)\S.*$/i, "$1***")
+    .replace(/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, "***");
+}
+
+/**
  * One line per YAML syntax error: the file, the position, the message, and the offending line itself
  * (`(yaml) config.yaml: Nested mappings are not allowed in compact mappings at line 3, column 13; line 3:
  * "registries: {"`).
@@ -80,7 +92,8 @@ function yamlProblems(
     const first = err.message.split("\n")[0]!.replace(/:\s*$/, "");
     const pos = (err.linePos as Array<{ line: number; col: number }> | undefined)?.[0];
     const source = pos ? lines[pos.line - 1] : undefined;
-    const shown = source === undefined ? "" : `; line ${pos!.line}: ${JSON.stringify(source.slice(0, 200))}`;
+    const shown =
+      source === undefined ? "" : `; line ${pos!.line}: ${JSON.stringify(redactLine(source).slice(0, 200))}`;
     return `(yaml) ${file}: ${first}${shown}`;
   });
 }

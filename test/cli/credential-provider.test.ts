@@ -269,6 +269,18 @@ describe.each(["node", "sh"] as PluginKind[])("the %s plugin", (kind) => {
     expectResponse(ok, token);
   }, 60_000);
 
+  it("a token passed as an argument is never echoed in the usage error (exit 2)", async () => {
+    const token = await live.podToken("team-a");
+    for (const args of [
+      ["--url", live.url, token],
+      ["--url", live.url, `--password=${token}`],
+    ]) {
+      const run = await runPlugin(kind, args, JSON.stringify(cpRequest("x")));
+      expect(run.code).toBe(2);
+      for (const part of token.split(".")) expect(`${run.stdout}${run.stderr}`).not.toContain(part);
+    }
+  }, 60_000);
+
   it("refuses empty or non-request stdin (exit 1), and usage errors (exit 2)", async () => {
     const empty = await runPlugin(kind, ["--url", live.url], "");
     expect(empty.code).toBe(1);

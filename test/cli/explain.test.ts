@@ -367,6 +367,21 @@ describe("explain --token: never echoes a credential", () => {
     for (const part of raw.split(".")) expect(`${out.stdout}${out.stderr}`).not.toContain(part);
   });
 
+  it("usage errors mask what was typed: --option=value and anything shaped like a token", async () => {
+    const raw = readFileSync(await token(prod, "typo.jwt", { nowMs: Date.now() }), "utf8").trim();
+    for (const args of [
+      ["explain", "--config", config, `--tokn=${raw}`],
+      ["explain", "--config", config, "--token", "t.jwt", raw],
+      ["local-token", "--namespace", "a", `--password=${raw}`],
+    ]) {
+      const out = runCli(args);
+      expect(out.status, args[3]).toBe(2);
+      for (const part of raw.split(".")) expect(`${out.stdout}${out.stderr}`).not.toContain(part);
+    }
+    const unknown = runCli(["explain", "--config", config, "--token", "t.jwt", `--tokn=${raw}`]);
+    expect(unknown.stderr).toContain("unknown option '--tokn=***'");
+  });
+
   it("a real path that cannot be read is still named", async () => {
     const out = await explainCommand({ config, token: "/no/such/token-file" }, { now });
     expect(out).toEqual({

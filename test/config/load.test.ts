@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { deepFreeze, loadConfigFile } from "../../src/config/load.js";
+import { deepFreeze, loadConfigFile, redactLine } from "../../src/config/load.js";
 import { ConfigError } from "../../src/errors.js";
 
 let dir: string;
@@ -202,5 +202,25 @@ describe("loadConfigFile overrides (serve --redis-url)", () => {
     expect(
       problems(() => loadConfigFile(write(stringify(sentinel)), {}, { redisUrl: "redis://redis:6379" })),
     ).toEqual(["cache.redisUrl: set at most one of redisUrl, redisSentinel, redisCluster"]);
+  });
+});
+
+describe("YAML syntax errors never echo a credential", () => {
+  it("masks a Redis URL's password on the line shown", () => {
+    const file = write("cache:\n  redisUrl: 'redis://:hunter2-secret@redis:6379/0' x\n");
+    const lines = problems(() => loadConfigFile(file, {}));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`line 2: "  redisUrl: 'redis://***@redis:6379/0' x"`);
+    expect(lines[0]).not.toContain("hunter2");
+  });
+
+  it.each([
+    ["  redisUrl: rediss://user:pw@h:6380", "  redisUrl: rediss://***@h:6380"],
+    ["  password: s3cret", "  password: ***"],
+    ['  "bearerToken": abc', '  "bearerToken": ***'],
+    ["  x: eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "  x: ***"],
+    ["  issuer: https://kubernetes.default.svc", "  issuer: https://kubernetes.default.svc"],
+  ])("%s -> %s", (line, want) => {
+    expect(redactLine(line)).toBe(want);
   });
 });
