@@ -2,7 +2,7 @@
 #
 # registry-token-exchange: build with the full toolchain, run with production dependencies only.
 #
-#   docker build -t registry-token-exchange:0.1.0 .
+#   docker build -t registry-token-exchange:0.1.0 .      (releasing and publishing: docs/operations.md)
 #   docker run --read-only --tmpfs /tmp -p 8080:8080 \
 #     -v /path/to/config:/etc/registry-token-exchange:ro registry-token-exchange:0.1.0
 #
@@ -30,6 +30,11 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean -
 
 # --- runtime -----------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
+# The release's version (package.json `version`; a test keeps them equal). docs/operations.md: releasing.
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="registry-token-exchange" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist

@@ -19,7 +19,7 @@ import { accessLogController, registerAccessLog } from "./plugins/access-log.js"
 import { registerDeniedAudit } from "./plugins/audit.js";
 import { handleClientError, registerErrorHandling, sendError } from "./plugins/errors.js";
 import { registerLoadShedding } from "./plugins/load-shedding.js";
-import { createLogger } from "./plugins/logging.js";
+import { createLogger, requestIdGenerator } from "./plugins/logging.js";
 import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
 import { NODE_MAX_HEADER_SIZE, registerRequestLimits } from "./plugins/request-limits.js";
@@ -127,6 +127,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     redis: stores.redis,
     now,
   });
+  metrics.contributeToCluster();
   const realm = runtime.realmHandle;
 
   // Node's header limit is raised above the service's own caps (plugins/request-limits.ts) so that an
@@ -151,6 +152,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request instead of fastify's two (plugins/access-log.ts).
     logController: accessLogController(),
+    // Unique across the workers of `serve --workers N` (plugins/logging.ts).
+    genReqId: requestIdGenerator(),
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: trustProxyOption(config.server.trustProxy),
     requestTimeout: config.server.requestTimeoutMs,

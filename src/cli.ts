@@ -3,12 +3,13 @@
  *
  *   serve --config FILE        run the service (--workers N: N processes sharing the port)
  *   serve --local              run in local mode (built-in issuer, generated keys, in-memory cache;
- *                              --redis-url URL shares the cache through Redis, as in docker-compose.yml)
+ *                              --redis-url URL shares the cache through Redis, as in docker-compose.yml;
+ *                              with --config it sets cache.redisUrl over the file's)
  *   local-token ...            mint a service-account token from the local issuer
  *   keygen --out DIR           generate a signing key and self-signed certificate
  *   check-config --config FILE validate a config file and load its keys, contacting nothing
  *                              (--fetch-keys: fetch cluster keys too; --strict: warnings fail)
- *   explain --config FILE --token FILE [--scope S]... [--service S] [--fetch-keys]
+ *   explain --config FILE --token FILE|- [--scope S]... [--service S] [--fetch-keys]
  *                              what /token would grant that token, offline unless --fetch-keys
  *   credential-provider --url URL [--ca-file F] [--timeout S]
  *                              the kubelet credential provider exec plugin (stdin -> service -> stdout)
@@ -16,9 +17,10 @@
  * Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
  */
 import cluster from "node:cluster";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { versionLine } from "./build-info.js";
 import { loadConfigFile } from "./config/load.js";
 import { ConfigError } from "./errors.js";
 import { LocalIssuer } from "./local/issuer.js";
@@ -28,23 +30,13 @@ import {
   LOCAL_SERVICE,
   prepareLocalMode,
 } from "./local/mode.js";
+import { contributeRegistries } from "./plugins/cluster-metrics.js";
 import { createLogger } from "./plugins/logging.js";
 import { type CommandResult, checkConfigCommand, explainCommand } from "./policy/commands.js";
 import { runWorkers, startServer } from "./server.js";
 import { generateSigningKeyFiles, loadSigningKey } from "./token/signing.js";
 
 const DEFAULT_STATE_DIR = ".local";
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
-      version: string;
-    };
-    return pkg.version;
-  } catch {
-    return "0.0.0";
-  }
-}
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -54,6 +46,14 @@ function positiveInt(value: string): number {
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
+}
+
+/**
+ * A usage error as it may be printed: the value of any `--option=value` and anything shaped like a JWT
+ * are masked (`--password=***`), so no credential typed in the wrong place is echoed.
+ */
+export function maskCredentials(text: string): string {
+  return text.replace(/(--[\w-]+=)[^\s'"]+/g, "$1***").replace(/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, "***");
 }
 
 /** Options of `serve`. */
@@ -71,7 +71,10 @@ export function buildProgram(): Command {
   const program = new Command()
     .name("registry-token-exchange")
     .description("Exchange Kubernetes service-account tokens for short-lived Docker registry tokens.")
-    .version(version())
+    .version(versionLine(), "-V, --version", "print the version, Node.js version and platform")
+    // Usage errors quote what was typed: never a credential pasted in the wrong place (every command
+    // defined below inherits this).
+    .configureOutput({ outputError: (text, write) => write(maskCredentials(text)) })
     .showHelpAfterError();
 
   program
@@ -80,7 +83,10 @@ export function buildProgram(): Command {
     .option("-c, --config <file>", "YAML config file")
     .option("--local", "local mode: built-in cluster issuer, generated signing key, in-memory cache")
     .option("--state-dir <dir>", "local mode state folder", DEFAULT_STATE_DIR)
-    .option("--redis-url <url>", "local mode: share the cache through this Redis (redis://host:port/db)")
+    .option(
+      "--redis-url <url>",
+      "share the cache through this Redis (redis://host:port/db); with --config it sets cache.redisUrl",
+    )
     .option("--watch-config", "reload the config when the file changes (SIGHUP always reloads)")
     .option(
       "--workers <n>",
@@ -110,7 +116,7 @@ export function buildProgram(): Command {
             `  registry service:   ${LOCAL_SERVICE}`,
             `  signing key:        ${setup.files.signingKey}`,
             `  signing cert:       ${setup.files.signingCert}   (the registry's auth.token.rootcertbundle)`,
-            `  config in use:      ${setup.files.config}`,
+            `  config in use:      ${setup.files.config}   (generated at each start; SIGHUP does not reload it)`,
             `  mint a pod token:   npm run -s token -- --namespace team-a${opts.stateDir === DEFAULT_STATE_DIR ? "" : ` --state-dir ${setup.stateDir}`}`,
             `  credential provider: POST ${server.url}/v1/credential-provider (audience ${LOCAL_CREDENTIAL_PROVIDER_AUDIENCE}, hosts ${LOCAL_SERVICE}, 127.0.0.1:5000, localhost:5000)`,
             "",
@@ -118,7 +124,11 @@ export function buildProgram(): Command {
         );
         return;
       }
-      const config = loadConfigFile(opts.config!);
+      // A worker answers the primary's metrics collection from its first moment (with nothing until its
+      // app exists), so a scrape during a worker's start-up never waits for it.
+      contributeRegistries([]);
+      const overrides = { redisUrl: opts.redisUrl };
+      const config = loadConfigFile(opts.config!, process.env, overrides);
       if (opts.workers > 1 && cluster.isPrimary) {
         const logger = createLogger(config.logging.level);
         if (!config.cache.redisUrl && !config.cache.redisSentinel && !config.cache.redisCluster) {
@@ -129,7 +139,8 @@ export function buildProgram(): Command {
       }
       const file = opts.config!;
       await startServer(config, {}, true, {
-        load: () => loadConfigFile(file),
+        load: () => loadConfigFile(file, process.env, overrides),
+        file,
         watchFile: opts.watchConfig ? file : undefined,
       });
     });
@@ -214,7 +225,7 @@ export function buildProgram(): Command {
     .requiredOption("-c, --config <file>", "YAML config file")
     .requiredOption(
       "-t, --token <file>",
-      "file holding the token (a service-account token or an exchange credential)",
+      "file holding the token (a service-account token or an exchange credential); - reads standard input",
     )
     .option(
       "-s, --scope <scope>",
@@ -255,13 +266,21 @@ export function buildProgram(): Command {
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .action(async (opts: { url: string; caFile?: string; timeout: number; attemptTimeout: number }) => {
       // Loaded lazily: the plugin runs once per image pull and needs none of the server's modules.
-      const { readAll, runCredentialProvider } = await import("./credential-provider/plugin.js");
-      const output = await runCredentialProvider(await readAll(process.stdin), {
-        url: opts.url,
-        caFile: opts.caFile,
-        timeoutSeconds: opts.timeout,
-        attemptTimeoutSeconds: opts.attemptTimeout,
-      });
+      const { PluginError, readAll, runCredentialProvider } = await import("./credential-provider/plugin.js");
+      let output: string;
+      try {
+        output = await runCredentialProvider(await readAll(process.stdin), {
+          url: opts.url,
+          caFile: opts.caFile,
+          timeoutSeconds: opts.timeout,
+          attemptTimeoutSeconds: opts.attemptTimeout,
+        });
+      } catch (err) {
+        if (!(err instanceof PluginError)) throw err;
+        // The sh plugin's words and prefix, so kubelet's log reads the same whichever plugin runs.
+        process.stderr.write(`registry-token-exchange-credential-provider: ${err.message}\n`);
+        process.exit(1);
+      }
       process.stdout.write(output);
     });
 

@@ -7,8 +7,10 @@ import { type Stats, unwatchFile, watchFile } from "node:fs";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { type AppDeps, buildApp } from "./app.js";
+import { BUILD_INFO } from "./build-info.js";
 import type { Config } from "./config/schema.js";
 import { ConfigError } from "./errors.js";
+import { serveClusterMetrics, WORKER_ENV } from "./plugins/cluster-metrics.js";
 
 /** A running server. */
 export interface RunningServer {
@@ -35,6 +37,41 @@ function closeConnectionsWhenDraining(app: FastifyInstance): void {
   });
 }
 
+/**
+ * What a process serves, for its start-up log line: the build, the config file, every cluster with where
+ * its keys come from (a JWKS file, a JWKS URL, or OIDC discovery at a URL), every registry with its image
+ * hosts, the cache, and whether the credential provider is on. Contains no secret (file paths only).
+ * @param config the config in force
+ * @param configFile the file it was read from (`undefined` when generated, as in local mode)
+ */
+export function startupSummary(config: Config, configFile: string | undefined): Record<string, unknown> {
+  const keySource = (c: Config["clusters"][number]): string => {
+    if (c.jwksFile) return `jwksFile ${c.jwksFile}`;
+    if (c.jwksUri) return `jwksUri ${c.jwksUri}`;
+    return `discovery ${c.discoveryUrl ?? `${c.issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`}`;
+  };
+  const cache = config.cache.redisUrl
+    ? "memory + redis"
+    : config.cache.redisSentinel
+      ? "memory + redis sentinel"
+      : config.cache.redisCluster
+        ? "memory + redis cluster"
+        : "memory";
+  return {
+    version: BUILD_INFO.version,
+    node: BUILD_INFO.node,
+    configFile: configFile ?? "(generated)",
+    clusters: config.clusters.map((c) => ({ name: c.name, issuer: c.issuer, keys: keySource(c) })),
+    registries: config.registries.map((r) => ({
+      service: r.service,
+      hosts: r.hosts ?? [r.service],
+      signingCert: r.signingKey.certFile,
+    })),
+    cache,
+    credentialProvider: config.credentialProvider ? config.credentialProvider.audiences : "off",
+  };
+}
+
 /** How the config is re-read for a reload (SIGHUP, or a change of the file when watched). */
 export interface ReloadSource {
   /**
@@ -46,6 +83,8 @@ export interface ReloadSource {
   watchFile?: string | undefined;
   /** Poll interval for `watchFile`, ms (default 5000). */
   intervalMs?: number;
+  /** The config file (for the start-up log line). */
+  file?: string | undefined;
 }
 
 /**
@@ -90,6 +129,7 @@ export async function startServer(
     config.server.host === "0.0.0.0" || config.server.host === "::" ? "127.0.0.1" : config.server.host;
   const scheme = config.server.tls ? "https" : "http";
   const url = `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  app.log.info(startupSummary(config, reload?.file), "registry-token-exchange started");
   // Warm the key caches so the first pull does not pay for discovery; failures are logged by the key set.
   for (const ks of app.exchange.keySets) ks.refresh().catch(() => {});
   let closing: Promise<void> | undefined;
@@ -118,6 +158,17 @@ export async function startServer(
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+  }
+  if (handleSignals && !reload) {
+    // Without a file to re-read (local mode generates its config at each start), SIGHUP would end the
+    // process (Node's default action): say why nothing is reloaded and keep serving.
+    const onHup = () =>
+      app.log.warn(
+        { signal: "SIGHUP" },
+        "config not reloaded: this config is generated at start-up (local mode); restart to change it",
+      );
+    process.on("SIGHUP", onHup);
+    stopReloading.push(() => process.off("SIGHUP", onHup));
   }
   if (reload) {
     const onHup = () => void reloadConfig(app, reload, "SIGHUP");
@@ -150,6 +201,9 @@ const CONFIG_ERROR_EXIT = 2;
  * status 2 (invalid configuration) stops the service with status 2. SIGTERM and SIGINT are passed on to
  * every worker as SIGTERM (each shuts down gracefully); the primary exits 0 once they have all exited,
  * or 1 if some are still running after 15 s.
+ *
+ * Metrics: the primary aggregates every worker's registries for the worker that receives a `/metrics`
+ * scrape (`plugins/cluster-metrics.ts`), so one scrape returns sums over all workers.
  * @param workers number of worker processes, >= 2
  * @param logger the primary's logger (worker exits, shutdown)
  */
@@ -176,7 +230,7 @@ export function runWorkers(workers: number, logger: Logger): void {
     }
     logger.error({ pid: worker.process.pid, code, signal }, "worker exited; starting a replacement in 1 s");
     setTimeout(() => {
-      if (!stopping) cluster.fork();
+      if (!stopping) cluster.fork(WORKER_ENV);
     }, 1_000);
   });
   const onSignal = (signal: NodeJS.Signals) => {
@@ -189,5 +243,6 @@ export function runWorkers(workers: number, logger: Logger): void {
   process.on("SIGHUP", () => {
     for (const w of alive()) w.process.kill("SIGHUP");
   });
-  for (let i = 0; i < workers; i++) cluster.fork();
+  serveClusterMetrics();
+  for (let i = 0; i < workers; i++) cluster.fork(WORKER_ENV);
 }

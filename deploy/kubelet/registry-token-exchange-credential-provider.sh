@@ -14,7 +14,8 @@
 # Transient failures (connection refused or reset, timeouts, HTTP 429 and 5xx) are retried with
 # exponential back-off (1, 2, 4, 5, 5... s; a longer Retry-After wins) until --timeout seconds have passed
 # in total (default 50: kubelet kills exec plugins after 60 s); each attempt gets at most
-# --attempt-timeout seconds (default 10). Anything else fails at once. The request (it holds the pod's
+# --attempt-timeout seconds (default 10). Anything else fails at once; a certificate that is not trusted
+# names the option that fixes it (--ca-file), in the same words as the Node plugin. The request (it holds the pod's
 # service-account token) goes to curl on a file in a private temporary directory, never on the command
 # line, and is removed on exit. Standard input is read up to 1 MiB (a larger one fails); numbers are read
 # as decimal ("08" is 8).
@@ -73,7 +74,14 @@ while [ $# -gt 0 ]; do
     --ca-file=*) ca_file=${1#--ca-file=}; shift ;;
     --timeout=*) timeout=${1#--timeout=}; shift ;;
     --attempt-timeout=*) attempt_timeout=${1#--attempt-timeout=}; shift ;;
-    *) usage "unknown argument: $1" ;;
+    # An unknown argument is named only when it is a short option: anything else could be a credential
+    # pasted in the wrong place, and kubelet's log would keep it.
+    --*=*) usage "unknown option: ${1%%=*}" ;;
+    --*)
+      [ ${#1} -gt 40 ] || usage "unknown option: $1"
+      usage "unknown argument (not shown: it could be a credential)"
+      ;;
+    *) usage "unknown argument (not shown: it could be a credential)" ;;
   esac
 done
 
@@ -130,6 +138,22 @@ error_text() {
   fi
 }
 
+# The sentence for a certificate verification failure of curl (exit 60), as the Node plugin words it
+# (src/authn/tls-advice.ts); empty when curl's message is not one of them.
+tls_advice() {
+  subject="the service's certificate"
+  case $(tr 'A-Z' 'a-z' <"$tmp/curl.err") in
+    *self-signed\ certificate* | *self\ signed\ certificate*)
+      printf 'TLS: %s is self-signed and not trusted: set --ca-file to that certificate (or to the CA that signed it)' "$subject" ;;
+    *unable\ to\ get\ local\ issuer\ certificate* | *unable\ to\ get\ issuer\ certificate* | *unable\ to\ verify\ the\ first\ certificate*)
+      printf "TLS: %s is signed by a CA that is not trusted: set --ca-file to that CA's certificate" "$subject" ;;
+    *certificate\ has\ expired* | *certificate\ is\ not\ yet\ valid*)
+      printf 'TLS: %s has expired or is not yet valid: renew it (--ca-file cannot fix this)' "$subject" ;;
+    *subject\ name* | *does\ not\ match\ target\ host*)
+      printf 'TLS: %s does not name the host connected to: use a host name the certificate names' "$subject" ;;
+  esac
+}
+
 start=$(date +%s)
 deadline=$((start + timeout))
 attempt=0
@@ -159,6 +183,10 @@ while :; do
       *) transient=0 ;;
     esac
     last="curl exit $rc: $(head -n 1 "$tmp/curl.err" | tr -d '\r')"
+    if [ "$rc" -eq 60 ] || [ "$rc" -eq 35 ]; then
+      advice=$(tls_advice)
+      [ -z "$advice" ] || last=$advice
+    fi
   else
     case $status in
       200)

@@ -4,9 +4,10 @@
  */
 import { accessSync, constants, readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
-import { parse as parseYaml } from "yaml";
+import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
+import { knownKeysAt, suggestKey, unitOfKey } from "./hints.js";
 import { type Config, configSchema, usesApiServer } from "./schema.js";
 
 /** Where a pod finds its service-account token and the cluster CA (mounted by kubelet). */
@@ -24,16 +25,81 @@ export function dottedPath(path: ReadonlyArray<PropertyKey>): string {
   return out === "" ? "(root)" : out;
 }
 
-function issueLines(error: z.ZodError): string[] {
-  return error.issues.map((issue) => {
+/** The value at a zod issue path in the raw document, if any. */
+function valueAt(raw: unknown, path: ReadonlyArray<PropertyKey>): unknown {
+  let v = raw;
+  for (const seg of path) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = (v as Record<PropertyKey, unknown>)[seg];
+  }
+  return v;
+}
+
+function issueLines(error: z.ZodError, raw: unknown): string[] {
+  return error.issues.flatMap((issue) => {
     const path = [...issue.path];
     let message = issue.message;
     if (issue.code === "unrecognized_keys") {
-      message = `unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}`;
-    } else if (issue.code === "invalid_type" && /received undefined/.test(issue.message)) {
-      message = "is required";
+      // Each unknown key with the key that was probably meant, if one is close.
+      const known = knownKeysAt(path);
+      const keys = issue.keys.map((k) => {
+        const meant = suggestKey(k, known);
+        return `"${k}"${meant ? ` (did you mean "${meant}"?)` : ""}`;
+      });
+      return [`${dottedPath(path)}: unknown key${issue.keys.length > 1 ? "s" : ""} ${keys.join(", ")}`];
     }
-    return `${dottedPath(path)}: ${message}`;
+    const key = path.at(-1);
+    if (issue.code === "invalid_type" && valueAt(raw, path) === undefined) {
+      message = "is required";
+    } else if (issue.code === "invalid_type" && issue.expected === "number" && typeof key === "string") {
+      // A value is echoed only for a numeric key (at most 40 characters): elsewhere it could be a secret.
+      const unit = unitOfKey(key);
+      const got = valueAt(raw, path);
+      const shown = typeof got === "string" ? `"${got.slice(0, 40)}"` : typeof got;
+      const duration = typeof got === "string" ? /^(\d+)\s*([smhd])$/.exec(got) : null;
+      const factor = { s: 1, m: 60, h: 3600, d: 86_400 } as Record<string, number>;
+      const hint =
+        unit === "seconds" && duration
+          ? ` (durations are plain numbers: ${got as string} is ${Number(duration[1]) * factor[duration[2]!]!})`
+          : "";
+      message = `must be a number${unit ? ` of ${unit}` : ""}, got ${shown}${hint}`;
+    } else if (typeof key === "string" && unitOfKey(key) && /^Too (small|big)/.test(message)) {
+      message = `${message} (${unitOfKey(key)})`;
+    }
+    return [`${dottedPath(path)}: ${message}`];
+  });
+}
+
+/**
+ * A config line as it may be shown in an error: a URL's user information (`redis://:secret@host`), the
+ * value of a key naming a secret, and anything shaped like a JWT are masked, so an error never echoes a
+ * credential, not even to the terminal of the config's owner.
+ */
+export function redactLine(line: string): string {
+  return line
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s"']*@/gi, "$1***@")
+    .replace(/((?:password|passwd|secret|token|credential)[\w-]*["']?\s*:\s*)\S.*$/i, "$1***")
+    .replace(/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, "***");
+}
+
+/**
+ * One line per YAML syntax error: the file, the position, the message, and the offending line itself
+ * (`(yaml) config.yaml: Nested mappings are not allowed in compact mappings at line 3, column 13; line 3:
+ * "registries: {"`).
+ */
+function yamlProblems(
+  file: string,
+  text: string,
+  errors: ReadonlyArray<Error & { linePos?: unknown }>,
+): string[] {
+  const lines = text.split(/\r?\n/);
+  return errors.map((err) => {
+    const first = err.message.split("\n")[0]!.replace(/:\s*$/, "");
+    const pos = (err.linePos as Array<{ line: number; col: number }> | undefined)?.[0];
+    const source = pos ? lines[pos.line - 1] : undefined;
+    const shown =
+      source === undefined ? "" : `; line ${pos!.line}: ${JSON.stringify(redactLine(source).slice(0, 200))}`;
+    return `(yaml) ${file}: ${first}${shown}`;
   });
 }
 
@@ -46,7 +112,7 @@ function issueLines(error: z.ZodError): string[] {
  */
 export function parseConfig(raw: unknown, env: Record<string, string | undefined> = {}): Config {
   const result = configSchema.safeParse(raw ?? {});
-  if (!result.success) throw new ConfigError(issueLines(result.error));
+  if (!result.success) throw new ConfigError(issueLines(result.error, raw ?? {}));
   const cfg = result.data;
   if (env.PORT !== undefined && env.PORT !== "") {
     // Decimal digits only: Number() would also take "0x50", "1e3" and " 80 ".
@@ -147,19 +213,30 @@ function filePaths(
  * @throws {ConfigError} `path: file not found (resolved)` for each missing or unreadable file
  */
 export function resolveFiles(cfg: Config, baseDir: string): void {
+  const problems = checkFiles(cfg, baseDir).problems;
+  if (problems.length > 0) throw new ConfigError(problems);
+}
+
+/**
+ * Resolves every file path in `cfg` against `baseDir` (in place) and lists those that cannot be read.
+ * @returns one `path: file not found or not readable (resolved)` line per such file, and their resolved paths
+ */
+function checkFiles(cfg: Config, baseDir: string): { problems: string[]; missing: Set<string> } {
   const problems: string[] = [];
+  const missing = new Set<string>();
   for (const f of filePaths(cfg)) {
     const value = f.get();
-    if (value === undefined) continue;
+    if (typeof value !== "string") continue;
     const abs = isAbsolute(value) ? value : resolve(baseDir, value);
     f.set(abs);
     try {
       accessSync(abs, constants.R_OK);
     } catch {
       problems.push(`${f.path}: file not found or not readable (${abs})`);
+      missing.add(abs);
     }
   }
-  if (problems.length > 0) throw new ConfigError(problems);
+  return { problems, missing };
 }
 
 /** Recursively freezes a value so no stage can mutate the shared config. */
@@ -172,26 +249,117 @@ export function deepFreeze<T>(value: T): T {
 }
 
 /**
- * Reads, validates and freezes a YAML config file.
- * @param file path to the YAML file; relative file paths inside it are resolved against its folder
- * @param env environment for `PORT` / `HOST` overrides
- * @throws {ConfigError} with one dotted-path line per problem (unreadable file, YAML syntax, schema, files)
+ * Parses the YAML text of a config file (YAML 1.2, duplicate keys refused).
+ * @throws {ConfigError} one line per syntax error, each naming the position and showing the line
  */
-export function loadConfigFile(file: string, env: Record<string, string | undefined> = process.env): Config {
-  let text: string;
+function parseYamlConfig(file: string, text: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  // The first syntax error only: the parser's later ones are mostly consequences of it.
+  if (doc.errors.length > 0) throw new ConfigError(yamlProblems(file, text, doc.errors.slice(0, 1)));
+  return doc.toJS();
+}
+
+/** Settings given on the command line that take the place of the file's (`serve --redis-url`). */
+export interface ConfigOverrides {
+  /** `cache.redisUrl` (a kustomize overlay sets it without replacing the base config file). */
+  redisUrl?: string | undefined;
+}
+
+function applyOverrides(raw: unknown, overrides: ConfigOverrides): unknown {
+  if (overrides.redisUrl === undefined) return raw;
+  const doc = (raw ?? {}) as Record<string, unknown>;
+  const cache = doc.cache !== null && typeof doc.cache === "object" ? doc.cache : {};
+  return { ...doc, cache: { ...cache, redisUrl: overrides.redisUrl } };
+}
+
+/** Everything wrong with a config file, found in one pass (see {@link inspectConfigFile}). */
+export interface ConfigInspection {
+  /** The validated config (paths resolved, frozen), or `undefined` when the file or its schema failed. */
+  config: Config | undefined;
+  /** Every problem found, one dotted-path line each: syntax, schema, then unreadable files. */
+  problems: string[];
+  /** Resolved paths of the named files that cannot be read (checks that need them are skipped). */
+  missingFiles: ReadonlySet<string>;
+}
+
+/**
+ * Reads and validates a config file like {@link loadConfigFile}, but collects every problem instead of
+ * stopping at the first kind: schema problems and unreadable files are reported together (files are
+ * checked as far as the document names them even when the schema fails). A YAML syntax error still
+ * ends the inspection: there is no document to check.
+ * @param file path to the YAML file
+ * @param env environment for `PORT` / `HOST` overrides
+ * @param overrides command-line settings applied before validation
+ */
+export function inspectConfigFile(
+  file: string,
+  env: Record<string, string | undefined> = process.env,
+  overrides: ConfigOverrides = {},
+): ConfigInspection {
+  let raw: unknown;
   try {
-    text = readFileSync(file, "utf8");
+    raw = applyOverrides(parseYamlConfig(file, readConfigText(file)), overrides);
+  } catch (err) {
+    if (err instanceof ConfigError)
+      return { config: undefined, problems: err.problems, missingFiles: new Set() };
+    throw err;
+  }
+  const baseDir = dirname(resolve(file));
+  try {
+    const cfg = parseConfig(raw, env);
+    const { problems, missing } = checkFiles(cfg, baseDir);
+    return { config: deepFreeze(cfg), problems, missingFiles: missing };
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    let files: { problems: string[]; missing: Set<string> } = { problems: [], missing: new Set() };
+    try {
+      // Best effort over the unvalidated document: only string paths in well-formed sections.
+      const doc = (raw ?? {}) as Record<string, unknown>;
+      const list = (v: unknown) =>
+        Array.isArray(v) ? v.filter((x) => x !== null && typeof x === "object") : [];
+      const section = (v: unknown) => (v !== null && typeof v === "object" && !Array.isArray(v) ? v : {});
+      const shape = {
+        clusters: list(doc.clusters),
+        registries: list(doc.registries).map((r) => ({
+          ...r,
+          signingKey: section((r as Record<string, unknown>).signingKey),
+          publishedKeys: list((r as Record<string, unknown>).publishedKeys),
+        })),
+        cache: section(doc.cache),
+        server: { ...section(doc.server), tls: undefined },
+      } as unknown as Config;
+      files = checkFiles(shape, baseDir);
+    } catch {
+      // an unexpected shape: the schema problems say enough
+    }
+    return { config: undefined, problems: [...err.problems, ...files.problems], missingFiles: files.missing };
+  }
+}
+
+function readConfigText(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
   } catch (err) {
     throw new ConfigError([
       `(file) ${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
     ]);
   }
-  let raw: unknown;
-  try {
-    raw = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
-  } catch (err) {
-    throw new ConfigError([`(yaml) ${file}: ${(err as Error).message.split("\n")[0]}`]);
-  }
+}
+
+/**
+ * Reads, validates and freezes a YAML config file.
+ * @param file path to the YAML file; relative file paths inside it are resolved against its folder
+ * @param env environment for `PORT` / `HOST` overrides
+ * @param overrides command-line settings applied before validation (the schema's rules apply to them)
+ * @throws {ConfigError} with one dotted-path line per problem (unreadable file, YAML syntax, schema, files)
+ */
+export function loadConfigFile(
+  file: string,
+  env: Record<string, string | undefined> = process.env,
+  overrides: ConfigOverrides = {},
+): Config {
+  let raw = parseYamlConfig(file, readConfigText(file));
+  raw = applyOverrides(raw, overrides);
   const cfg = parseConfig(raw, env);
   resolveFiles(cfg, dirname(resolve(file)));
   return deepFreeze(cfg);

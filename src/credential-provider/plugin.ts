@@ -5,16 +5,19 @@
  * `CredentialProviderRequest` to stdin, reads a `CredentialProviderResponse` from stdout, treats any
  * non-zero exit as a failure (logging stderr), and kills the plugin after one minute. So the plugin:
  * - forwards the request verbatim to `POST <url>/v1/credential-provider` and prints the answer;
- * - retries transient failures (connection refused or reset, timeouts, 429, 5xx) with jittered
- *   exponential back-off, honouring `Retry-After`, within a total deadline (default 50 s, below
- *   kubelet's 60 s) and a per-attempt timeout;
- * - fails at once on anything else (4xx, TLS errors, an unknown host) with one line on stderr;
+ * - retries transient failures (connection refused or reset, timeouts, 429, 5xx) after 1, 2, 4, 5, 5...
+ *   seconds (a longer `Retry-After` wins, up to 10 s) within a total deadline (default 50 s, below
+ *   kubelet's 60 s) and a per-attempt timeout: the same schedule as the sh plugin;
+ * - fails at once on anything else (4xx, TLS errors, an unknown host) with one line on stderr; a
+ *   certificate that is not trusted names the option that fixes it (`--ca-file`), in the same words as
+ *   the sh plugin (`authn/tls-advice.ts`);
  * - exits 0 on success, 1 on any failure, 2 on a usage error (the CLI in `cli.ts`), like the sh plugin;
  * - never prints or logs the service-account token or the credential except the answer on stdout.
  */
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, request } from "undici";
+import { classifyTlsFailure, tlsAdvice } from "../authn/tls-advice.js";
 
 /** Options of the plugin (the CLI flags). */
 export interface PluginOptions {
@@ -41,9 +44,10 @@ export class PluginError extends Error {
 
 /** Clock and sleep, replaceable in tests. */
 export interface PluginDeps {
+  /** Clock, epoch milliseconds. */
   now?: () => number;
+  /** Waits `ms` milliseconds. */
   sleep?: (ms: number) => Promise<void>;
-  random?: () => number;
 }
 
 /** Network error codes worth another attempt. */
@@ -141,6 +145,8 @@ function describeError(err: unknown): { reason: string; transient: boolean } {
   if (e.name === "TimeoutError" || e.name === "AbortError")
     return { reason: "attempt timed out", transient: true };
   const message = typeof e.message === "string" ? e.message : String(err);
+  const tls = classifyTlsFailure(`${code} ${message}`);
+  if (tls) return { reason: tlsAdvice(tls, "the service's certificate", "--ca-file"), transient: false };
   return { reason: `${code ? `${code} ` : ""}${message}`, transient: TRANSIENT_CODES.has(code) };
 }
 
@@ -219,7 +225,6 @@ export async function runCredentialProvider(
 ): Promise<string> {
   const now = deps.now ?? Date.now;
   const wait = deps.sleep ?? ((ms: number) => sleep(ms));
-  const random = deps.random ?? Math.random;
   const url = endpointUrl(options.url);
   const { apiVersion } = checkRequest(input);
   let ca: string | undefined;
@@ -249,18 +254,17 @@ export async function runCredentialProvider(
       const result = await attempt(url, input, apiVersion, agent, Math.min(perAttemptMs, remaining));
       if (result.output !== undefined) return result.output;
       lastReason = result.reason ?? "unknown failure";
-      if (!result.transient) throw new PluginError(`${url.origin}: ${oneLine(lastReason)}`);
-      // Jittered exponential back-off: 0.25-0.5 s, 0.5-1 s, 1-2 s, ... capped at 5 s; Retry-After wins.
-      const base = Math.min(5000, 500 * 2 ** (n - 1));
-      let delay = base / 2 + random() * (base / 2);
+      if (!result.transient) throw new PluginError(`${url.href}: ${oneLine(lastReason)}`);
+      // Back-off as in the sh plugin: 1, 2, 4, 5, 5... s; a longer Retry-After wins, up to 10 s.
+      let delay = Math.min(5000, 1000 * 2 ** (n - 1));
       if (result.retryAfterSeconds !== undefined)
         delay = Math.max(delay, Math.min(result.retryAfterSeconds * 1000, 10_000));
-      // Not worth sleeping if too little would be left for another attempt.
-      if (now() + delay + 250 >= deadline) break;
+      // No sleep that ends at or past the deadline: there would be no time left for another attempt.
+      if (now() + delay >= deadline) break;
       await wait(delay);
     }
     throw new PluginError(
-      `${url.origin}: gave up after ${attempts} attempt${attempts === 1 ? "" : "s"} in ${Math.round((now() - start) / 100) / 10} s: ${oneLine(lastReason)}`,
+      `${url.href}: gave up after ${attempts} attempt(s) in ${Math.round((now() - start) / 1000)} s: ${oneLine(lastReason)}`,
     );
   } finally {
     await agent.close();

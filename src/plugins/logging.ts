@@ -4,6 +4,7 @@
  * Authorization and cookie headers, passwords, tokens and bodies from a line and from the objects a line
  * carries (a request's headers, an error, its detail).
  */
+import cluster from "node:cluster";
 import type { FastifyRequest } from "fastify";
 import pino, { type DestinationStream, type Logger } from "pino";
 
@@ -72,8 +73,27 @@ export function serializeRequest(req: FastifyRequest): Record<string, unknown> {
   return out;
 }
 
+/** The node:cluster worker id of this process under `serve --workers N`, else undefined. */
+function workerId(): number | undefined {
+  return cluster.isWorker ? cluster.worker?.id : undefined;
+}
+
 /**
- * Creates the service logger.
+ * Request ids for fastify's `genReqId`: `req-<n>` in a single process, `req-w<worker>-<n>` in a worker of
+ * `serve --workers N`, so ids never repeat across the workers of one service process (node:cluster never
+ * reuses a worker id, replacements included).
+ * @returns a generator of fresh ids
+ */
+export function requestIdGenerator(): () => string {
+  const worker = workerId();
+  const prefix = worker === undefined ? "req-" : `req-w${worker}-`;
+  let n = 0;
+  return () => `${prefix}${++n}`;
+}
+
+/**
+ * Creates the service logger. Every line carries `service`, and `worker` (the node:cluster worker id)
+ * in a worker of `serve --workers N`.
  * @param level pino level
  * @param destination where lines go (stdout, written synchronously, by default; tests capture them)
  */
@@ -83,7 +103,10 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       level,
       redact: { paths: [...REDACT_PATHS], censor: "[redacted]" },
       serializers: { req: serializeRequest as never },
-      base: { service: "registry-token-exchange" },
+      base: {
+        service: "registry-token-exchange",
+        ...(workerId() === undefined ? {} : { worker: workerId() }),
+      },
     },
     // Synchronous: pino's default stdout stream writes through the libuv thread pool, which it shares
     // with every WebCrypto verification; under load its unbounded buffer grew by 50 MB and more (peak RSS

@@ -5,6 +5,10 @@
  * benchmarks can build several apps in one process. Process-wide metrics (CPU, memory, event loop, GC:
  * prom-client's default collectors) are collected once per process and merged in at scrape time.
  *
+ * Under `serve --workers N` every scrape answers the aggregate over all workers (`cluster-metrics.ts`):
+ * counters and histograms are summed; each gauge states how it combines (`aggregator`: the oldest key
+ * age, the fewest keys, the earliest certificate expiry, ready only if every worker is).
+ *
  * Label values are bounded: routes are the registered route patterns (`(unmatched)` for anything else),
  * reasons are the {@link ErrorCode} union, clusters and services come from the config. No label or value
  * is ever derived from a credential, so `/metrics` cannot leak a token.
@@ -13,10 +17,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { ClusterKeySet } from "../authn/jwks.js";
+import { BUILD_INFO } from "../build-info.js";
 import type { RedisClient } from "../cache/redis.js";
 import type { ErrorCode } from "../errors.js";
 import type { RealmStats } from "../token/realm.js";
 import type { SigningKey } from "../token/signing.js";
+import { aggregatedMetrics, contributeRegistries, inClusterWorker } from "./cluster-metrics.js";
 import { toExchangeError } from "./errors.js";
 
 /** Where `/metrics` reads live state from at scrape time. */
@@ -108,9 +114,17 @@ export class ServiceMetrics {
       labelNames: ["cluster", "call", "result"],
       registers,
     });
+    new Gauge({
+      name: "rte_build_info",
+      help: "Always 1; the labels name the running build (package version, Node.js version)",
+      labelNames: ["version", "node_version"],
+      aggregator: "first",
+      registers,
+    }).set({ version: BUILD_INFO.version, node_version: BUILD_INFO.node }, 1);
     const sources = () => this.#sources;
     new Gauge({
       name: "rte_jwks_age_seconds",
+      aggregator: "max",
       help: "Seconds since the cluster's keys were last fetched successfully (absent until the first fetch)",
       labelNames: ["cluster"],
       registers,
@@ -125,6 +139,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: "rte_jwks_keys",
+      aggregator: "min",
       help: "Usable verification keys loaded per cluster",
       labelNames: ["cluster"],
       registers,
@@ -135,6 +150,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: "rte_jwks_ready",
+      aggregator: "min",
       help: "1 when the cluster's keys are loaded and within maxStaleSeconds, else 0",
       labelNames: ["cluster"],
       registers,
@@ -146,6 +162,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: "rte_jwks_stale",
+      aggregator: "max",
       help: "1 when the cluster's key set is past its TTL and the last re-fetch failed (serving stale keys)",
       labelNames: ["cluster"],
       registers,
@@ -172,6 +189,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: "rte_signing_certificate_expiry_seconds",
+      aggregator: "min",
       help: "Seconds until the signing certificate of each registry service expires (negative once expired)",
       labelNames: ["service"],
       registers,
@@ -182,6 +200,14 @@ export class ServiceMetrics {
           this.set({ service }, (key.certNotAfter - s!.now()) / 1000);
       },
     });
+  }
+
+  /**
+   * In a worker of `serve --workers N`: from now on this worker answers the primary's collection
+   * requests with these metrics (one app per worker process).
+   */
+  contributeToCluster(): void {
+    if (inClusterWorker()) contributeRegistries([this.registry, processMetrics()]);
   }
 
   /** Connects the scrape-time sources (called once the app's collaborators exist). */
@@ -198,6 +224,7 @@ export class ServiceMetrics {
     redis.on("error", () => errors.inc());
     new Gauge({
       name: "rte_redis_up",
+      aggregator: "min",
       help: "1 while the Redis client is connected and ready, else 0 (the service then runs on its in-process cache)",
       registers: [this.registry],
       collect() {
@@ -237,8 +264,15 @@ export class ServiceMetrics {
     this.#requests.observe({ method, route, status_code: String(statusCode) }, seconds);
   }
 
-  /** The exposition text of this app's metrics plus the process-wide ones. */
+  /**
+   * The exposition text of this app's metrics plus the process-wide ones; in a worker of
+   * `serve --workers N`, aggregated over every worker.
+   * @throws {Error} in a worker, when the primary cannot aggregate in time
+   */
   async render(): Promise<{ contentType: string; body: string }> {
+    if (inClusterWorker()) {
+      return { contentType: this.registry.contentType, body: await aggregatedMetrics() };
+    }
     const merged = Registry.merge([this.registry, processMetrics()]);
     return { contentType: this.registry.contentType, body: await merged.metrics() };
   }
@@ -263,8 +297,19 @@ export function registerMetrics(app: FastifyInstance, metrics: ServiceMetrics): 
     metrics.denial(toExchangeError(error).code, routeLabel(request));
     done();
   });
-  app.get("/metrics", async (_request, reply) => {
-    const { contentType, body } = await metrics.render();
-    return reply.type(contentType).header("cache-control", "no-store").send(body);
+  app.get("/metrics", async (request, reply) => {
+    let rendered: { contentType: string; body: string };
+    try {
+      rendered = await metrics.render();
+    } catch (err) {
+      // A partial answer (one worker's counters) would read as a counter reset: fail the scrape instead.
+      request.log.error({ err: (err as Error).message }, "metrics aggregation failed");
+      return reply
+        .code(503)
+        .type("text/plain")
+        .header("cache-control", "no-store")
+        .send("metrics unavailable\n");
+    }
+    return reply.type(rendered.contentType).header("cache-control", "no-store").send(rendered.body);
   });
 }

@@ -2,13 +2,14 @@
  * The `explain` and `check-config` commands (wired in `cli.ts`), returning their output instead of
  * printing it so tests can assert it exactly.
  *
- * `explain --config FILE --token FILE [--scope S]... [--service S] [--fetch-keys]` runs the service's own
+ * `explain --config FILE --token FILE|- [--scope S]... [--service S] [--fetch-keys]` runs the service's own
  * `TokenRealm.authorize` path (issuer lookup, `aud`/`exp`/`nbf`/`iat`/`sub` checks, per-registry audiences,
  * the 60 s lifetime floor, exchange credentials, the policy) on a token read from a file. It contacts
  * nothing unless `--fetch-keys` is given: a cluster with `jwksFile` is checked against that file; any other
  * cluster's signature is NOT checked, which the output says on its first line. The claims are then checked
  * by the very same verifier, over a copy of the token re-signed with a throw-away key that only this
- * process trusts, so the offline answer differs from the service's only in the signature.
+ * process trusts, so the offline answer differs from the service's only in the signature. `--token -`
+ * reads the token from standard input; no error ever echoes a value that looks like a token.
  *
  * `check-config --config FILE [--fetch-keys] [--strict]` validates the file (schema, files, signing keys,
  * `validatePolicy`, `jwksFile` key sets) and contacts nothing unless `--fetch-keys` is given, which loads
@@ -24,9 +25,10 @@ import { decodeJwt } from "jose";
 import pino from "pino";
 import { ClusterKeySet, parseJwks, type VerificationKey } from "../authn/jwks.js";
 import { isJwsAlgorithm, type JwsAlgorithm } from "../authn/jws.js";
+import { classifyTlsFailure, tlsAdvice } from "../authn/tls-advice.js";
 import { ServiceAccountVerifier } from "../authn/verify.js";
 import { MemoryStore } from "../cache/store.js";
-import { loadConfigFile } from "../config/load.js";
+import { inspectConfigFile, loadConfigFile } from "../config/load.js";
 import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../config/schema.js";
 import { ConfigError, ExchangeError } from "../errors.js";
 import { derivedKindOf } from "../token/derived.js";
@@ -50,6 +52,24 @@ export interface CommandDeps {
   now?: () => number;
   /** Environment for `PORT`/`HOST` overrides (default `process.env`). */
   env?: Record<string, string | undefined>;
+  /** Reads standard input to its end, for `--token -` (default: the process's standard input). */
+  readStdin?: () => Promise<string>;
+}
+
+/** Reads the process's standard input to its end (UTF-8). */
+async function readProcessStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(Buffer.from(chunk as Buffer));
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/**
+ * Whether a `--token` value could be a credential rather than a path (a JWT's shape, a JWS header's
+ * `eyJ`, or longer than a path usually is): such a value is never echoed in an error, not even to its
+ * owner's terminal (terminals are logged and screens shared).
+ */
+export function looksLikeCredential(value: string): boolean {
+  return value.length > 200 || value.includes("eyJ") || /^[\w-]+\.[\w-]+\.[\w-]*$/.test(value.trim());
 }
 
 /** Options of {@link explainCommand}. */
@@ -82,9 +102,16 @@ function loadConfig(file: string, deps: CommandDeps): Config | CommandResult {
   }
 }
 
-function loadSigningKeys(config: Config, problems: string[], lines?: string[]): Map<string, SigningKey> {
+function loadSigningKeys(
+  config: Config,
+  problems: string[],
+  lines?: string[],
+  missingFiles: ReadonlySet<string> = new Set(),
+): Map<string, SigningKey> {
   const keys = new Map<string, SigningKey>();
   config.registries.forEach((r, i) => {
+    // A file already reported as unreadable is not reported again as an unreadable key.
+    if (missingFiles.has(r.signingKey.keyFile) || missingFiles.has(r.signingKey.certFile)) return;
     try {
       const key = loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`);
       keys.set(r.service, key);
@@ -94,6 +121,7 @@ function loadSigningKeys(config: Config, problems: string[], lines?: string[]): 
       problems.push(...err.problems);
     }
     r.publishedKeys?.forEach((p, j) => {
+      if (missingFiles.has(p.keyFile ?? "") || missingFiles.has(p.certFile)) return;
       try {
         const key = loadPublishedKey(p.certFile, p.keyFile, `registries[${i}].publishedKeys[${j}]`);
         lines?.push(`registries[${i}] (${r.service}): published key ${key.alg}, kid ${key.kid}\n`);
@@ -209,12 +237,22 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
     throw err;
   }
   let token: string;
-  try {
-    token = readFileSync(opts.token, "utf8").trim();
-  } catch (err) {
-    return usage(
-      `explain: cannot read the token file ${opts.token}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-    );
+  if (opts.token === "-") {
+    token = (await (deps.readStdin ?? readProcessStdin)()).trim();
+    if (token === "") return usage("explain: --token -: standard input is empty");
+  } else {
+    try {
+      token = readFileSync(opts.token, "utf8").trim();
+    } catch (err) {
+      if (looksLikeCredential(opts.token)) {
+        return usage(
+          "explain: --token takes a file path, or - to read the token from standard input; the value given looks like a token itself and is not shown",
+        );
+      }
+      return usage(
+        `explain: cannot read the token file ${opts.token}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      );
+    }
   }
 
   const logger = silent();
@@ -285,19 +323,23 @@ export async function checkConfigCommand(
   deps: CommandDeps = {},
 ): Promise<CommandResult> {
   const now = deps.now ?? Date.now;
-  const loaded = loadConfig(opts.config, deps);
-  if ("code" in loaded) return loaded;
-  const config = loaded;
+  // Every problem in one run: schema and unreadable files together, then keys and policy.
+  const inspection = inspectConfigFile(opts.config, deps.env ?? process.env);
+  if (inspection.config === undefined)
+    return { stdout: "", stderr: errorLines(inspection.problems), code: 2 };
+  const config = inspection.config;
+  const missing = inspection.missingFiles;
   const lines: string[] = [];
-  const errors: string[] = [];
+  const errors: string[] = [...inspection.problems];
   const failures: string[] = [];
-  loadSigningKeys(config, errors, lines);
+  loadSigningKeys(config, errors, lines, missing);
   const validation = validatePolicy(config);
   errors.push(...validation.errors);
   const warnings = [...validation.warnings];
   for (const [i, c] of config.clusters.entries()) {
     const at = `clusters[${i}] (${c.name})`;
     if (c.jwksFile !== undefined) {
+      if (missing.has(c.jwksFile)) continue;
       const keys = readJwksFile(c.jwksFile, `clusters[${i}].jwksFile`, errors, warnings);
       if (keys !== undefined) lines.push(`${at}: ${keys} key(s) from ${c.jwksFile}\n`);
     } else if (opts.fetchKeys) {
@@ -308,7 +350,10 @@ export async function checkConfigCommand(
       } catch (err) {
         const reason =
           err instanceof ExchangeError ? String(err.logDetail?.reason ?? err.message) : String(err);
-        failures.push(`${at}: keys could not be fetched: ${reason}`);
+        // A certificate that is not trusted: say which key fixes it.
+        const tls = classifyTlsFailure(reason);
+        const advice = tls ? tlsAdvice(tls, "the cluster's certificate", `clusters[${i}].caFile`) : reason;
+        failures.push(`${at}: keys could not be fetched: ${advice}`);
       } finally {
         await ks.close();
       }

@@ -15,6 +15,7 @@
  *   ready, so the readiness probe is what retries. `apiServers` shows, per cluster that talks to its API
  *   server (TokenReview, ServiceAccount reads), the state last seen (`ok`, `failing` with the failure,
  *   `unknown`).
+ *   Every time in the body is RFC 3339 UTC (`2026-11-30T10:21:51.000Z`).
  */
 import type { FastifyInstance } from "fastify";
 import type { ClusterKeySet } from "../authn/jwks.js";
@@ -34,10 +35,18 @@ export function registerHealthRoutes(
     for (const ks of keySets) ks.refreshIfDue();
     const clusters = Object.fromEntries(
       keySets.map((ks) => {
-        const status = ks.status();
+        const { fetchedAt, ...status } = ks.status();
         // A cluster with verification: tokenReview never uses its key set: the API server authenticates.
         const ready = status.ready || ks.cluster.verification === "tokenReview";
-        return [ks.cluster.name, { ...status, ready, required: ks.cluster.required }];
+        return [
+          ks.cluster.name,
+          {
+            ...status,
+            ready,
+            required: ks.cluster.required,
+            ...(fetchedAt === undefined ? {} : { fetchedAt: new Date(fetchedAt).toISOString() }),
+          },
+        ];
       }),
     );
     const nowMs = now();

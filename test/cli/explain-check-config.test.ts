@@ -6,7 +6,9 @@
  * line in a child process.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,7 +16,7 @@ import { LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
 import { checkConfigCommand } from "../../src/policy/commands.js";
 import { loadSigningKey } from "../../src/token/signing.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
-import { REPO_ROOT } from "../helpers/plugin.js";
+import { localhostCertificate, REPO_ROOT } from "../helpers/plugin.js";
 
 let dir: string;
 let keys: { keyFile: string; certFile: string };
@@ -234,6 +236,104 @@ policy: { rules: [], defaultDeny: true }
     expect(out.code).toBe(1);
     expect(out.stdout).toBe(`registries[0] (registry.example.com): signing key ES256, kid ${kid}\n`);
     expect(out.stderr).toMatch(/^error: clusters\[0\] \(dead\): keys could not be fetched: .+\n$/);
+  });
+});
+
+describe("check-config: every problem in one run", () => {
+  it("a file with several mistakes: each reported, with the key probably meant and the unit", async () => {
+    const file = write(
+      "several.yaml",
+      `clusters:
+  - { name: prod, issuer: "https://kubernetes.default.svc.cluster.local", audiences: [registry.example.com], jwksFile: missing-jwks.json }
+registrys:
+  - { service: registry.example.com, issuer: rte }
+registries:
+  - service: registry.example.com
+    issuer: rte
+    tokenTTLSeconds: 300
+    tokenTtlSeconds: "5m"
+    signingKey: { keyFile: missing-key.pem, certFile: ${keys.certFile} }
+policy:
+  rules: ${RULES}
+`,
+    );
+    const out = await checkConfigCommand({ config: file });
+    expect(out).toEqual({
+      stdout: "",
+      stderr: [
+        'config error: registries[0].tokenTtlSeconds: must be a number of seconds, got "5m" (durations are plain numbers: 5m is 300)',
+        'config error: registries[0]: unknown key "tokenTTLSeconds" (did you mean "tokenTtlSeconds"?)',
+        'config error: (root): unknown key "registrys" (did you mean "registries"?)',
+        `config error: clusters[0].jwksFile: file not found or not readable (${join(dir, "missing-jwks.json")})`,
+        `config error: registries[0].signingKey.keyFile: file not found or not readable (${join(dir, "missing-key.pem")})`,
+        "",
+      ].join("\n"),
+      code: 2,
+    });
+  });
+
+  it("a valid schema with unreadable files still checks the policy and the other keys", async () => {
+    const file = configFile(
+      "files-and-policy.yaml",
+      `[{ name: b, issuer: "https://b.example.com", jwksFile: gone.json, audiences: [registry.example.com] }]`,
+      `
+    - { name: bad, match: { cluster: prdo }, allow: [{ repository: "team-a/**", actions: [pull] }] }`,
+    );
+    const out = await checkConfigCommand({ config: file });
+    expect(out.code).toBe(2);
+    expect(out.stdout).toBe(`registries[0] (registry.example.com): signing key ES256, kid ${kid}\n`);
+    const lines = out.stderr.trimEnd().split("\n");
+    expect(lines[0]).toBe(
+      `config error: clusters[0].jwksFile: file not found or not readable (${join(dir, "gone.json")})`,
+    );
+    expect(lines.slice(1)).toEqual([
+      'config error: policy.rules[0].match.cluster: no cluster is named "prdo" (clusters: "b")',
+    ]);
+  });
+
+  it("a YAML syntax error names the position and shows the line", async () => {
+    const file = write("syntax.yaml", "clusters:\n  - name: prod\n    issuer: [unclosed\nregistries: {\n");
+    const out = await checkConfigCommand({ config: file });
+    expect(out.code).toBe(2);
+    expect(out.stderr).toMatch(
+      /^config error: \(yaml\) .*syntax\.yaml: .+ at line \d+, column \d+; line \d+: ".+"\n$/,
+    );
+    expect(out.stderr).not.toMatch(/:\n$/);
+  });
+});
+
+describe("check-config --fetch-keys: TLS failures name the key that fixes them", () => {
+  it("a self-signed cluster certificate names clusters[i].caFile; with caFile set, TLS passes", async () => {
+    const cert = await localhostCertificate();
+    const server = createHttpsServer(
+      { cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile) },
+      (_req, res) => {
+        res.writeHead(404).end();
+      },
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const cluster = (extra: string) =>
+        `[{ name: tls, issuer: "https://127.0.0.1:${port}", audiences: [registry.example.com], fetch: { timeoutMs: 2000 }${extra} }]`;
+      const untrusted = await checkConfigCommand({
+        config: configFile("tls-untrusted.yaml", cluster(""), RULES),
+        fetchKeys: true,
+      });
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toBe(
+        "error: clusters[0] (tls): keys could not be fetched: TLS: the cluster's certificate is self-signed and not trusted: set clusters[0].caFile to that certificate (or to the CA that signed it)\n",
+      );
+      const trusted = await checkConfigCommand({
+        config: configFile("tls-trusted.yaml", cluster(`, caFile: ${cert.certFile}`), RULES),
+        fetchKeys: true,
+      });
+      expect(trusted.code).toBe(1);
+      expect(trusted.stderr).toMatch(/^error: clusters\[0\] \(tls\): keys could not be fetched: .*404/);
+      expect(trusted.stderr).not.toContain("TLS:");
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 

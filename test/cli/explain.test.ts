@@ -6,7 +6,7 @@
  * and usage errors with their exit codes; and the real command line in a child process.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -360,5 +360,74 @@ describe("explain: the command line", () => {
     const expired = run(await token(prod, "cli-expired.jwt", { nowMs: Date.now() - 7200_000 }));
     expect(expired.status).toBe(1);
     expect(expired.stdout).toContain("refused:         token_expired: service-account token has expired\n");
+  });
+});
+
+describe("explain --token: never echoes a credential", () => {
+  const runCli = (args: string[], input?: string) =>
+    spawnSync(process.execPath, ["--import", "tsx", join(REPO_ROOT, "src/bin.ts"), ...args], {
+      cwd: REPO_ROOT,
+      encoding: "utf8",
+      timeout: 60_000,
+      ...(input === undefined ? {} : { input }),
+    });
+
+  it("a token passed where the file path belongs is not printed, and the error says what to do", async () => {
+    const raw = readFileSync(await token(prod, "pasted.jwt", { nowMs: Date.now() }), "utf8").trim();
+    const out = runCli([
+      "explain",
+      "--config",
+      config,
+      "--token",
+      raw,
+      "--scope",
+      "repository:team-a/app:pull",
+    ]);
+    expect(out.status).toBe(2);
+    expect(out.stderr).toBe(
+      "error: explain: --token takes a file path, or - to read the token from standard input; the value given looks like a token itself and is not shown\n",
+    );
+    // Not the token, nor any of its three parts.
+    for (const part of raw.split(".")) expect(`${out.stdout}${out.stderr}`).not.toContain(part);
+  });
+
+  it("usage errors mask what was typed: --option=value and anything shaped like a token", async () => {
+    const raw = readFileSync(await token(prod, "typo.jwt", { nowMs: Date.now() }), "utf8").trim();
+    for (const args of [
+      ["explain", "--config", config, `--tokn=${raw}`],
+      ["explain", "--config", config, "--token", "t.jwt", raw],
+      ["local-token", "--namespace", "a", `--password=${raw}`],
+    ]) {
+      const out = runCli(args);
+      expect(out.status, args[3]).toBe(2);
+      for (const part of raw.split(".")) expect(`${out.stdout}${out.stderr}`).not.toContain(part);
+    }
+    const unknown = runCli(["explain", "--config", config, "--token", "t.jwt", `--tokn=${raw}`]);
+    expect(unknown.stderr).toContain("unknown option '--tokn=***'");
+  });
+
+  it("a real path that cannot be read is still named", async () => {
+    const out = await explainCommand({ config, token: "/no/such/token-file" }, { now });
+    expect(out).toEqual({
+      stdout: "",
+      stderr: "error: explain: cannot read the token file /no/such/token-file: ENOENT\n",
+      code: 2,
+    });
+  });
+
+  it("--token - reads the token from standard input", async () => {
+    const raw = readFileSync(await token(prod, "stdin.jwt", { nowMs: Date.now() }), "utf8");
+    const out = runCli(
+      ["explain", "--config", config, "--token", "-", "--scope", "repository:team-a/app:pull"],
+      raw,
+    );
+    expect(out.status, out.stderr).toBe(0);
+    expect(out.stdout).toContain("repository:team-a/app:pull\n  granted:    pull\n");
+    const empty = await explainCommand({ config, token: "-" }, { now, readStdin: async () => " \n" });
+    expect(empty).toEqual({
+      stdout: "",
+      stderr: "error: explain: --token -: standard input is empty\n",
+      code: 2,
+    });
   });
 });

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { deepFreeze, loadConfigFile } from "../../src/config/load.js";
+import { deepFreeze, loadConfigFile, redactLine } from "../../src/config/load.js";
 import { ConfigError } from "../../src/errors.js";
 
 let dir: string;
@@ -184,5 +184,43 @@ describe("deepFreeze", () => {
     expect(deepFreeze(value)).toBe(value);
     expect(Object.isFrozen(value.a.b[0])).toBe(true);
     expect(Object.isFrozen(value.a.b)).toBe(true);
+  });
+});
+
+describe("loadConfigFile overrides (serve --redis-url)", () => {
+  it("sets cache.redisUrl over the file's and keeps the rest of the file", () => {
+    const cfg = loadConfigFile(write(stringify(doc())), {}, { redisUrl: "redis://redis:6379/0" });
+    expect(cfg.cache.redisUrl).toBe("redis://redis:6379/0");
+    expect(cfg.registries[0]!.service).toBe(doc().registries[0]!.service);
+  });
+
+  it("validates the override with the schema's rules and names its key", () => {
+    expect(problems(() => loadConfigFile(write(stringify(doc())), {}, { redisUrl: "http://redis" }))).toEqual(
+      ["cache.redisUrl: must start with redis:// or rediss://"],
+    );
+    const sentinel = { ...doc(), cache: { redisCluster: { nodes: [{ host: "r", port: 6379 }] } } };
+    expect(
+      problems(() => loadConfigFile(write(stringify(sentinel)), {}, { redisUrl: "redis://redis:6379" })),
+    ).toEqual(["cache.redisUrl: set at most one of redisUrl, redisSentinel, redisCluster"]);
+  });
+});
+
+describe("YAML syntax errors never echo a credential", () => {
+  it("masks a Redis URL's password on the line shown", () => {
+    const file = write("cache:\n  redisUrl: 'redis://:hunter2-secret@redis:6379/0' x\n");
+    const lines = problems(() => loadConfigFile(file, {}));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`line 2: "  redisUrl: 'redis://***@redis:6379/0' x"`);
+    expect(lines[0]).not.toContain("hunter2");
+  });
+
+  it.each([
+    ["  redisUrl: rediss://user:pw@h:6380", "  redisUrl: rediss://***@h:6380"],
+    ["  password: s3cret", "  password: ***"],
+    ['  "bearerToken": abc', '  "bearerToken": ***'],
+    ["  x: eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "  x: ***"],
+    ["  issuer: https://kubernetes.default.svc", "  issuer: https://kubernetes.default.svc"],
+  ])("%s -> %s", (line, want) => {
+    expect(redactLine(line)).toBe(want);
   });
 });

@@ -137,7 +137,8 @@ describe("parseConfig: one dotted-path line per problem", () => {
     {
       name: "unknown key in a cluster (typo)",
       edit: (r) => (r.clusters[0]!.audience = ["x"]),
-      want: ['clusters[0]: unknown key "audience"'],
+      // the key that was probably meant is suggested
+      want: ['clusters[0]: unknown key "audience" (did you mean "audiences"?)'],
     },
     {
       name: "missing audiences",

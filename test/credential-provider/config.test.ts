@@ -99,7 +99,8 @@ describe("credentialProvider and registries[].hosts", () => {
     {
       name: "an unknown key",
       edit: (r: Raw) => (r.credentialProvider = { audiences: ["k"], audience: "k" }),
-      want: ['credentialProvider: unknown key "audience"'],
+      // the key that was probably meant is suggested
+      want: ['credentialProvider: unknown key "audience" (did you mean "audiences"?)'],
     },
     {
       name: "a host with a scheme",

@@ -162,7 +162,11 @@ describe("Dockerfile", () => {
       const version = execFileSync(process.execPath, [join(out, "bin.js"), "--version"], {
         encoding: "utf8",
       });
-      expect(version.trim()).toBe(JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version);
+      // `--version` names the package version (read from package.json beside dist/), Node.js and platform.
+      const pkgVersion = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version as string;
+      expect(version.trim()).toBe(
+        `registry-token-exchange ${pkgVersion} (node ${process.version}, ${process.platform}/${process.arch})`,
+      );
       // The runtime also needs openapi/openapi.yaml next to dist/ (COPY openapi): it loads at start-up.
       const check = execFileSync(
         process.execPath,

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
-import { parse, parseAllDocuments, stringify } from "yaml";
+import { parse, stringify } from "yaml";
 import { buildApp } from "../../src/app.js";
 import { parseConfig } from "../../src/config/load.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
@@ -32,10 +32,9 @@ const readRegistryConfig = (name: string) =>
   parse(readFileSync(join(root, "deploy/registry", name), "utf8")) as RegistryConfigFile;
 const v28 = readRegistryConfig("config-v2.8.yml");
 const v3 = readRegistryConfig("config-v3.yml");
-const configMap = parseAllDocuments(
-  readFileSync(join(root, "deploy/kubernetes/base/configmap.yaml"), "utf8"),
-)[0]!.toJS();
-const serviceConfig = parseConfig(parse(configMap.data["config.yaml"]));
+const serviceConfig = parseConfig(
+  parse(readFileSync(join(root, "deploy/kubernetes/base/config.yaml"), "utf8")),
+);
 const registryEntry = serviceConfig.registries[0]!;
 
 describe("deploy/registry examples", () => {

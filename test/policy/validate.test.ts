@@ -413,7 +413,8 @@ describe("policy checks of the schema (refused by parseConfig)", () => {
     [
       "an unknown key in a rule's match",
       { rules: [{ name: "r", match: { namespaces: "x" }, allow: [pull("x")] }] },
-      ['policy.rules[0].match: unknown key "namespaces"'],
+      // the key that was probably meant is suggested (check-config's "did you mean")
+      ['policy.rules[0].match: unknown key "namespaces" (did you mean "namespace"?)'],
     ],
     [
       "an unknown policy key",

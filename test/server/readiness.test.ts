@@ -28,6 +28,12 @@ describe("/readyz", () => {
         cache: { kind: "memory", state: "ok" },
       });
       expect(res.headers["cache-control"]).toBe("no-store");
+      // One time format in the body: RFC 3339 UTC for the fetch time as for certNotAfter.
+      const iso = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+      const clusters = body.clusters as Record<string, { fetchedAt: unknown }>;
+      const signing = body.signingKeys as Record<string, { certNotAfter: unknown }>;
+      expect(clusters.test!.fetchedAt).toMatch(iso);
+      expect(signing["registry.test"]!.certNotAfter).toMatch(iso);
     } finally {
       await env.close();
     }
