@@ -36,7 +36,13 @@ async function twoClusters(dead: Record<string, unknown> = {}, good: Record<stri
   return { app, live, deadUrl };
 }
 
-const goodStatus = { ready: true, keys: 1, fetchedAt: expect.any(Number), stale: false, required: false };
+const goodStatus = {
+  ready: true,
+  keys: 1,
+  fetchedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+  stale: false,
+  required: false,
+};
 const deadStatus = (required: boolean) => ({
   ready: false,
   keys: 0,
