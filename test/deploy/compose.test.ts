@@ -144,10 +144,10 @@ describe("docker-compose.yml", () => {
     }
   });
 
-  it("documents the demo commands in the README", () => {
-    const readme = readFileSync(join(root, "README.md"), "utf8");
-    expect(readme).toContain("docker compose up");
-    expect(readme).toContain("local-token --namespace team-a --state-dir /var/lib/registry-token-exchange");
-    expect(readme).toMatch(/skopeo copy .*127\.0\.0\.1:5000\/team-a\//s);
+  it("documents the demo commands in docs/operations.md", () => {
+    const doc = readFileSync(join(root, "docs/operations.md"), "utf8");
+    expect(doc).toContain("docker compose up");
+    expect(doc).toContain("local-token --namespace team-a --state-dir /var/lib/registry-token-exchange");
+    expect(doc).toMatch(/skopeo copy .*127\.0\.0\.1:5000\/team-a\//s);
   });
 });

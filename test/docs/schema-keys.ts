@@ -1,6 +1,6 @@
 /**
  * Walks the zod config schema and lists every key as a dotted path (`clusters[].jwks.maxStaleSeconds`),
- * so the README's configuration reference can be checked against the schema.
+ * so the configuration reference (docs/configuration.md) can be checked against the schema.
  */
 import { z } from "zod";
 

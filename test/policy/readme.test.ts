@@ -1,6 +1,6 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: policy templates such as ${namespace} are data, not JS templates
 /**
- * The README's policy documentation stays true: the worked example's YAML is a valid, warning-free
+ * The policy documentation (docs/policy.md) stays true: the worked example's YAML is a valid, warning-free
  * configuration, and its decision table is what the engine decides for it, row by row (granted actions
  * and every rule named in the row). The annotation snippet is checked too.
  */
@@ -13,8 +13,10 @@ import { Policy } from "../../src/policy/engine.js";
 import { parseScope } from "../../src/policy/scope.js";
 import { validatePolicy } from "../../src/policy/validate.js";
 
-const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
-const section = readme.slice(readme.indexOf("### Worked example"), readme.indexOf("## Debugging with curl"));
+const doc = readFileSync(new URL("../../docs/policy.md", import.meta.url), "utf8");
+const start = doc.indexOf("\n## Worked example\n");
+const end = doc.indexOf("\n## ", start + 1);
+const section = doc.slice(start, end === -1 ? undefined : end);
 const yamlBlocks = [...section.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
 const table = section
   .slice(section.indexOf("What it decides"))
@@ -36,7 +38,7 @@ function who(text: string, annotations?: Record<string, string>): Identity {
   };
 }
 
-describe("README worked example", () => {
+describe("docs/policy.md worked example", () => {
   const config = parseConfig(parseYaml(yamlBlocks[0] ?? ""));
   const policy = new Policy(config.policy.rules);
 
