@@ -1,6 +1,6 @@
 /**
  * End to end: rotating the service's signing key with a real registry (Debian's `docker-registry`,
- * distribution 2.8), walking the steps README.md gives ("Rotating the signing key"):
+ * distribution 2.8), walking the steps docs/registry.md gives ("Rotating the signing key"):
  *
  *   0. key A signs; the registry's rootcertbundle holds A.
  *   1. the registry's bundle gets B's certificate too (A + B in one PEM file), registry restarted;

@@ -2,7 +2,7 @@
 /**
  * Property-based tests of the policy engine (fast-check): for any generated policy, identity and request,
  * - the granted actions are a subset of the requested ones, and of what the applying allow entries list;
- * - the decision equals the one of a small, independently written reference model of the README's rules;
+ * - the decision equals the one of a small, independently written reference model of the rules docs/policy.md states;
  * - shuffling rules, scopes and actions never changes a decision;
  * - adding a deny never grants more, adding an allow never grants less;
  * - a substituted annotation value never widens a pattern, whatever characters it holds.
@@ -137,7 +137,7 @@ function compile(rules: readonly RawRule[]): Policy {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Reference model: the README's rules, written without regexes, the LRU or the engine's data structures.
+// Reference model: the rules docs/policy.md states, written without regexes, the LRU or the engine's data structures.
 
 /** Whole-string glob match; `oneComponent` makes a single `*` stop at `/`. */
 function globMatch(pattern: string, text: string, oneComponent: boolean): boolean {
