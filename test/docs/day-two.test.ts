@@ -1,11 +1,11 @@
 /**
  * The documents stay true: the README links every page under docs/ and the repository's own documents;
- * every relative link resolves, to a file and, with a `#fragment`, to a heading of that file; every docs
- * page has a table of contents; the hand-run credential-provider requests (README, docs/kubelet.md) have
- * the shape a real kubelet sends (the repository without its tag: the captured request in
- * test/fixtures/kubernetes-1.36); the release's version is the same in package.json, the Dockerfile and
- * the kustomization; docs/observability.md lists every rte_* metric the service exports; and no document
- * points outside the repository.
+ * every relative link resolves, to a file and, with a `#fragment`, to a heading of that file; every
+ * repository path a document names exists; every docs page has a table of contents; the hand-run
+ * credential-provider requests (README, docs/kubelet.md) have the shape a real kubelet sends (the
+ * repository without its tag: the captured request in test/fixtures/kubernetes-1.36); the release's
+ * version is the same in package.json, the Dockerfile and the kustomization; docs/observability.md lists
+ * every rte_* metric the service exports; and no document points outside the repository.
  */
 import { EventEmitter } from "node:events";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -58,6 +58,14 @@ describe("day-two documents", () => {
       for (const m of read(doc).matchAll(/\]\(((?:\.\.\/|\.\/)?[\w./-]*\.md)?#([^)\s]+)\)/g)) {
         const target = m[1] ? join(dirname(doc), m[1]) : doc;
         expect(anchors(read(target)), `${doc} links ${m[1] ?? ""}#${m[2]}`).toContain(m[2]);
+      }
+    }
+  });
+
+  it("every repository path a document names in backticks exists", () => {
+    for (const doc of [...DOCS, "README.md"]) {
+      for (const m of read(doc).matchAll(/`((?:src|test|deploy|bench|openapi)\/[\w./-]+)`/g)) {
+        expect(existsSync(join(root, m[1]!)), `${doc} names ${m[1]}`).toBe(true);
       }
     }
   });
