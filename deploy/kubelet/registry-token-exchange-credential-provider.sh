@@ -129,10 +129,14 @@ json_field() {
     head -n 1 | sed -e 's/\\"/"/g' -e 's/\\\\/\\/g'
 }
 
+# ": <message> (<reason>)" after the status, with the error's code in between (" DENIED"): the same
+# words the Node plugin prints.
 error_text() {
   message=$(json_field message)
   reason=$(json_field reason)
+  code=$(json_field code)
   if [ -n "$message" ]; then
+    [ -z "$code" ] || printf ' %s' "$code"
     printf ': %s' "$message"
     [ -z "$reason" ] || printf ' (%s)' "$reason"
   fi

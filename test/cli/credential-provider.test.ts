@@ -326,6 +326,30 @@ describe.each(["node", "sh"] as PluginKind[])("the %s plugin", (kind) => {
   }, 60_000);
 });
 
+describe("the node and sh plugins", () => {
+  it("print the very same line for a refusal, error code included (kubelet's log reads the same whichever is installed)", async () => {
+    const token = await live.podToken("team-a");
+    const cases = [
+      cpRequest(token, `${HOST}/team-b/app`),
+      { ...cpRequest(token), apiVersion: "credentialprovider.kubelet.k8s.io/v1beta1" },
+    ];
+    for (const request of cases) {
+      const [node, sh] = await Promise.all(
+        (["node", "sh"] as PluginKind[]).map((kind) =>
+          runPlugin(kind, ["--url", live.url], JSON.stringify(request)),
+        ),
+      );
+      expect(node?.code).toBe(1);
+      expect(sh?.code).toBe(1);
+      expect(sh?.stderr).toBe(node?.stderr);
+    }
+    const denied = await runPlugin("sh", ["--url", live.url], JSON.stringify(cases[0]));
+    expect(denied.stderr).toBe(
+      `registry-token-exchange-credential-provider: ${live.url}/v1/credential-provider: HTTP 403 DENIED: service account team-a/puller of cluster "test" may not pull "team-b/app" from "registry.test" (access_denied)\n`,
+    );
+  }, 60_000);
+});
+
 describe("runCredentialProvider back-off (in process, fake clock)", () => {
   it("waits 1, 2, 4, 5 s... as the sh plugin does, honours Retry-After, and stops at the deadline", async () => {
     const front = await startFront(
