@@ -216,7 +216,11 @@ export function buildProgram(): Command {
     .description(
       "validate a config file (schema, files, signing keys, policy, jwksFile keys); contacts nothing unless --fetch-keys",
     )
-    .requiredOption("-c, --config <file>", "YAML config file (repeatable: layers merged as by serve)", collect)
+    .requiredOption(
+      "-c, --config <file>",
+      "YAML config file (repeatable: layers merged as by serve)",
+      collect,
+    )
     .option("--fetch-keys", "also fetch every other cluster's keys (discovery + JWKS), as the service would")
     .option("--strict", "treat warnings as errors (exit status 2)")
     .action(async (opts: { config: string[]; fetchKeys?: boolean; strict?: boolean }) => {
@@ -228,7 +232,11 @@ export function buildProgram(): Command {
     .description(
       "what /token would grant a service-account token (offline: claims checked, signature only with --fetch-keys or a jwksFile)",
     )
-    .requiredOption("-c, --config <file>", "YAML config file (repeatable: layers merged as by serve)", collect)
+    .requiredOption(
+      "-c, --config <file>",
+      "YAML config file (repeatable: layers merged as by serve)",
+      collect,
+    )
     .requiredOption(
       "-t, --token <file>",
       "file holding the token (a service-account token or an exchange credential); - reads standard input",

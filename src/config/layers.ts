@@ -92,6 +92,12 @@ export function mergeConfigLayers(layers: readonly ConfigLayer[]): MergedLayers 
     if (Array.isArray(value)) value.forEach((e, i) => recordAll(`${path}[${i}]`, e, file));
     else if (isMapping(value)) for (const [k, v] of Object.entries(value)) recordAll(child(path, k), v, file);
   };
+  /** Forgets where the value at `path` and under it came from (it is being replaced). */
+  const forget = (path: string) => {
+    for (const p of [...sources.keys()]) {
+      if (p === path || p.startsWith(`${path}.`) || p.startsWith(`${path}[`)) sources.delete(p);
+    }
+  };
   const earlierFile = (path: string) => (sources.get(path) ?? []).at(-1) ?? "an earlier file";
 
   /**
@@ -116,6 +122,7 @@ export function mergeConfigLayers(layers: readonly ConfigLayer[]): MergedLayers 
         if (v === null) {
           // RFC 7386 §2: null removes the member.
           delete out[k];
+          forget(child(path, k));
           recordAll(child(path, k), v, file);
           continue;
         }
@@ -127,6 +134,7 @@ export function mergeConfigLayers(layers: readonly ConfigLayer[]): MergedLayers 
     if (Array.isArray(prev) && Array.isArray(next) && prev.length > 0 && isNamedList(prev)) {
       return mergeNamed(prev, next, path, ownPath, file);
     }
+    forget(path);
     recordAll(path, next, file);
     return next;
   };
