@@ -89,8 +89,11 @@ export function mergeConfigLayers(layers: readonly ConfigLayer[]): MergedLayers 
   /** Records `file` for `path` and every path under it (the value was taken whole from `file`). */
   const recordAll = (path: string, value: unknown, file: string) => {
     record(path === "" ? "(root)" : path, file);
-    if (Array.isArray(value)) value.forEach((e, i) => recordAll(`${path}[${i}]`, e, file));
-    else if (isMapping(value)) for (const [k, v] of Object.entries(value)) recordAll(child(path, k), v, file);
+    if (Array.isArray(value)) {
+      for (const [i, e] of value.entries()) recordAll(`${path}[${i}]`, e, file);
+    } else if (isMapping(value)) {
+      for (const [k, v] of Object.entries(value)) recordAll(child(path, k), v, file);
+    }
   };
   /** Forgets where the value at `path` and under it came from (it is being replaced). */
   const forget = (path: string) => {
