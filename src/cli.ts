@@ -1,7 +1,8 @@
 /**
  * The `registry-token-exchange` command line.
  *
- *   serve --config FILE        run the service (--workers N: N processes sharing the port)
+ *   serve --config FILE        run the service (--workers N: N processes sharing the port; --config
+ *                              repeated layers files: later ones deep-merge into earlier ones)
  *   serve --local              run in local mode (built-in issuer, generated keys, in-memory cache;
  *                              --redis-url URL shares the cache through Redis, as in docker-compose.yml;
  *                              with --config it sets cache.redisUrl over the file's)
@@ -58,7 +59,7 @@ export function maskCredentials(text: string): string {
 
 /** Options of `serve`. */
 interface ServeOptions {
-  config?: string;
+  config?: string[];
   local?: boolean;
   stateDir: string;
   workers: number;
@@ -80,14 +81,18 @@ export function buildProgram(): Command {
   program
     .command("serve")
     .description("run the service (token realm, JWKS, health)")
-    .option("-c, --config <file>", "YAML config file")
+    .option(
+      "-c, --config <file>",
+      "YAML config file; repeat it to layer files (later ones deep-merge into earlier ones)",
+      collect,
+    )
     .option("--local", "local mode: built-in cluster issuer, generated signing key, in-memory cache")
     .option("--state-dir <dir>", "local mode state folder", DEFAULT_STATE_DIR)
     .option(
       "--redis-url <url>",
       "share the cache through this Redis (redis://host:port/db); with --config it sets cache.redisUrl",
     )
-    .option("--watch-config", "reload the config when the file changes (SIGHUP always reloads)")
+    .option("--watch-config", "reload the config when a config file changes (SIGHUP always reloads)")
     .option(
       "--workers <n>",
       "worker processes sharing the port (node:cluster; share state through Redis)",
@@ -137,11 +142,12 @@ export function buildProgram(): Command {
         runWorkers(opts.workers, logger);
         return;
       }
-      const file = opts.config!;
+      // Every layer is re-read on reload, and every layer is watched.
+      const files = opts.config!;
       await startServer(config, {}, true, {
-        load: () => loadConfigFile(file, process.env, overrides),
-        file,
-        watchFile: opts.watchConfig ? file : undefined,
+        load: () => loadConfigFile(files, process.env, overrides),
+        file: files.join(", "),
+        watchFile: opts.watchConfig ? files : undefined,
       });
     });
 
@@ -210,10 +216,14 @@ export function buildProgram(): Command {
     .description(
       "validate a config file (schema, files, signing keys, policy, jwksFile keys); contacts nothing unless --fetch-keys",
     )
-    .requiredOption("-c, --config <file>", "YAML config file")
+    .requiredOption(
+      "-c, --config <file>",
+      "YAML config file (repeatable: layers merged as by serve)",
+      collect,
+    )
     .option("--fetch-keys", "also fetch every other cluster's keys (discovery + JWKS), as the service would")
     .option("--strict", "treat warnings as errors (exit status 2)")
-    .action(async (opts: { config: string; fetchKeys?: boolean; strict?: boolean }) => {
+    .action(async (opts: { config: string[]; fetchKeys?: boolean; strict?: boolean }) => {
       printResult(await checkConfigCommand(opts));
     });
 
@@ -222,7 +232,11 @@ export function buildProgram(): Command {
     .description(
       "what /token would grant a service-account token (offline: claims checked, signature only with --fetch-keys or a jwksFile)",
     )
-    .requiredOption("-c, --config <file>", "YAML config file")
+    .requiredOption(
+      "-c, --config <file>",
+      "YAML config file (repeatable: layers merged as by serve)",
+      collect,
+    )
     .requiredOption(
       "-t, --token <file>",
       "file holding the token (a service-account token or an exchange credential); - reads standard input",
@@ -236,7 +250,7 @@ export function buildProgram(): Command {
     .option("--fetch-keys", "verify the signature against the cluster's keys (contacts the cluster)")
     .action(
       async (opts: {
-        config: string;
+        config: string[];
         token: string;
         scope?: string[];
         service?: string;

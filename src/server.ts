@@ -79,8 +79,11 @@ export interface ReloadSource {
    * @throws {ConfigError} when it is invalid
    */
   load: () => Config;
-  /** Poll this file for changes every `intervalMs` and reload when it changes (e.g. a ConfigMap). */
-  watchFile?: string | undefined;
+  /**
+   * Poll this file (or each of these files: the layers of a layered config) for changes every
+   * `intervalMs` and reload when one changes (e.g. a ConfigMap).
+   */
+  watchFile?: string | readonly string[] | undefined;
   /** Poll interval for `watchFile`, ms (default 5000). */
   intervalMs?: number;
   /** The config file (for the start-up log line). */
@@ -174,8 +177,8 @@ export async function startServer(
     const onHup = () => void reloadConfig(app, reload, "SIGHUP");
     process.on("SIGHUP", onHup);
     stopReloading.push(() => process.off("SIGHUP", onHup));
-    if (reload.watchFile) {
-      const file = reload.watchFile;
+    const watched = typeof reload.watchFile === "string" ? [reload.watchFile] : (reload.watchFile ?? []);
+    for (const file of watched) {
       const onChange = (curr: Stats, prev: Stats) => {
         if (curr.mtimeMs !== prev.mtimeMs || curr.size !== prev.size)
           reloadConfig(app, reload, "file change");

@@ -8,6 +8,7 @@ import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { knownKeysAt, suggestKey, unitOfKey } from "./hints.js";
+import { attributeProblems, mergeConfigLayers } from "./layers.js";
 import { type Config, configSchema, usesApiServer } from "./schema.js";
 
 /** Where a pod finds its service-account token and the cluster CA (mounted by kubelet). */
@@ -286,32 +287,37 @@ export interface ConfigInspection {
  * Reads and validates a config file like {@link loadConfigFile}, but collects every problem instead of
  * stopping at the first kind: schema problems and unreadable files are reported together (files are
  * checked as far as the document names them even when the schema fails). A YAML syntax error still
- * ends the inspection: there is no document to check.
- * @param file path to the YAML file
+ * ends the inspection: there is no document to check. Several files are merged first, as by
+ * {@link loadConfigFile}, and each problem line names the file(s) its value came from.
+ * @param file path to the YAML file, or the paths of the layers in order
  * @param env environment for `PORT` / `HOST` overrides
- * @param overrides command-line settings applied before validation
+ * @param overrides command-line settings applied after merging, before validation
  */
 export function inspectConfigFile(
-  file: string,
+  file: string | readonly string[],
   env: Record<string, string | undefined> = process.env,
   overrides: ConfigOverrides = {},
 ): ConfigInspection {
+  const files = typeof file === "string" ? [file] : file;
   let raw: unknown;
+  let attribute = (problems: string[]) => problems;
   try {
-    raw = applyOverrides(parseYamlConfig(file, readConfigText(file)), overrides);
+    const layered = readLayers(files);
+    raw = applyOverrides(layered.doc, overrides);
+    attribute = layered.attribute;
   } catch (err) {
     if (err instanceof ConfigError)
       return { config: undefined, problems: err.problems, missingFiles: new Set() };
     throw err;
   }
-  const baseDir = dirname(resolve(file));
+  const baseDir = dirname(resolve(files[0]!));
   try {
     const cfg = parseConfig(raw, env);
     const { problems, missing } = checkFiles(cfg, baseDir);
-    return { config: deepFreeze(cfg), problems, missingFiles: missing };
+    return { config: deepFreeze(cfg), problems: attribute(problems), missingFiles: missing };
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    let files: { problems: string[]; missing: Set<string> } = { problems: [], missing: new Set() };
+    let checked: { problems: string[]; missing: Set<string> } = { problems: [], missing: new Set() };
     try {
       // Best effort over the unvalidated document: only string paths in well-formed sections.
       const doc = (raw ?? {}) as Record<string, unknown>;
@@ -328,11 +334,15 @@ export function inspectConfigFile(
         cache: section(doc.cache),
         server: { ...section(doc.server), tls: undefined },
       } as unknown as Config;
-      files = checkFiles(shape, baseDir);
+      checked = checkFiles(shape, baseDir);
     } catch {
       // an unexpected shape: the schema problems say enough
     }
-    return { config: undefined, problems: [...err.problems, ...files.problems], missingFiles: files.missing };
+    return {
+      config: undefined,
+      problems: attribute([...err.problems, ...checked.problems]),
+      missingFiles: checked.missing,
+    };
   }
 }
 
@@ -347,20 +357,58 @@ function readConfigText(file: string): string {
 }
 
 /**
- * Reads, validates and freezes a YAML config file.
- * @param file path to the YAML file; relative file paths inside it are resolved against its folder
+ * Reads every config file and merges them in order (src/config/layers.ts); one file is taken as it is.
+ * @returns the merged document and a function that names the file(s) behind each problem line (the
+ *   identity for one file)
+ * @throws {ConfigError} unreadable files and YAML syntax errors of every file, then merge problems
+ */
+function readLayers(files: readonly string[]): {
+  doc: unknown;
+  attribute: (problems: string[]) => string[];
+} {
+  if (files.length === 0) throw new ConfigError(["(file) no config file given"]);
+  const problems: string[] = [];
+  const layers = files.map((file) => {
+    try {
+      return { file, doc: parseYamlConfig(file, readConfigText(file)) };
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      problems.push(...err.problems);
+      return { file, doc: undefined };
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  if (layers.length === 1) return { doc: layers[0]!.doc, attribute: (p) => p };
+  const merged = mergeConfigLayers(layers);
+  return { doc: merged.doc, attribute: (p) => attributeProblems(p, merged.sources) };
+}
+
+/**
+ * Reads, validates and freezes a YAML config file, or several merged in order (`--config` repeated:
+ * later files deep-merge into earlier ones by the rules of src/config/layers.ts, and the merged document
+ * is validated as one).
+ * @param file path to the YAML file, or the paths of the layers in order; relative file paths inside a
+ *   file are resolved against that file's folder
  * @param env environment for `PORT` / `HOST` overrides
- * @param overrides command-line settings applied before validation (the schema's rules apply to them)
- * @throws {ConfigError} with one dotted-path line per problem (unreadable file, YAML syntax, schema, files)
+ * @param overrides command-line settings applied after merging, before validation (the schema's rules
+ *   apply to them)
+ * @throws {ConfigError} with one dotted-path line per problem (unreadable file, YAML syntax, merge,
+ *   schema, files); with several files each line starts with the file(s) its value came from
  */
 export function loadConfigFile(
-  file: string,
+  file: string | readonly string[],
   env: Record<string, string | undefined> = process.env,
   overrides: ConfigOverrides = {},
 ): Config {
-  let raw = parseYamlConfig(file, readConfigText(file));
-  raw = applyOverrides(raw, overrides);
-  const cfg = parseConfig(raw, env);
-  resolveFiles(cfg, dirname(resolve(file)));
-  return deepFreeze(cfg);
+  const files = typeof file === "string" ? [file] : file;
+  const layered = readLayers(files);
+  const raw = applyOverrides(layered.doc, overrides);
+  try {
+    const cfg = parseConfig(raw, env);
+    resolveFiles(cfg, dirname(resolve(files[0]!)));
+    return deepFreeze(cfg);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(layered.attribute(err.problems));
+    throw err;
+  }
 }

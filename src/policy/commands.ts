@@ -74,7 +74,8 @@ export function looksLikeCredential(value: string): boolean {
 
 /** Options of {@link explainCommand}. */
 export interface ExplainOptions {
-  config: string;
+  /** The config file, or the layers merged in order (`--config` repeated). */
+  config: string | readonly string[];
   token: string;
   scope?: string[] | undefined;
   service?: string | undefined;
@@ -83,7 +84,8 @@ export interface ExplainOptions {
 
 /** Options of {@link checkConfigCommand}. */
 export interface CheckConfigOptions {
-  config: string;
+  /** The config file, or the layers merged in order (`--config` repeated). */
+  config: string | readonly string[];
   fetchKeys?: boolean | undefined;
   strict?: boolean | undefined;
 }
@@ -93,7 +95,7 @@ const errorLines = (problems: readonly string[]) => problems.map((p) => `config 
 const warningLines = (problems: readonly string[]) => problems.map((p) => `config warning: ${p}\n`).join("");
 const label = (key: string) => `${`${key}:`.padEnd(17)}`;
 
-function loadConfig(file: string, deps: CommandDeps): Config | CommandResult {
+function loadConfig(file: string | readonly string[], deps: CommandDeps): Config | CommandResult {
   try {
     return loadConfigFile(file, deps.env ?? process.env);
   } catch (err) {

@@ -375,4 +375,24 @@ describe("check-config: the command line", () => {
     expect(broken.status).toBe(2);
     expect(broken.stderr).toContain("config error: clusters: must list at least one cluster\n");
   });
+
+  it("--config repeated checks the layers merged: a later file's settings count, its mistakes name it", () => {
+    const base = configFile("cli-layer-base.yaml", `[${PROD}]`, RULES);
+    const ok = run(
+      "--config",
+      base,
+      "--config",
+      write("cli-layer-ok.yaml", "policy: { defaultDeny: true }\n"),
+    );
+    expect(ok.stderr).toBe("");
+    expect(ok.stdout).toContain("ok: 1 cluster(s), 1 registry, 2 rule(s)\n");
+    expect(ok.status).toBe(0);
+    const overlay = write("cli-layer-bad.yaml", "clusters: [{ name: prod, verification: sometimes }]\n");
+    const bad = run("--config", base, "--config", overlay);
+    expect(bad.status).toBe(2);
+    expect(bad.stdout).toBe("");
+    expect(bad.stderr).toBe(
+      `config error: ${overlay}: clusters[0].verification: Invalid option: expected one of "offline"|"tokenReview"|"both"\n`,
+    );
+  });
 });

@@ -13,8 +13,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, posix } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { parseConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
+import { configChanges, loadRenderedConfig } from "../helpers/kustomize.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: manifests are walked dynamically; the assertions are the type checks
 type Obj = Record<string, any>;
@@ -159,24 +159,28 @@ function checkManifests(docs: Obj[], where: string): Config {
   // The image's command, plus only options an overlay appends (never a different config file).
   expect(container.args.slice(0, dockerCmd.length)).toEqual(dockerCmd);
 
-  // The config: valid for the schema, and every file it names is mounted.
-  const configPath = container.args[container.args.indexOf("--config") + 1] as string;
-  const mount = (container.volumeMounts as Obj[]).find((m) => configPath.startsWith(`${m.mountPath}/`))!;
-  expect(mount, `${where}: ${configPath} is mounted`).toBeDefined();
-  const projected = pod.spec.volumes.find((v: Obj) => v.name === mount.name).projected.sources as Obj[];
-  const mountedFiles = new Map<string, Obj>();
-  for (const s of projected) {
-    const src = s.configMap ?? s.secret;
-    for (const item of src.items) mountedFiles.set(posix.join(mount.mountPath, item.path), { ...s, item });
-  }
-  const configSource = mountedFiles.get(configPath);
-  expect(configSource?.configMap, `${where}: ${configPath} comes from a ConfigMap`).toBeDefined();
-  const cm = find("ConfigMap", configSource!.configMap.name)!;
-  const raw = parseAllDocuments(cm.data[configSource!.item.key])[0]!.toJS();
-  const redisUrlArg = container.args.indexOf("--redis-url");
-  const config = parseConfig(
-    redisUrlArg < 0 ? raw : { ...raw, cache: { ...raw.cache, redisUrl: container.args[redisUrlArg + 1] } },
+  // The config: every --config layer is mounted from a ConfigMap of these manifests, the layers merged by
+  // the service's own loader are valid, and every file the config names is mounted.
+  const configPaths = (container.args as string[]).flatMap((a, i) =>
+    a === "--config" ? [container.args[i + 1] as string] : [],
   );
+  expect(configPaths.length, `${where}: --config`).toBeGreaterThan(0);
+  const mountedFiles = new Map<string, Obj>();
+  for (const configPath of configPaths) {
+    const mount = (container.volumeMounts as Obj[]).find((m) => configPath.startsWith(`${m.mountPath}/`))!;
+    expect(mount, `${where}: ${configPath} is mounted`).toBeDefined();
+    const projected = pod.spec.volumes.find((v: Obj) => v.name === mount.name).projected.sources as Obj[];
+    for (const s of projected) {
+      const src = s.configMap ?? s.secret;
+      for (const item of src.items) mountedFiles.set(posix.join(mount.mountPath, item.path), { ...s, item });
+    }
+    const configSource = mountedFiles.get(configPath);
+    expect(configSource?.configMap, `${where}: ${configPath} comes from a ConfigMap`).toBeDefined();
+    expect(find("ConfigMap", configSource!.configMap.name), `${where}: ${configPath}`).toBeDefined();
+  }
+  const loaded = loadRenderedConfig(docs);
+  expect(loaded.problems, where).toEqual([]);
+  const config = loaded.config!;
   for (const r of config.registries) {
     for (const f of [r.signingKey.keyFile, r.signingKey.certFile]) {
       expect(mountedFiles.get(f)?.secret, `${where}: ${f} comes from the signing Secret`).toBeDefined();
@@ -336,6 +340,20 @@ describe.skipIf(!kubectl && !process.env.CI)(
           .find((d) => d.kind === "Deployment" && d.metadata.name === "registry-token-exchange")!
           .spec.template.spec.volumes.find((v: Obj) => v.name === "config")
           .projected.sources.find((s: Obj) => s.configMap).configMap.name as string;
+      // A config layer of an overlay changes the base's cluster by its name: renamed in the base, it must
+      // be renamed there too, and until it is the loader says which file adds an incomplete cluster.
+      const tokenreviewLayer = join(copy, "overlays/tokenreview/tokenreview.yaml");
+      const stale = loadRenderedConfig(kustomize(join(copy, "overlays/tokenreview")));
+      expect(stale.config).toBeUndefined();
+      expect(stale.problems).toEqual([
+        `${stale.files[1]}: clusters[1].issuer: is required`,
+        `${stale.files[1]}: clusters[1].audiences: is required`,
+      ]);
+      writeFileSync(
+        tokenreviewLayer,
+        readFileSync(tokenreviewLayer, "utf8").replace("- name: local", "- name: edited-cluster"),
+      );
+      let baseConfigs: { original: Config; edited: Config } | undefined;
       for (const dir of ["base", ...overlays]) {
         const original = dir === "base" ? base : kustomize(join(k8s, dir));
         const edited = kustomize(join(copy, dir));
@@ -347,6 +365,15 @@ describe.skipIf(!kubectl && !process.env.CI)(
         ).toEqual(["edited-cluster"]);
         expect(mounted(edited), dir).toMatch(/^registry-token-exchange-config-[a-z0-9]+$/);
         expect(mounted(edited), dir).not.toBe(mounted(original));
+        // What an overlay changes in the config, it changes on the edited base as on the original one.
+        const before = loadRenderedConfig(original).config!;
+        if (dir === "base") {
+          baseConfigs = { original: before, edited: config };
+        } else {
+          const change = configChanges(baseConfigs!.edited, config);
+          expect(change, dir).toEqual(configChanges(baseConfigs!.original, before));
+          expect(change.length, `${dir} changes the config`).toBeGreaterThan(0);
+        }
       }
     });
 

@@ -82,6 +82,41 @@ describe("monitoring: metric names", () => {
     expect(unknown, `not exported: ${unknown.map((n) => `${n} (in ${used.get(n)})`).join("; ")}`).toEqual([]);
   });
 
+  it("the API-server alerts and panels cover rte_kube_api_*: failing, RBAC, rate limited; each alert has a promtool case where it fires and one where it stays quiet", () => {
+    const tests = parse(readFileSync(join(dir, "prometheusrule.test.yaml"), "utf8")).tests as Array<{
+      alert_rule_test: Array<{ alertname: string; exp_alerts: unknown[] }>;
+    }>;
+    const cases = tests.flatMap((t) => t.alert_rule_test);
+    const kubeAlerts = rule.spec.groups
+      .flatMap((g: { rules: Array<{ alert: string; expr: string }> }) => g.rules)
+      .filter((r: { expr: string }) => r.expr.includes("rte_kube_api_calls_total"));
+    const outcomes = kubeAlerts.map((r: { alert: string; expr: string }) => [
+      r.alert,
+      /outcome=~?"([^"]+)"/.exec(r.expr)?.[1],
+    ]);
+    expect(outcomes).toEqual([
+      ["RegistryTokenExchangeKubeApiFailing", "unreachable|timeout|server_error|bad_answer"],
+      ["RegistryTokenExchangeKubeApiUnauthorized", "unauthorized|forbidden"],
+      ["RegistryTokenExchangeKubeApiRateLimited", "rate_limited"],
+    ]);
+    for (const [alert] of outcomes) {
+      expect(
+        cases.some((c) => c.alertname === alert && c.exp_alerts.length > 0),
+        `${alert} fires`,
+      ).toBe(true);
+      expect(
+        cases.some((c) => c.alertname === alert && c.exp_alerts.length === 0),
+        `${alert} quiet`,
+      ).toBe(true);
+    }
+    for (const metric of ["rte_kube_api_calls_total", "rte_kube_api_cache_total"]) {
+      expect(
+        dashboardExprs.some((e) => e.includes(metric)),
+        metric,
+      ).toBe(true);
+    }
+  });
+
   it("the name check catches a metric the service does not export", () => {
     expect(metricNames('sum(rate(rte_tokens_minted_total{service="x"}[5m])) / up')).toEqual([
       "rte_tokens_minted_total",

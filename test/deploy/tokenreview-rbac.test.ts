@@ -1,44 +1,20 @@
 /**
- * deploy/kubernetes/overlays/tokenreview: the RBAC it grants the service's service account is exactly what
- * its config needs (src/authn/review.ts `requiredApiPermissions`): create on tokenreviews, get on
- * serviceaccounts, nothing more and no wildcards; the base grants neither and needs neither. The overlay's
- * config is the base config plus verification/annotations/review and a credential provider.
+ * deploy/kubernetes/overlays/tokenreview, rendered with the real `kubectl kustomize`: the RBAC it grants the
+ * service's service account is exactly what its config needs (src/authn/review.ts `requiredApiPermissions`):
+ * create on tokenreviews, get on serviceaccounts, nothing more and no wildcards; the base grants neither
+ * and needs neither. The overlay's config, its two `--config` layers loaded through the service's real
+ * loader, is the base config plus verification/annotations/review for the base's cluster.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { parseAllDocuments, parse as parseYaml } from "yaml";
+import { parse as parseYaml } from "yaml";
 import { type ApiPermission, requiredApiPermissions } from "../../src/authn/review.js";
-import { parseConfig } from "../../src/config/load.js";
-
-// biome-ignore lint/suspicious/noExplicitAny: manifests are walked dynamically; the assertions are the type checks
-type Obj = Record<string, any>;
+import type { Config } from "../../src/config/schema.js";
+import { configChanges, hasKubectl, kustomize, loadRenderedConfig, type Obj } from "../helpers/kustomize.js";
 
 const k8s = new URL("../../deploy/kubernetes", import.meta.url).pathname;
 const SA = { kind: "ServiceAccount", name: "registry-token-exchange", namespace: "registry-token-exchange" };
-const IN_CLUSTER = { KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443" };
-
-function readDocs(file: string): Obj[] {
-  return parseAllDocuments(readFileSync(file, "utf8"), { version: "1.1" })
-    .map((d) => d.toJS() as Obj)
-    .filter((d) => d !== null);
-}
-
-/** resources (files or directories) then patches replacing whole objects' fields (what these patches touch). */
-function render(dir: string): Obj[] {
-  const k = readDocs(join(dir, "kustomization.yaml"))[0]!;
-  const docs: Obj[] = [];
-  for (const r of k.resources as string[])
-    docs.push(...(r.endsWith(".yaml") ? readDocs(join(dir, r)) : render(join(dir, r))));
-  for (const p of (k.patches ?? []) as Array<{ path: string }>) {
-    for (const patch of readDocs(join(dir, p.path))) {
-      const i = docs.findIndex((d) => d.kind === patch.kind && d.metadata.name === patch.metadata.name);
-      expect(i).toBeGreaterThanOrEqual(0);
-      docs[i] = { ...docs[i], ...patch, metadata: { ...docs[i]!.metadata, ...patch.metadata } };
-    }
-  }
-  return docs;
-}
 
 /** Every (apiGroup, resource, verb) granted to the service's service account by roles defined here. */
 function granted(docs: Obj[]): ApiPermission[] {
@@ -65,60 +41,86 @@ function granted(docs: Obj[]): ApiPermission[] {
   return out;
 }
 
-function configOf(docs: Obj[]) {
-  const cm = docs.find(
-    (d) => d.kind === "ConfigMap" && d.metadata.name === "registry-token-exchange-config",
-  )!;
-  return {
-    raw: parseYaml(cm.data["config.yaml"]) as Obj,
-    config: parseConfig(parseYaml(cm.data["config.yaml"]), IN_CLUSTER),
-  };
+/** The config the rendered Deployment runs with (every --config layer, through the real loader). */
+function configOf(docs: Obj[]): Config {
+  const loaded = loadRenderedConfig(docs);
+  expect(loaded.problems).toEqual([]);
+  return loaded.config!;
 }
 
 const sort = (p: ApiPermission[]) =>
   [...p].sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
 
-describe("RBAC for TokenReview and ServiceAccount reads", () => {
-  it("overlays/tokenreview grants exactly create tokenreviews and get serviceaccounts, as its config needs", () => {
-    const docs = render(join(k8s, "overlays/tokenreview"));
-    const { config } = configOf(docs);
-    expect(config.clusters[0]).toMatchObject({ verification: "both", annotations: "fromCluster" });
-    expect(config.clusters[0]!.apiServer).toEqual({
-      url: "https://10.96.0.1:443",
-      caFile: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
-      bearerTokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+describe.skipIf(!hasKubectl && !process.env.CI)(
+  "RBAC for TokenReview and ServiceAccount reads (kubectl kustomize; skipped without kubectl outside CI)",
+  () => {
+    it("overlays/tokenreview grants exactly create tokenreviews and get serviceaccounts, as its config needs", () => {
+      const docs = kustomize(join(k8s, "overlays/tokenreview"));
+      const config = configOf(docs);
+      expect(config.clusters[0]).toMatchObject({ verification: "both", annotations: "fromCluster" });
+      expect(config.clusters[0]!.apiServer).toEqual({
+        url: "https://10.96.0.1:443",
+        caFile: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        bearerTokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+      });
+      expect(sort(granted(docs))).toEqual(
+        sort([
+          { apiGroup: "authentication.k8s.io", resource: "tokenreviews", verb: "create" },
+          { apiGroup: "", resource: "serviceaccounts", verb: "get" },
+        ]),
+      );
+      expect(sort(granted(docs))).toEqual(sort(requiredApiPermissions(config)));
+      expect(JSON.stringify(granted(docs))).not.toContain("*");
     });
-    expect(sort(granted(docs))).toEqual(
-      sort([
-        { apiGroup: "authentication.k8s.io", resource: "tokenreviews", verb: "create" },
-        { apiGroup: "", resource: "serviceaccounts", verb: "get" },
-      ]),
-    );
-    expect(sort(granted(docs))).toEqual(sort(requiredApiPermissions(config)));
-    expect(JSON.stringify(granted(docs))).not.toContain("*");
-  });
 
-  it("the base grants none of it, and its config needs none", () => {
-    const docs = render(join(k8s, "base"));
-    expect(granted(docs)).toEqual([]);
-    expect(requiredApiPermissions(configOf(docs).config)).toEqual([]);
-  });
-
-  it("the overlay's config is the base config plus verification, annotations, review and credentialProvider", () => {
-    const base = configOf(render(join(k8s, "base"))).raw;
-    const overlay = configOf(render(join(k8s, "overlays/tokenreview"))).raw;
-    const { verification, annotations, review, ...cluster } = overlay.clusters[0];
-    expect({ verification, annotations, review }).toEqual({
-      verification: "both",
-      annotations: "fromCluster",
-      review: { cacheTtlSeconds: 10, timeoutMs: 2000 },
+    it("the base grants none of it, and its config needs none", () => {
+      const docs = kustomize(join(k8s, "base"));
+      expect(granted(docs)).toEqual([]);
+      expect(requiredApiPermissions(configOf(docs))).toEqual([]);
     });
-    const { credentialProvider, ...rest } = overlay;
-    expect(credentialProvider).toEqual({ audiences: ["registry-token-exchange-provider"] });
-    expect({ ...rest, clusters: [cluster] }).toEqual(base);
-  });
 
-  it("requiredApiPermissions: tokenReview alone needs only tokenreviews; fromCluster alone only serviceaccounts", () => {
+    it("the overlay runs the base config.yaml unchanged plus its layer, which sets verification, annotations and review of the base's cluster", () => {
+      const baseDocs = kustomize(join(k8s, "base"));
+      const overlayDocs = kustomize(join(k8s, "overlays/tokenreview"));
+      const layers = loadRenderedConfig(overlayDocs).layers;
+      expect(layers.map((l) => l.path)).toEqual([
+        "/etc/registry-token-exchange/config.yaml",
+        "/etc/registry-token-exchange/tokenreview.yaml",
+      ]);
+      // The first layer is the base's own generated ConfigMap, byte for byte; the second holds only the
+      // cluster settings.
+      expect(layers[0]!.text).toBe(readFileSync(join(k8s, "base/config.yaml"), "utf8"));
+      expect(layers[0]!.configMap).toBe(loadRenderedConfig(baseDocs).layers[0]!.configMap);
+      expect(parseYaml(layers[1]!.text)).toEqual({
+        clusters: [
+          {
+            name: "local",
+            verification: "both",
+            annotations: "fromCluster",
+            review: { cacheTtlSeconds: 10, timeoutMs: 2000 },
+          },
+        ],
+      });
+      // The effective config: the base's, plus exactly these settings (and the in-cluster API server they
+      // default to); review states the defaults explicitly, so it changes nothing.
+      expect(configChanges(configOf(baseDocs), configOf(overlayDocs))).toEqual([
+        ["/clusters/0/annotations", "fromCluster"],
+        [
+          "/clusters/0/apiServer",
+          {
+            url: "https://10.96.0.1:443",
+            caFile: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            bearerTokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+          },
+        ],
+        ["/clusters/0/verification", "both"],
+      ]);
+    });
+  },
+);
+
+describe("requiredApiPermissions", () => {
+  it("tokenReview alone needs only tokenreviews; fromCluster alone only serviceaccounts", () => {
     const c = (verification: string, annotations: string) =>
       ({ clusters: [{ verification, annotations }] }) as unknown as Parameters<
         typeof requiredApiPermissions

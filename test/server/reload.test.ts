@@ -4,6 +4,7 @@
  */
 import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { decodeJwt } from "jose";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -214,5 +215,115 @@ describe("SIGHUP", () => {
     await waitFor('"msg":"config reloaded"');
     expect(await actions()).toEqual(["pull", "push"]);
     expect(child.exitCode).toBeNull();
+  });
+});
+
+describe("config layers (--config repeated)", () => {
+  it("`serve --config base --config overlay` merges them, and SIGHUP re-reads every layer", async () => {
+    const issuer = await startLocalIssuerServer();
+    cleanup.push(() => issuer.close());
+    const port = await freePort();
+    const base = await writeConfigFile(
+      issuer.url,
+      { host: "127.0.0.1", port },
+      { policy: { rules: PULL_ONLY } },
+    );
+    const overlay = join(dirname(base), "overlay.yaml");
+    // The overlay changes one key of the base's cluster; the rest (issuer, audiences) comes from the base.
+    writeFileSync(overlay, stringify({ clusters: [{ name: "test", allowCrossHostJwksUri: false }] }));
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", "src/bin.ts", "serve", "--config", base, "--config", overlay],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    cleanup.push(
+      () =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null) return resolve();
+          child.once("exit", () => resolve());
+          child.kill("SIGKILL");
+        }),
+    );
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += String(d);
+    });
+    child.stderr.on("data", (d) => {
+      out += String(d);
+    });
+    const waitFor = async (text: string) => {
+      const deadline = Date.now() + 20_000;
+      while (!out.includes(text)) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for "${text}"; output:\n${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await waitFor("Server listening");
+    const started = JSON.parse(out.split("\n").find((l) => l.includes("registry-token-exchange started"))!);
+    expect(started.configFile).toBe(`${base}, ${overlay}`);
+    const sa = await issuer.issuer.mint({ namespace: "team-a", serviceAccount: "ci", audiences: [AUDIENCE] });
+    const actions = async () => {
+      const res = await fetch(
+        `http://127.0.0.1:${port}/token?service=${SERVICE}&scope=repository:team-a/app:pull,push`,
+        { headers: { authorization: basic(sa) } },
+      );
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { token: string };
+      return (decodeJwt(body.token).access as Array<{ actions: string[] }>)[0]!.actions;
+    };
+    expect(await actions()).toEqual(["pull"]);
+    // The overlay's rule of the same name merges into the base's rule: its allow list replaces the base's.
+    writeFileSync(
+      overlay,
+      stringify({
+        clusters: [{ name: "test", allowCrossHostJwksUri: false }],
+        policy: { rules: [{ name: "pull only", allow: PULL_PUSH[0]!.allow }] },
+      }),
+    );
+    child.kill("SIGHUP");
+    await waitFor('"msg":"config reloaded"');
+    expect(await actions()).toEqual(["pull", "push"]);
+    // A bad overlay is refused naming the overlay; the merged config in force keeps serving.
+    writeFileSync(overlay, stringify({ policy: { rules: [{ allow: [] }] } }));
+    child.kill("SIGHUP");
+    await waitFor("config reload refused");
+    const refused = JSON.parse(out.split("\n").find((l) => l.includes("config reload refused"))!);
+    expect(refused.problems).toEqual([
+      `${overlay}: policy.rules[0]: has no name; the entries of policy.rules merge by name`,
+    ]);
+    expect(await actions()).toEqual(["pull", "push"]);
+    expect(child.exitCode).toBeNull();
+  });
+
+  it("a watched layered config reloads when any layer changes", async () => {
+    const issuer = await startLocalIssuerServer();
+    cleanup.push(() => issuer.close());
+    const base = await writeConfigFile(
+      issuer.url,
+      { host: "127.0.0.1", port: 0 },
+      { policy: { rules: PULL_ONLY } },
+    );
+    const overlay = join(dirname(base), "overlay.yaml");
+    writeFileSync(overlay, stringify({ logging: { level: "info" } }));
+    const files = [base, overlay];
+    const { logger } = capturingLogger("info");
+    const server = await startServer(loadConfigFile(files), { logger }, false, {
+      load: () => loadConfigFile(files),
+      watchFile: files,
+      intervalMs: 50,
+    });
+    cleanup.push(() => server.close());
+    const sa = await issuer.issuer.mint({ namespace: "team-a", serviceAccount: "ci", audiences: [AUDIENCE] });
+    expect(await granted(server.app, sa)).toEqual(["pull"]);
+    writeFileSync(
+      overlay,
+      stringify({ policy: { rules: [{ name: "pull only", allow: PULL_PUSH[0]!.allow }] } }),
+    );
+    const deadline = Date.now() + 10_000;
+    while (server.app.exchange.version !== 2) {
+      if (Date.now() > deadline) throw new Error("a change of the second layer was not reloaded");
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(await granted(server.app, sa)).toEqual(["pull", "push"]);
   });
 });
