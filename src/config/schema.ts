@@ -57,10 +57,23 @@ const jwksRefreshSchema = z
  */
 export const VERIFICATION_MODES = ["offline", "tokenReview", "both"] as const;
 
+/** True when `url` names a loopback host (`localhost`, 127.0.0.0/8, `[::1]`). */
+function isLoopbackUrl(url: string): boolean {
+  const host = new URL(url).hostname;
+  return host === "localhost" || host === "[::1]" || /^127(?:\.\d{1,3}){3}$/.test(host);
+}
+
 /** The cluster's API server, for TokenReview and ServiceAccount reads. */
 const apiServerSchema = z
   .object({
-    url: httpUrl,
+    /**
+     * The API server's URL: `https:`, or `http:` only on a loopback address (a local proxy such as
+     * `kubectl proxy`): the service sends its bearer token and every reviewed token there.
+     */
+    url: httpUrl.refine(
+      (u) => u.startsWith("https://") || isLoopbackUrl(u),
+      "must be https: (http: only on a loopback address): the bearer token and every reviewed service-account token are sent there",
+    ),
     /** PEM CA bundle for the API server's serving certificate. */
     caFile: nonEmpty.optional(),
     /** File holding the bearer token sent to the API server (re-read when it changes: kubelet rotates it). */

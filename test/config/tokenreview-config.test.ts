@@ -96,6 +96,24 @@ describe("clusters[].verification, annotations, apiServer, review", () => {
     });
   });
 
+  it("refuses a plain-http API server unless it is on a loopback address (tokens would travel in clear)", () => {
+    const at = (url: string) => () => parseConfig(raw({ verification: "both", apiServer: { url } }));
+    expect(problems(at("http://api.example.com:8080"))).toEqual([
+      "clusters[0].apiServer.url: must be https: (http: only on a loopback address): the bearer token and every reviewed service-account token are sent there",
+    ]);
+    expect(problems(at("http://10.0.0.1:8001"))).toHaveLength(1);
+    for (const ok of [
+      "https://api.example.com:6443",
+      "http://127.0.0.1:8001",
+      "http://localhost:8001",
+      "http://[::1]:8001",
+    ]) {
+      expect(
+        parseConfig(raw({ verification: "both", apiServer: { url: ok } })).clusters[0]!.apiServer!.url,
+      ).toBe(ok);
+    }
+  });
+
   it("refuses unknown modes and out-of-range review settings with dotted paths", () => {
     expect(problems(() => parseConfig(raw({ verification: "online" }))).join("\n")).toMatch(
       /^clusters\[0\]\.verification: /,
