@@ -200,8 +200,10 @@ const CONFIG_ERROR_EXIT = 2;
  * own in-process cache, key sets and rate-limit window, so workers share state only through Redis
  * (`cache.redis*`), exactly as replicas do.
  *
- * Supervision: a worker that exits unexpectedly is replaced after a second; a worker that exits with
- * status 2 (invalid configuration) stops the service with status 2. SIGTERM and SIGINT are passed on to
+ * Supervision: a worker that exits unexpectedly after it was serving is replaced after a second; a worker
+ * that exits with status 2 (invalid configuration) stops the service with status 2, and one that exits
+ * before it ever listened (the port is taken, a key cannot be read) stops it with status 1, as a single
+ * process would, instead of being replaced forever. SIGTERM and SIGINT are passed on to
  * every worker as SIGTERM (each shuts down gracefully); the primary exits 0 once they have all exited,
  * or 1 if some are still running after 15 s.
  *
@@ -214,6 +216,8 @@ export function runWorkers(workers: number, logger: Logger): void {
   let stopping = false;
   let exitCode = 0;
   const alive = () => Object.values(cluster.workers ?? {}).filter((w) => w && !w.isDead()) as Worker[];
+  const listened = new Set<number>();
+  cluster.on("listening", (worker: Worker) => listened.add(worker.id));
   const stop = (code: number) => {
     exitCode = Math.max(exitCode, code);
     if (stopping) return;
@@ -226,7 +230,14 @@ export function runWorkers(workers: number, logger: Logger): void {
     if (!stopping && code === CONFIG_ERROR_EXIT) {
       logger.fatal({ pid: worker.process.pid }, "worker refused the configuration; stopping");
       stop(CONFIG_ERROR_EXIT);
+    } else if (!stopping && !listened.has(worker.id)) {
+      logger.fatal(
+        { pid: worker.process.pid, code, signal },
+        "worker exited before it could listen; stopping",
+      );
+      stop(1);
     }
+    listened.delete(worker.id);
     if (stopping) {
       if (alive().length === 0) process.exit(exitCode);
       return;

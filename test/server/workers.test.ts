@@ -4,6 +4,7 @@
  * values; every log line names its worker, and request ids never repeat across workers.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { AUDIENCE, basic, SERVICE } from "../helpers/fixtures.js";
@@ -104,4 +105,39 @@ describe("serve --workers 2", () => {
       true,
     );
   });
+});
+
+describe("serve --workers 2 on a port already in use", () => {
+  it("exits 1 as a single process would, instead of replacing its workers forever", async () => {
+    const blocker = createServer();
+    const port = await freePort();
+    await new Promise<void>((r) => blocker.listen(port, "127.0.0.1", r));
+    try {
+      const file = await writeConfigFile(issuer.url, { host: "127.0.0.1", port });
+      const proc = spawn(
+        process.execPath,
+        ["--import", "tsx", "src/bin.ts", "serve", "--config", file, "--workers", "2"],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let text = "";
+      proc.stdout!.on("data", (d) => {
+        text += String(d);
+      });
+      const code = await new Promise<number | null>((resolve) => {
+        const timer = setTimeout(() => {
+          proc.kill("SIGKILL");
+          resolve(null);
+        }, 20_000);
+        proc.once("exit", (c) => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+      });
+      expect(code, text).toBe(1);
+      expect(text).toContain("worker exited before it could listen; stopping");
+      expect(text).not.toContain("starting a replacement");
+    } finally {
+      blocker.close();
+    }
+  }, 30_000);
 });
