@@ -277,12 +277,17 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
     signature = `checked (${credentialKind(token)}: against this service's signing key for the registry)`;
   } else if (!target) {
     signature = "not checked (the token's issuer is not a configured cluster)";
+  } else if (target.verification === "tokenReview") {
+    signature = `NOT CHECKED (offline): cluster "${target.name}" has verification: tokenReview, and explain never asks the API server; the identity below is what the token claims`;
   } else if (!live(target)) {
     signature = `NOT CHECKED (offline): the identity below is what the token claims; pass --fetch-keys to verify it against the keys of cluster "${target.name}"`;
   } else if (target.jwksFile !== undefined) {
     signature = `checked against clusters[${index}].jwksFile (${target.jwksFile})`;
   } else {
     signature = `checked against the keys of cluster "${target.name}" (fetched)`;
+  }
+  if (target !== undefined && kind === undefined && target.verification === "both") {
+    signature += `; the TokenReview the service also asks for (verification: both) is not made offline`;
   }
 
   const realm = new TokenRealm({
@@ -340,7 +345,10 @@ export async function checkConfigCommand(
   const warnings = [...validation.warnings];
   for (const [i, c] of config.clusters.entries()) {
     const at = `clusters[${i}] (${c.name})`;
-    if (c.jwksFile !== undefined) {
+    if (c.verification === "tokenReview") {
+      // Its tokens are authenticated by the API server's TokenReview: no key of its is ever used.
+      lines.push(`${at}: verification: tokenReview (no keys used; the API server reviews every token)\n`);
+    } else if (c.jwksFile !== undefined) {
       if (missing.has(c.jwksFile)) continue;
       const keys = readJwksFile(c.jwksFile, `clusters[${i}].jwksFile`, errors, warnings);
       if (keys !== undefined) lines.push(`${at}: ${keys} key(s) from ${c.jwksFile}\n`);

@@ -239,6 +239,25 @@ policy: { rules: [], defaultDeny: true }
   });
 });
 
+describe("check-config for a tokenReview-only cluster", () => {
+  it("fetches no keys it never uses, even with --fetch-keys, and says why", async () => {
+    write("api-token", "t");
+    const file = configFile(
+      "review-only.yaml",
+      `[{ name: review, issuer: "http://127.0.0.1:9", audiences: [registry.example.com], verification: tokenReview, apiServer: { url: "https://127.0.0.1:9", bearerTokenFile: ${join(dir, "api-token")} } }]`,
+      RULES,
+    );
+    expect(await checkConfigCommand({ config: file, fetchKeys: true })).toEqual({
+      stdout:
+        `registries[0] (registry.example.com): signing key ES256, kid ${kid}\n` +
+        "clusters[0] (review): verification: tokenReview (no keys used; the API server reviews every token)\n" +
+        "ok: 1 cluster(s), 1 registry, 2 rule(s)\n",
+      stderr: "",
+      code: 0,
+    });
+  });
+});
+
 describe("check-config: every problem in one run", () => {
   it("a file with several mistakes: each reported, with the key probably meant and the unit", async () => {
     const file = write(
