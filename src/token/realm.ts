@@ -390,6 +390,10 @@ export class TokenRealm {
     }
     this.stats.identityMisses++;
     const identity = await verify();
+    // A token of a `verification: tokenReview` cluster has only had its claims read (no key verified it:
+    // `verificationKey` is unset) and is authenticated by the review that follows: never stored, nor used
+    // to key rate limits, so a forged token neither fills the cache nor counts against the account it names.
+    if (identity.verificationKey === undefined) return identity;
     const ttl = Math.min(identity.expiresAt * 1000 - nowMs, IDENTITY_CACHE_MAX_MS);
     if (ttl > 0) {
       await this.#deps.store.set(key, this.#sealer.seal(key, JSON.stringify(identity), credential), ttl);
