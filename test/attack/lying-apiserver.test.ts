@@ -87,17 +87,54 @@ afterEach(async () => {
 });
 
 const LIES: Array<[string, (a: ReturnType<typeof truthful>) => void]> = [
-  ["another user", (a) => void (a.user.username = "system:serviceaccount:kube-system:admin")],
-  ["another uid", (a) => void (a.user.uid = "00000000-0000-0000-0000-000000000000")],
-  ["another audience", (a) => void (a.audiences = ["kubernetes.default.svc"])],
-  ["no audiences", (a) => void delete a.audiences],
-  ["another pod", (a) => void (a.user.extra["authentication.kubernetes.io/pod-name"] = ["other-pod"])],
-  ["two pod uids", (a) => void (a.user.extra["authentication.kubernetes.io/pod-uid"] = ["a", "b"])],
+  [
+    "another user",
+    (a) => {
+      a.user.username = "system:serviceaccount:kube-system:admin";
+    },
+  ],
+  [
+    "another uid",
+    (a) => {
+      a.user.uid = "00000000-0000-0000-0000-000000000000";
+    },
+  ],
+  [
+    "another audience",
+    (a) => {
+      a.audiences = ["kubernetes.default.svc"];
+    },
+  ],
+  [
+    "no audiences",
+    (a) => {
+      delete a.audiences;
+    },
+  ],
+  [
+    "another pod",
+    (a) => {
+      a.user.extra["authentication.kubernetes.io/pod-name"] = ["other-pod"];
+    },
+  ],
+  [
+    "two pod uids",
+    (a) => {
+      a.user.extra["authentication.kubernetes.io/pod-uid"] = ["a", "b"];
+    },
+  ],
   [
     "another credential id",
-    (a) => void (a.user.extra["authentication.kubernetes.io/credential-id"] = ["JTI=x"]),
+    (a) => {
+      a.user.extra["authentication.kubernetes.io/credential-id"] = ["JTI=x"];
+    },
   ],
-  ["authenticated as a string", (a) => void (a.authenticated = "true")],
+  [
+    "authenticated as a string",
+    (a) => {
+      a.authenticated = "true";
+    },
+  ],
 ];
 
 describe("a lying API server cannot authenticate a token as something else", () => {
