@@ -309,6 +309,19 @@ export class TokenRealm {
         );
       }
       const identity = await derived("refresh");
+      // Re-checked on every use, as for exchange credentials: the audience its source token was accepted
+      // for (a service-account token's, or an exchange credential's provider audience) must still be.
+      const cluster = this.#deps.config.clusters.find((c) => c.name === identity.cluster);
+      const accepted = [
+        ...(registry.audiences ?? cluster?.audiences ?? []),
+        ...credentialProviderAudiencesFor(this.#deps.config, registry),
+      ];
+      if (!identity.audiences.some((a) => accepted.includes(a))) {
+        throw new ExchangeError(
+          "invalid_audience",
+          "refresh token was derived from a token whose audience this registry does not accept",
+        );
+      }
       // The cap holds for refresh tokens minted under an earlier, longer setting too.
       return {
         ...identity,
