@@ -23,7 +23,6 @@ import { createLogger, requestIdGenerator } from "./plugins/logging.js";
 import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
 import { NODE_MAX_HEADER_SIZE, registerRequestLimits } from "./plugins/request-limits.js";
-import { closeSilentConnections } from "./plugins/silent-connections.js";
 import { registerCredentialProviderRoutes } from "./routes/credential-provider.js";
 import { registerExplainRoutes } from "./routes/explain.js";
 import { registerHealthRoutes } from "./routes/health.js";
@@ -138,7 +137,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
         https: {
           key: readFileSync(config.server.tls.keyFile),
           cert: readFileSync(config.server.tls.certFile),
-          // A connection without a TLS handshake is closed as a silent plain-HTTP one is (below).
+          // A connection without a TLS handshake is closed like one without request headers (Node's
+          // default handshake timeout is 120 s; headersTimeout only starts once the handshake is done).
           handshakeTimeout: config.server.headersTimeoutMs,
           maxHeaderSize: NODE_MAX_HEADER_SIZE,
           connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
@@ -175,7 +175,6 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   // Node's own guard against clients that never finish their headers (fastify has no option for it).
   app.server.headersTimeout = config.server.headersTimeoutMs;
-  if (!config.server.tls) closeSilentConnections(app.server, config.server.headersTimeoutMs);
   app.decorate("exchange", {
     getter: (): AppContext => ({
       realm: runtime.current.realm,
