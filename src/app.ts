@@ -137,6 +137,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
         https: {
           key: readFileSync(config.server.tls.keyFile),
           cert: readFileSync(config.server.tls.certFile),
+          // A connection without a TLS handshake is closed like one without request headers (Node's
+          // default handshake timeout is 120 s; headersTimeout only starts once the handshake is done).
+          handshakeTimeout: config.server.headersTimeoutMs,
           maxHeaderSize: NODE_MAX_HEADER_SIZE,
           connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
         },

@@ -304,7 +304,8 @@ export function buildProgram(): Command {
 /** Prints a command's output; a non-zero code becomes the exit status once the output is flushed. */
 function printResult(result: CommandResult): void {
   process.stdout.write(result.stdout);
-  process.stderr.write(result.stderr);
+  // Errors may quote what was typed (a path that was really a token): masked like usage errors.
+  process.stderr.write(maskCredentials(result.stderr));
   if (result.code !== 0) process.exitCode = result.code;
 }
 
@@ -327,10 +328,13 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
     if (err instanceof ConfigError) {
-      for (const p of err.problems) process.stderr.write(`config error: ${p}\n`);
+      // A token pasted where a path was expected is echoed by "cannot read <path>": masked like usage errors.
+      for (const p of err.problems) process.stderr.write(`config error: ${maskCredentials(p)}\n`);
       process.exit(2);
     }
-    process.stderr.write(`error: ${(err as Error).message?.split("\n")[0] ?? String(err)}\n`);
+    process.stderr.write(
+      `error: ${maskCredentials((err as Error).message?.split("\n")[0] ?? String(err))}\n`,
+    );
     process.exit(1);
   }
 }

@@ -207,6 +207,9 @@ interface SharedKeySet {
   expiresAt: number;
 }
 
+/** Sealed value of a shared unknown-`kid` marker: this prefix, then its expiry (epoch ms). */
+const UNKNOWN_MARKER = "unknown-until:";
+
 /** How long a replica holds the cross-replica fetch lock at most, ms. */
 const FETCH_LOCK_MS = 5_000;
 /** How often a replica that lost the lock looks for the winner's result, ms. */
@@ -468,8 +471,9 @@ export class ClusterKeySet {
 
   /**
    * Shared unknown-`kid` marker: named by an HMAC of the trust source and the `kid`, its value sealed to
-   * that name, so someone who can write Redis but lacks the service secret cannot mark a real `kid`
-   * unknown (which would delay a rotation's new key) nor learn which `kid`s were tried.
+   * that name and holding its own expiry (`unknown-until:<epoch ms>`), so someone who can write Redis but
+   * lacks the service secret cannot mark a real `kid` unknown (which would delay a rotation's new key),
+   * keep a genuine marker past `jwks.unknownKidRefillSeconds`, nor learn which `kid`s were tried.
    */
   #unknownKey(kid: string): string {
     const s = this.#sharing!;
@@ -480,14 +484,18 @@ export class ClusterKeySet {
     const s = this.#sharing;
     if (!s) return false;
     const name = this.#unknownKey(kid);
-    return s.sealer.open(name, await s.store.get(name)) === "unknown";
+    // The expiry inside the sealed value bounds the marker whatever its TTL in the store says (a writer
+    // can PERSIST a genuine marker, which anyone can cause by sending a token naming the kid).
+    const value = s.sealer.open(name, await s.store.get(name));
+    const until = value?.startsWith(UNKNOWN_MARKER) ? Number(value.slice(UNKNOWN_MARKER.length)) : Number.NaN;
+    return until > this.#deps.now();
   }
 
   async #markSharedUnknown(kid: string, ttlMs: number): Promise<void> {
     const s = this.#sharing;
     if (!s) return;
     const name = this.#unknownKey(kid);
-    await s.store.set(name, s.sealer.seal(name, "unknown"), ttlMs);
+    await s.store.set(name, s.sealer.seal(name, `${UNKNOWN_MARKER}${this.#deps.now() + ttlMs}`), ttlMs);
   }
 
   /**

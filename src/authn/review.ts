@@ -20,6 +20,8 @@
  *   object's `metadata.uid` must equal the token's service-account uid (a recreated account differs).
  * - Failures of the API server fail closed: `token_review_unavailable` (401), or `rate_limited` (429 with
  *   the API server's `Retry-After`) when it answered 429. Each is logged, counted and shown in `/readyz`.
+ * - Messages a caller sees name no cluster (with `verification: tokenReview` anyone can send a token
+ *   whose unverified claims name a trusted issuer); the cluster goes to `logDetail` (the access line).
  * - Credentials derived from a reviewed token carry it sealed ({@link ClusterReviewer.sealSource}) and
  *   are reviewed again through the same cache on every use, so they stop working within
  *   `review.cacheTtlSeconds` + `review.timeoutMs` of the API server refusing their source token.
@@ -203,10 +205,10 @@ export class ClusterReviewer {
     if (derived) {
       const opened = this.#openSource(identity.reviewSource);
       if (!opened) {
-        throw refused(
-          `this credential carries no token the cluster "${cluster.name}" can review; request a new one`,
-          { cluster: cluster.name, reason: "derived credential without a sealed source" },
-        );
+        throw refused("this credential carries no token the cluster can review; request a new one", {
+          cluster: cluster.name,
+          reason: "derived credential without a sealed source",
+        });
       }
       token = opened.t;
       asked = opened.a;
@@ -354,7 +356,7 @@ export class ClusterReviewer {
         { cluster: cluster.name, reviewError: why, jti: jtiOf(token) },
         "token review refused",
       );
-      throw refused(`the cluster "${cluster.name}" refused the token: ${safeEcho(why, 200)}`, {
+      throw refused(`the cluster refused the token: ${safeEcho(why, 200)}`, {
         cluster: cluster.name,
         reason: why,
       });
@@ -417,18 +419,14 @@ export class ClusterReviewer {
     );
     const logDetail = { cluster: cluster.name, call, failure: e.failure, status: e.status };
     if (e.failure === "rate_limited") {
-      return new ExchangeError(
-        "rate_limited",
-        `the API server of cluster "${cluster.name}" is rate limiting this service; retry later`,
-        {
-          logDetail,
-          retryAfterSeconds: Math.min(MAX_RETRY_AFTER_SECONDS, e.retryAfterSeconds ?? 1),
-        },
-      );
+      return new ExchangeError("rate_limited", "the API server is rate limiting this service; retry later", {
+        logDetail,
+        retryAfterSeconds: Math.min(MAX_RETRY_AFTER_SECONDS, e.retryAfterSeconds ?? 1),
+      });
     }
     return new ExchangeError(
       "token_review_unavailable",
-      `the API server of cluster "${cluster.name}" cannot review the token right now (${e.failure})`,
+      `the API server cannot review the token right now (${e.failure})`,
       { logDetail, cause: err },
     );
   }

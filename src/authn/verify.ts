@@ -7,7 +7,7 @@
  * `kid` is empty or absent) -> signature (node:crypto, `authn/jws.ts`) -> `iss`, `aud`, `iat`, `exp`, `nbf`
  * with leeway -> `iat` not in the future -> `sub` and the `kubernetes.io` claim agree.
  */
-import type { ClusterConfig } from "../config/schema.js";
+import { apiServerAudiences, type ClusterConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
 import type { ClusterKeySet, VerificationKey } from "./jwks.js";
 import {
@@ -298,6 +298,19 @@ export class ServiceAccountVerifier {
       nowSeconds: Math.floor(nowMs / 1000),
     });
     if (failure) throw claimError(failure, cluster, accepted);
+    // A token that the API server also accepts would make this service a place to steal API credentials:
+    // refused like an API-server audience in the config (config/schema.ts), unless the cluster opts in.
+    if (!cluster.allowApiServerAudience) {
+      const api = apiServerAudiences(cluster.issuer);
+      const aud = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
+      if (aud.some((a) => typeof a === "string" && api.includes(a.replace(/\/+$/, "").toLowerCase()))) {
+        throw fail(
+          "invalid_audience",
+          `"aud" claim also contains an audience of the Kubernetes API server: request a token for this service's audience only`,
+          { detail: `cluster "${cluster.name}" (clusters[].allowApiServerAudience is false)` },
+        );
+      }
+    }
     return toIdentity(payload, cluster, nowMs);
   }
 }

@@ -309,6 +309,19 @@ export class TokenRealm {
         );
       }
       const identity = await derived("refresh");
+      // Re-checked on every use, as for exchange credentials: the audience its source token was accepted
+      // for (a service-account token's, or an exchange credential's provider audience) must still be.
+      const cluster = this.#deps.config.clusters.find((c) => c.name === identity.cluster);
+      const accepted = [
+        ...(registry.audiences ?? cluster?.audiences ?? []),
+        ...credentialProviderAudiencesFor(this.#deps.config, registry),
+      ];
+      if (!identity.audiences.some((a) => accepted.includes(a))) {
+        throw new ExchangeError(
+          "invalid_audience",
+          "refresh token was derived from a token whose audience this registry does not accept",
+        );
+      }
       // The cap holds for refresh tokens minted under an earlier, longer setting too.
       return {
         ...identity,
@@ -390,6 +403,10 @@ export class TokenRealm {
     }
     this.stats.identityMisses++;
     const identity = await verify();
+    // A token of a `verification: tokenReview` cluster has only had its claims read (no key verified it:
+    // `verificationKey` is unset) and is authenticated by the review that follows: never stored, nor used
+    // to key rate limits, so a forged token neither fills the cache nor counts against the account it names.
+    if (identity.verificationKey === undefined) return identity;
     const ttl = Math.min(identity.expiresAt * 1000 - nowMs, IDENTITY_CACHE_MAX_MS);
     if (ttl > 0) {
       await this.#deps.store.set(key, this.#sealer.seal(key, JSON.stringify(identity), credential), ttl);

@@ -17,8 +17,7 @@ afterEach(async () => {
   env = undefined;
 });
 
-const unavailable = (failure: string) =>
-  `the API server of cluster "kind" cannot review the token right now (${failure})`;
+const unavailable = (failure: string) => `the API server cannot review the token right now (${failure})`;
 
 async function metric(e: ReviewEnv, line: string): Promise<string | undefined> {
   const body = (await e.app.inject({ url: "/metrics" })).body;
@@ -114,7 +113,7 @@ describe("API server failures fail closed", () => {
       dockerError(
         "TOOMANYREQUESTS",
         "rate_limited",
-        'the API server of cluster "kind" is rate limiting this service; retry later',
+        "the API server is rate limiting this service; retry later",
       ),
     );
     expect(
@@ -145,7 +144,7 @@ describe("API server failures fail closed", () => {
       dockerError(
         "UNAUTHORIZED",
         "token_review_unavailable",
-        'the API server of cluster "kind" cannot review the token right now (forbidden)',
+        "the API server cannot review the token right now (forbidden)",
       ),
     );
     expect(

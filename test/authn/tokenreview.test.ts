@@ -149,7 +149,7 @@ describe("verification: tokenReview", () => {
       code: "token_review_refused",
       statusCode: 401,
       message:
-        'the cluster "kind" refused the token: [invalid bearer token, token audiences ["rte-provider"] is invalid for the target audiences ["registry.test"]]',
+        'the cluster refused the token: [invalid bearer token, token audiences ["rte-provider"] is invalid for the target audiences ["registry.test"]]',
     });
   });
 
@@ -222,7 +222,7 @@ describe("a deleted pod stops pulling within review.cacheTtlSeconds (+ review.ti
     const refused = dockerError(
       "UNAUTHORIZED",
       "token_review_refused",
-      'the cluster "kind" refused the token: [invalid bearer token, service account token has been invalidated]',
+      "the cluster refused the token: [invalid bearer token, service account token has been invalidated]",
     );
     const viaCredential = await tokenGet(env.app, credential);
     expect(viaCredential.statusCode).toBe(401);
@@ -246,7 +246,7 @@ describe("a deleted pod stops pulling within review.cacheTtlSeconds (+ review.ti
       expect(viaRefresh.json()).toEqual(
         oauthError(
           "invalid_grant",
-          'the cluster "kind" refused the token: [invalid bearer token, service account token has been invalidated]',
+          "the cluster refused the token: [invalid bearer token, service account token has been invalidated]",
         ),
       );
     }
@@ -270,7 +270,7 @@ describe("a deleted pod stops pulling within review.cacheTtlSeconds (+ review.ti
       dockerError(
         "UNAUTHORIZED",
         "token_review_refused",
-        'this credential carries no token the cluster "kind" can review; request a new one',
+        "this credential carries no token the cluster can review; request a new one",
       ),
     );
   });
@@ -288,7 +288,7 @@ describe("a recreated service account (same name, new uid)", () => {
       dockerError(
         "UNAUTHORIZED",
         "token_review_refused",
-        `the cluster "kind" refused the token: [invalid bearer token, service account UID (${NEW_UID}) does not match claim (${SA_UID})]`,
+        `the cluster refused the token: [invalid bearer token, service account UID (${NEW_UID}) does not match claim (${SA_UID})]`,
       ),
     );
   });
