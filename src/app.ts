@@ -23,6 +23,7 @@ import { createLogger, requestIdGenerator } from "./plugins/logging.js";
 import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
 import { NODE_MAX_HEADER_SIZE, registerRequestLimits } from "./plugins/request-limits.js";
+import type { TokenRealm } from "./realm/realm.js";
 import { registerCredentialProviderRoutes } from "./routes/credential-provider.js";
 import { registerExplainRoutes } from "./routes/explain.js";
 import { registerHealthRoutes } from "./routes/health.js";
@@ -30,7 +31,6 @@ import { registerKeyRoutes } from "./routes/keys.js";
 import { loadOpenApiDocument, registerOpenApiRoute } from "./routes/openapi.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { buildRuntime, type RuntimeBase, RuntimeHolder } from "./runtime.js";
-import type { TokenRealm } from "./token/realm.js";
 import type { SigningKey } from "./token/signing.js";
 
 /**

@@ -26,12 +26,12 @@ import { ServiceAccountVerifier } from "./authn/verify.js";
 import { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
-import { CredentialProviderExchange } from "./credential-provider/exchange.js";
+import { libtrustKeyId } from "./jose/kid.js";
 import type { ServiceMetrics } from "./plugins/metrics.js";
 import type { Policy } from "./policy/engine.js";
 import { loadPolicy } from "./policy/validate.js";
-import { libtrustKeyId } from "./token/keyid.js";
-import { TokenRealm } from "./token/realm.js";
+import { CredentialProviderExchange } from "./realm/credential-provider.js";
+import { TokenRealm } from "./realm/realm.js";
 import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./token/signing.js";
 
 /** Everything that depends on one config version. */

@@ -187,7 +187,7 @@ export async function startServer(
   return { app, url, close };
 }
 
-/** Exit status of a worker whose configuration is invalid (see `cli.ts`): restarting it cannot help. */
+/** Exit status of a worker whose configuration is invalid (see `cli/index.ts`): restarting it cannot help. */
 const CONFIG_ERROR_EXIT = 2;
 
 /**

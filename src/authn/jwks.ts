@@ -25,8 +25,8 @@ import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError } from "../errors.js";
+import { kubernetesKeyId } from "../jose/kid.js";
 import { JsonFetcher } from "./fetch.js";
-import { kubernetesKeyId } from "./kid.js";
 
 /** A usable verification key from a JWKS. */
 export interface VerificationKey {

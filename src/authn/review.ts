@@ -29,7 +29,7 @@ import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig, Config } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import { decodeCompactJws } from "./jws.js";
+import { decodeCompactJws } from "../jose/jws.js";
 import {
   KubeApiClient,
   KubeApiError,

@@ -4,12 +4,11 @@
  *
  * Order of checks: shape and size -> unverified `iss` picks the cluster (legacy Secret-based tokens are
  * refused here) -> `alg` against the cluster's allowlist -> key by `kid` (or every key fitting `alg` when
- * `kid` is empty or absent) -> signature (node:crypto, `authn/jws.ts`) -> `iss`, `aud`, `iat`, `exp`, `nbf`
+ * `kid` is empty or absent) -> signature (node:crypto, `jose/jws.ts`) -> `iss`, `aud`, `iat`, `exp`, `nbf`
  * with leeway -> `iat` not in the future -> `sub` and the `kubernetes.io` claim agree.
  */
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import type { ClusterKeySet, VerificationKey } from "./jwks.js";
 import {
   type ClaimFailure,
   checkClaims,
@@ -18,8 +17,9 @@ import {
   isJwsAlgorithm,
   JwsFormatError,
   verifyJwsSignature,
-} from "./jws.js";
-import { kubernetesKeyId } from "./kid.js";
+} from "../jose/jws.js";
+import { kubernetesKeyId } from "../jose/kid.js";
+import type { ClusterKeySet, VerificationKey } from "./jwks.js";
 
 /** A verified Kubernetes workload identity. */
 export interface Identity {

@@ -17,7 +17,7 @@ import { parseAuthorization } from "../authn/credentials.js";
 import { pauseRedis, type RedisClient, redisUsable } from "../cache/redis.js";
 import type { Config } from "../config/schema.js";
 import { ExchangeError } from "../errors.js";
-import type { TokenRealm } from "../token/realm.js";
+import type { TokenRealm } from "../realm/realm.js";
 
 /** Paths that are rate limited (the token realm and the exchange endpoints). */
 export const LIMITED = /^\/(token|v1\/)/;

@@ -4,12 +4,12 @@
  * Body: a `CredentialProviderRequest` (credentialprovider.kubelet.k8s.io/v1) exactly as kubelet wrote it
  * to the plugin's stdin; answer: the `CredentialProviderResponse` the plugin prints. Errors in the
  * distribution format used by the GET realm (`{"errors":[{code, message, detail:{reason}}]}`).
- * Thin adapter: the work is in `credential-provider/exchange.ts`.
+ * Thin adapter: the work is in `realm/credential-provider.ts`.
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import type { CredentialProviderExchange } from "../credential-provider/exchange.js";
 import { ExchangeError } from "../errors.js";
 import { auditToAccessLog } from "../plugins/access-log.js";
+import type { CredentialProviderExchange } from "../realm/credential-provider.js";
 import { noStore, requestMediaType } from "./token.js";
 
 /** The endpoint path. */

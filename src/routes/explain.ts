@@ -15,7 +15,7 @@ import { requireAuthorization } from "../authn/credentials.js";
 import { annotateAccessLog } from "../plugins/access-log.js";
 import { credentialKind, explain } from "../policy/explain.js";
 import { parseScopes } from "../policy/scope.js";
-import type { TokenRealm } from "../token/realm.js";
+import type { TokenRealm } from "../realm/realm.js";
 import { noStore, type Params, repeatedParam, requireService } from "./token.js";
 
 /** The endpoint path. */

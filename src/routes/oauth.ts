@@ -16,7 +16,7 @@
 import { ExchangeError, isExchangeError, safeEcho } from "../errors.js";
 import type { AuditSink } from "../plugins/access-log.js";
 import { parseScopes } from "../policy/scope.js";
-import type { IssueResult, TokenRealm } from "../token/realm.js";
+import type { IssueResult, TokenRealm } from "../realm/realm.js";
 import { type Params, postResponse, repeatedParam, requireService, singleParam } from "./token.js";
 
 /** RFC 6749 §4.3 resource owner password credentials grant. */

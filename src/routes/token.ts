@@ -6,7 +6,7 @@
  * - `POST /token` form: `grant_type=password` (what containerd sends), `refresh_token`, RFC 8693
  *   token exchange (see `oauth.ts`); answers `{access_token, token_type, scope, expires_in, issued_at}`
  *   (+ `refresh_token` with `access_type=offline`); errors per RFC 6749 §5.2.
- * Thin adapters: parsing lives in `authn/credentials.ts` and `policy/scope.ts`, the work in `token/realm.ts`.
+ * Thin adapters: parsing lives in `authn/credentials.ts` and `policy/scope.ts`, the work in `realm/realm.ts`.
  */
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -14,7 +14,7 @@ import { requireAuthorization } from "../authn/credentials.js";
 import { ExchangeError } from "../errors.js";
 import { auditToAccessLog } from "../plugins/access-log.js";
 import { parseScopes } from "../policy/scope.js";
-import type { IssueResult, TokenRealm } from "../token/realm.js";
+import type { IssueResult, TokenRealm } from "../realm/realm.js";
 import { runGrant } from "./oauth.js";
 
 /** Parsed query or form parameters (a repeated parameter is an array). */

@@ -25,18 +25,17 @@
  * the cluster's trusted key set on every use, so removing a cluster key revokes what it vouched for.
  */
 import { randomUUID } from "node:crypto";
+import { type Identity, OWN_KEY_PREFIX } from "../authn/verify.js";
+import { RESERVED_URN_PREFIX, type RegistryConfig } from "../config/schema.js";
+import { type ErrorCode, ExchangeError } from "../errors.js";
 import {
-  base64urlJson,
   type ClaimFailure,
   checkClaims,
   type DecodedJws,
   decodeCompactJws,
-  signCompactJws,
   verifyJwsSignature,
-} from "../authn/jws.js";
-import { type Identity, OWN_KEY_PREFIX } from "../authn/verify.js";
-import { RESERVED_URN_PREFIX, type RegistryConfig } from "../config/schema.js";
-import { type ErrorCode, ExchangeError } from "../errors.js";
+} from "../jose/jws.js";
+import { base64urlJson, signCompactJws } from "../jose/sign.js";
 import { timeClaims } from "./mint.js";
 import type { PublishedKey, SigningKey } from "./signing.js";
 

@@ -7,8 +7,8 @@
  * `nbf` is set a few seconds in the past against clock skew between us and the registry (docker_auth#41).
  */
 import { randomUUID } from "node:crypto";
-import { base64urlJson, signCompactJws } from "../authn/jws.js";
 import type { Action } from "../config/schema.js";
+import { base64urlJson, signCompactJws } from "../jose/sign.js";
 import type { SigningKey } from "./signing.js";
 
 /** One entry of the `access` claim. */
@@ -73,7 +73,7 @@ export async function mintRegistryToken(key: SigningKey, req: MintRequest): Prom
   const iat = Math.floor(req.nowMs / 1000);
   const exp = Math.floor(Math.min(iat + req.ttlSeconds, req.notAfter));
   const jti = randomUUID();
-  // Signed with node:crypto (authn/jws.ts): jose 6 signs through WebCrypto, which hands each signature to
+  // Signed with node:crypto (jose/sign.ts): jose 6 signs through WebCrypto, which hands each signature to
   // the libuv thread pool and costs 2.4x the CPU (bench/README.md).
   let header = encodedHeaders.get(key);
   if (header === undefined) {

@@ -1,6 +1,6 @@
 /**
  * `registries[].audiences` on the credential-provider path (src/config/schema.ts
- * `credentialProviderAudiencesFor`, src/credential-provider/exchange.ts, src/token/realm.ts). A registry
+ * `credentialProviderAudiencesFor`, src/realm/credential-provider.ts, src/realm/realm.ts). A registry
  * that restricts the audiences of the tokens used at it gets the same restriction for exchange
  * credentials: it is served at `/v1/credential-provider` only for the provider audiences it names itself
  * (`registries[].credentialProviderAudiences`), never for the global `credentialProvider.audiences`; and

@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { decodeJwt, decodeProtectedHeader, importJWK, type JWK, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { libtrustKeyId } from "../../src/token/keyid.js";
+import { libtrustKeyId } from "../../src/jose/kid.js";
 import { AUDIENCE, basic, capturingLogger, SERVICE, type TestEnv, testEnv } from "../helpers/fixtures.js";
 
 describe("GET /token", () => {

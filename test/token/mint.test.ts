@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { decodeProtectedHeader, jwtVerify } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/errors.js";
-import { libtrustKeyId } from "../../src/token/keyid.js";
+import { libtrustKeyId } from "../../src/jose/kid.js";
 import { mintRegistryToken, NOT_BEFORE_SKEW_SECONDS } from "../../src/token/mint.js";
 import {
   algorithmFor,

@@ -20,21 +20,21 @@ import cluster from "node:cluster";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
-import { versionLine } from "./build-info.js";
-import { loadConfigFile } from "./config/load.js";
-import { ConfigError } from "./errors.js";
-import { LocalIssuer } from "./local/issuer.js";
+import { versionLine } from "../build-info.js";
+import { loadConfigFile } from "../config/load.js";
+import { ConfigError } from "../errors.js";
+import { LocalIssuer } from "../local/issuer.js";
 import {
   LOCAL_CREDENTIAL_PROVIDER_AUDIENCE,
   LOCAL_ISSUER_PREFIX,
   LOCAL_SERVICE,
   prepareLocalMode,
-} from "./local/mode.js";
-import { contributeRegistries } from "./plugins/cluster-metrics.js";
-import { createLogger } from "./plugins/logging.js";
-import { type CommandResult, checkConfigCommand, explainCommand } from "./policy/commands.js";
-import { runWorkers, startServer } from "./server.js";
-import { generateSigningKeyFiles, loadSigningKey } from "./token/signing.js";
+} from "../local/mode.js";
+import { contributeRegistries } from "../plugins/cluster-metrics.js";
+import { createLogger } from "../plugins/logging.js";
+import { runWorkers, startServer } from "../server.js";
+import { generateSigningKeyFiles, loadSigningKey } from "../token/signing.js";
+import { type CommandResult, checkConfigCommand, explainCommand } from "./commands.js";
 
 const DEFAULT_STATE_DIR = ".local";
 
@@ -266,7 +266,7 @@ export function buildProgram(): Command {
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .action(async (opts: { url: string; caFile?: string; timeout: number; attemptTimeout: number }) => {
       // Loaded lazily: the plugin runs once per image pull and needs none of the server's modules.
-      const { PluginError, readAll, runCredentialProvider } = await import("./credential-provider/plugin.js");
+      const { PluginError, readAll, runCredentialProvider } = await import("./credential-provider.js");
       let output: string;
       try {
         output = await runCredentialProvider(await readAll(process.stdin), {

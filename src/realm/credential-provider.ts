@@ -22,11 +22,11 @@
 import type { Logger } from "pino";
 import type { Identity } from "../authn/verify.js";
 import type { Config, RegistryConfig } from "../config/schema.js";
+import { parseImageReference } from "../credential-provider/image.js";
 import { ExchangeError, safeEcho } from "../errors.js";
 import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
 import type { Policy } from "../policy/engine.js";
-import { MIN_CREDENTIAL_LIFETIME_SECONDS, type TokenRealm } from "../token/realm.js";
-import { parseImageReference } from "./image.js";
+import { MIN_CREDENTIAL_LIFETIME_SECONDS, type TokenRealm } from "./realm.js";
 
 /** The only API version that carries a service-account token (kubelet refuses tokenAttributes otherwise). */
 export const CREDENTIAL_PROVIDER_API_VERSION = "credentialprovider.kubelet.k8s.io/v1";

@@ -14,9 +14,15 @@ import { ExchangeError, safeEcho } from "../errors.js";
 import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
-import { DERIVED_KINDS, type DerivedKind, derivedKindOf, mintDerived, verifyDerived } from "./derived.js";
-import { type AccessEntry, mintRegistryToken } from "./mint.js";
-import type { PublishedKey, SigningKey } from "./signing.js";
+import {
+  DERIVED_KINDS,
+  type DerivedKind,
+  derivedKindOf,
+  mintDerived,
+  verifyDerived,
+} from "../token/derived.js";
+import { type AccessEntry, mintRegistryToken } from "../token/mint.js";
+import type { PublishedKey, SigningKey } from "../token/signing.js";
 
 /**
  * How a credential was presented: as a password (Basic, Bearer, `grant_type=password`, RFC 8693

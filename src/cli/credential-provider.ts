@@ -11,7 +11,7 @@
  * - fails at once on anything else (4xx, TLS errors, an unknown host) with one line on stderr; a
  *   certificate that is not trusted names the option that fixes it (`--ca-file`), in the same words as
  *   the sh plugin (`authn/tls-advice.ts`);
- * - exits 0 on success, 1 on any failure, 2 on a usage error (the CLI in `cli.ts`), like the sh plugin;
+ * - exits 0 on success, 1 on any failure, 2 on a usage error (the CLI in `cli/index.ts`), like the sh plugin;
  * - never prints or logs the service-account token or the credential except the answer on stdout.
  */
 import { readFileSync } from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * The `explain` and `check-config` commands (wired in `cli.ts`), returning their output instead of
+ * The `explain` and `check-config` commands (wired in `cli/index.ts`), returning their output instead of
  * printing it so tests can assert it exactly.
  *
  * `explain --config FILE --token FILE|- [--scope S]... [--service S] [--fetch-keys]` runs the service's own
@@ -24,20 +24,20 @@ import { readFileSync } from "node:fs";
 import { decodeJwt } from "jose";
 import pino from "pino";
 import { ClusterKeySet, parseJwks, type VerificationKey } from "../authn/jwks.js";
-import { isJwsAlgorithm, type JwsAlgorithm } from "../authn/jws.js";
 import { classifyTlsFailure, tlsAdvice } from "../authn/tls-advice.js";
 import { ServiceAccountVerifier } from "../authn/verify.js";
 import { MemoryStore } from "../cache/store.js";
 import { inspectConfigFile, loadConfigFile } from "../config/load.js";
 import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../config/schema.js";
 import { ConfigError, ExchangeError } from "../errors.js";
+import { isJwsAlgorithm, type JwsAlgorithm } from "../jose/jws.js";
+import { Policy } from "../policy/engine.js";
+import { credentialKind, explain, formatExplanation } from "../policy/explain.js";
+import { parseScopes } from "../policy/scope.js";
+import { validatePolicy } from "../policy/validate.js";
+import { TokenRealm } from "../realm/realm.js";
 import { derivedKindOf } from "../token/derived.js";
-import { TokenRealm } from "../token/realm.js";
 import { loadPublishedKey, loadSigningKey, type SigningKey } from "../token/signing.js";
-import { Policy } from "./engine.js";
-import { credentialKind, explain, formatExplanation } from "./explain.js";
-import { parseScopes } from "./scope.js";
-import { validatePolicy } from "./validate.js";
 
 /** What a command printed and its exit code. */
 export interface CommandResult {
