@@ -14,6 +14,7 @@ import type { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
 import { ExchangeError } from "./errors.js";
+import type { SigningKey } from "./jose/signing-key.js";
 import type { LocalIssuer } from "./local/issuer.js";
 import { accessLogController, registerAccessLog } from "./plugins/access-log.js";
 import { registerDeniedAudit } from "./plugins/audit.js";
@@ -31,7 +32,6 @@ import { registerKeyRoutes } from "./routes/keys.js";
 import { loadOpenApiDocument, registerOpenApiRoute } from "./routes/openapi.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { buildRuntime, type RuntimeBase, RuntimeHolder } from "./runtime.js";
-import type { SigningKey } from "./token/signing.js";
 
 /**
  * How often Node enforces `headersTimeout` and `requestTimeout` on open connections, ms. Node's default

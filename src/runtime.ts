@@ -27,12 +27,12 @@ import { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
 import { libtrustKeyId } from "./jose/kid.js";
+import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./jose/signing-key.js";
 import type { ServiceMetrics } from "./plugins/metrics.js";
 import type { Policy } from "./policy/engine.js";
 import { loadPolicy } from "./policy/validate.js";
 import { CredentialProviderExchange } from "./realm/credential-provider.js";
 import { TokenRealm } from "./realm/realm.js";
-import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./token/signing.js";
 
 /** Everything that depends on one config version. */
 export interface Runtime {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Redis } from "ioredis";
 import type { JSONWebKeySet } from "jose";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { generateSigningKeyFiles } from "../../src/token/signing.js";
+import { generateSigningKeyFiles } from "../../src/jose/signing-key.js";
 import { type StandInApiServer, startStandInApiServer } from "../../test/helpers/apiserver.js";
 import { freePort, SpawnedRedis } from "../../test/helpers/redis.js";
 import { type Child, ROOT, runNodeJson, startNode, waitReady } from "./procs.js";

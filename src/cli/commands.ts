@@ -23,6 +23,7 @@ import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { decodeJwt } from "jose";
 import pino from "pino";
+import { derivedKindOf } from "../authn/derived.js";
 import { ClusterKeySet, parseJwks, type VerificationKey } from "../authn/jwks.js";
 import { classifyTlsFailure, tlsAdvice } from "../authn/tls-advice.js";
 import { ServiceAccountVerifier } from "../authn/verify.js";
@@ -31,13 +32,12 @@ import { inspectConfigFile, loadConfigFile } from "../config/load.js";
 import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../config/schema.js";
 import { ConfigError, ExchangeError } from "../errors.js";
 import { isJwsAlgorithm, type JwsAlgorithm } from "../jose/jws.js";
+import { loadPublishedKey, loadSigningKey, type SigningKey } from "../jose/signing-key.js";
 import { Policy } from "../policy/engine.js";
 import { credentialKind, explain, formatExplanation } from "../policy/explain.js";
 import { parseScopes } from "../policy/scope.js";
 import { validatePolicy } from "../policy/validate.js";
 import { TokenRealm } from "../realm/realm.js";
-import { derivedKindOf } from "../token/derived.js";
-import { loadPublishedKey, loadSigningKey, type SigningKey } from "../token/signing.js";
 
 /** What a command printed and its exit code. */
 export interface CommandResult {

@@ -23,6 +23,7 @@ import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { versionLine } from "../build-info.js";
 import { loadConfigFile } from "../config/load.js";
 import { ConfigError } from "../errors.js";
+import { generateSigningKeyFiles, loadSigningKey } from "../jose/signing-key.js";
 import { LocalIssuer } from "../local/issuer.js";
 import {
   LOCAL_CREDENTIAL_PROVIDER_AUDIENCE,
@@ -33,7 +34,6 @@ import {
 import { contributeRegistries } from "../plugins/cluster-metrics.js";
 import { createLogger } from "../plugins/logging.js";
 import { runWorkers, startServer } from "../server.js";
-import { generateSigningKeyFiles, loadSigningKey } from "../token/signing.js";
 import { type CommandResult, checkConfigCommand, explainCommand } from "./commands.js";
 
 const DEFAULT_STATE_DIR = ".local";

@@ -20,8 +20,8 @@ import type { ClusterKeySet } from "../authn/jwks.js";
 import { BUILD_INFO } from "../build-info.js";
 import type { RedisClient } from "../cache/redis.js";
 import type { ErrorCode } from "../errors.js";
+import type { SigningKey } from "../jose/signing-key.js";
 import type { RealmStats } from "../realm/realm.js";
-import type { SigningKey } from "../token/signing.js";
 import { aggregatedMetrics, contributeRegistries, inClusterWorker } from "./cluster-metrics.js";
 import { toExchangeError } from "./errors.js";
 

@@ -4,9 +4,10 @@
  * registry, and per requested scope the granted actions and the rules that allowed or denied them.
  * Never the credential itself: only claims that are safe to show (names, uids, audiences, times).
  */
+
+import { type DerivedKind, derivedKindOf } from "../authn/derived.js";
 import type { ClusterReviewSummary, Identity } from "../authn/verify.js";
 import type { Action } from "../config/schema.js";
-import { type DerivedKind, derivedKindOf } from "../token/derived.js";
 import type { Policy, ScopeDecision } from "./engine.js";
 import { formatScope } from "./scope.js";
 

@@ -9,7 +9,7 @@
  * `credentialProvider.audiences`; a registry that restricts `audiences` without provider audiences of its
  * own is refused; never a registry audience) and require it to be pod-bound (kubelet's
  * always are) -> evaluate the policy for `pull` on the image's repository -> mint an exchange credential
- * (`token/derived.ts`) bound to the identity, its annotations and that registry.
+ * (`token/derived.ts`, verified in `authn/derived.ts`) bound to the identity, its annotations and that registry.
  *
  * The answer is exactly what kubelet's strict decoder accepts (staging/src/k8s.io/kubelet/pkg/apis/
  * credentialprovider/v1/types.go): `apiVersion`, `kind`, `cacheKeyType`, `cacheDuration`, `auth`, nothing
@@ -20,12 +20,12 @@
  */
 
 import type { Logger } from "pino";
+import { type AuditSink, auditSinkOr } from "../audit.js";
 import type { Identity } from "../authn/verify.js";
 import type { Config, RegistryConfig } from "../config/schema.js";
-import { parseImageReference } from "../credential-provider/image.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
 import type { Policy } from "../policy/engine.js";
+import { parseImageReference } from "../policy/image.js";
 import { MIN_CREDENTIAL_LIFETIME_SECONDS, type TokenRealm } from "./realm.js";
 
 /** The only API version that carries a service-account token (kubelet refuses tokenAttributes otherwise). */

@@ -5,24 +5,19 @@
 
 import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
+import { type AuditSink, auditSinkOr } from "../audit.js";
+import { DERIVED_KINDS, type DerivedKind, derivedKindOf, verifyDerived } from "../authn/derived.js";
 import type { ClusterReviewer } from "../authn/review.js";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
 import { CacheSealer } from "../cache/seal.js";
 import { type CacheStore, secretKey } from "../cache/store.js";
 import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
-import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
+import type { PublishedKey, SigningKey } from "../jose/signing-key.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
-import {
-  DERIVED_KINDS,
-  type DerivedKind,
-  derivedKindOf,
-  mintDerived,
-  verifyDerived,
-} from "../token/derived.js";
+import { mintDerived } from "../token/derived.js";
 import { type AccessEntry, mintRegistryToken } from "../token/mint.js";
-import type { PublishedKey, SigningKey } from "../token/signing.js";
 
 /**
  * How a credential was presented: as a password (Basic, Bearer, `grant_type=password`, RFC 8693

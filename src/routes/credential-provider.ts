@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { ExchangeError } from "../errors.js";
 import { auditToAccessLog } from "../plugins/access-log.js";
 import type { CredentialProviderExchange } from "../realm/credential-provider.js";
-import { noStore, requestMediaType } from "./token.js";
+import { noStore, requestMediaType } from "./params.js";
 
 /** The endpoint path. */
 export const CREDENTIAL_PROVIDER_PATH = "/v1/credential-provider";

@@ -16,7 +16,7 @@ import { annotateAccessLog } from "../plugins/access-log.js";
 import { credentialKind, explain } from "../policy/explain.js";
 import { parseScopes } from "../policy/scope.js";
 import type { TokenRealm } from "../realm/realm.js";
-import { noStore, type Params, repeatedParam, requireService } from "./token.js";
+import { noStore, type Params, repeatedParam, requireService } from "./params.js";
 
 /** The endpoint path. */
 export const EXPLAIN_PATH = "/v1/explain";

@@ -13,11 +13,12 @@
  *   audience `invalid_target`.
  * `scope` may repeat (containers/image) and/or be space-joined (containerd, docker).
  */
+
+import type { AuditSink } from "../audit.js";
 import { ExchangeError, isExchangeError, safeEcho } from "../errors.js";
-import type { AuditSink } from "../plugins/access-log.js";
 import { parseScopes } from "../policy/scope.js";
 import type { IssueResult, TokenRealm } from "../realm/realm.js";
-import { type Params, postResponse, repeatedParam, requireService, singleParam } from "./token.js";
+import { type Params, postResponse, repeatedParam, requireService, singleParam } from "./params.js";
 
 /** RFC 6749 §4.3 resource owner password credentials grant. */
 export const GRANT_PASSWORD = "password";

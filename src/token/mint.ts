@@ -9,7 +9,7 @@
 import { randomUUID } from "node:crypto";
 import type { Action } from "../config/schema.js";
 import { base64urlJson, signCompactJws } from "../jose/sign.js";
-import type { SigningKey } from "./signing.js";
+import type { SigningKey } from "../jose/signing-key.js";
 
 /** One entry of the `access` claim. */
 export interface AccessEntry {

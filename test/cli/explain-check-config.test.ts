@@ -13,8 +13,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkConfigCommand } from "../../src/cli/commands.js";
+import { loadSigningKey } from "../../src/jose/signing-key.js";
 import { LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { loadSigningKey } from "../../src/token/signing.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
 import { localhostCertificate, REPO_ROOT } from "../helpers/plugin.js";
 

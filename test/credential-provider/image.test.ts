@@ -3,7 +3,7 @@
  * duration strings kubelet parses (`time.ParseDuration`).
  */
 import { describe, expect, it } from "vitest";
-import { parseImageReference } from "../../src/credential-provider/image.js";
+import { parseImageReference } from "../../src/policy/image.js";
 import {
   cacheSeconds,
   goDuration,

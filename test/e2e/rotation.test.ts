@@ -19,8 +19,8 @@ import { decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { libtrustKeyId } from "../../src/jose/kid.js";
+import { generateSigningKeyFiles, loadSigningKey } from "../../src/jose/signing-key.js";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { generateSigningKeyFiles, loadSigningKey } from "../../src/token/signing.js";
 import { AUDIENCE, basic, SERVICE, STANDARD_RULES } from "../helpers/fixtures.js";
 import {
   freePort,

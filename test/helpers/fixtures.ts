@@ -11,9 +11,9 @@ import pino from "pino";
 import { type AppDeps, buildApp } from "../../src/app.js";
 import { parseConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
+import { generateSigningKeyFiles } from "../../src/jose/signing-key.js";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
 import { createLogger } from "../../src/plugins/logging.js";
-import { generateSigningKeyFiles } from "../../src/token/signing.js";
 
 /** The registry service used by most tests. */
 export const SERVICE = "registry.test";

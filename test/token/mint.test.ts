@@ -1,5 +1,5 @@
 /**
- * Registry token minting (src/token/mint.ts) and signing keys (src/token/signing.ts): header
+ * Registry token minting (src/token/mint.ts) and signing keys (src/jose/signing-key.ts): header
  * `{alg, typ, kid, x5c}`, claims per distribution's token.go, `aud` a string, `nbf` 5 s in the past,
  * `exp` capped by the presented credential's `exp`, the key loaded from PEM files and checked.
  */
@@ -11,13 +11,13 @@ import { decodeProtectedHeader, jwtVerify } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/errors.js";
 import { libtrustKeyId } from "../../src/jose/kid.js";
-import { mintRegistryToken, NOT_BEFORE_SKEW_SECONDS } from "../../src/token/mint.js";
 import {
   algorithmFor,
   generateSigningKeyFiles,
   loadSigningKey,
   type SigningKey,
-} from "../../src/token/signing.js";
+} from "../../src/jose/signing-key.js";
+import { mintRegistryToken, NOT_BEFORE_SKEW_SECONDS } from "../../src/token/mint.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
 
 const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);

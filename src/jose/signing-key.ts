@@ -9,7 +9,7 @@ import { createPrivateKey, createPublicKey, type KeyObject, webcrypto, X509Certi
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "../errors.js";
-import { libtrustKeyId } from "../jose/kid.js";
+import { libtrustKeyId } from "./kid.js";
 
 /** JWS algorithms distribution v2.8 and v3 both accept for token signatures. */
 export type SigningAlgorithm = "ES256" | "ES384" | "ES512" | "RS256";
