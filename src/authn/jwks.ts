@@ -21,6 +21,7 @@
 import { createHash, createPublicKey, type JsonWebKeyInput, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
+import { keySetFetchLockKey, keySetKey, keySetSourceId, unknownKidKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
@@ -266,7 +267,7 @@ export class ClusterKeySet {
         ? {
             store: deps.shared,
             sealer: deps.sealer,
-            id: deps.sealer.key("jwks-source", this.source).slice(0, 32),
+            id: keySetSourceId(deps.sealer, this.source),
           }
         : undefined;
   }
@@ -473,7 +474,7 @@ export class ClusterKeySet {
    */
   #unknownKey(kid: string): string {
     const s = this.#sharing!;
-    return `jwks-unknown:${this.cluster.name}:${s.sealer.key("jwks-unknown", `${this.source}\u0000${kid}`)}`;
+    return unknownKidKey(s.sealer, this.cluster.name, this.source, kid);
   }
 
   async #sharedUnknown(kid: string): Promise<boolean> {
@@ -495,7 +496,7 @@ export class ClusterKeySet {
    * trust source>`; `undefined` when the set is not shared (no Redis, or a `jwksFile`).
    */
   get sharedName(): string | undefined {
-    return this.#sharing ? `jwks:${this.cluster.name}:${this.#sharing.id}` : undefined;
+    return this.#sharing ? keySetKey(this.cluster.name, this.#sharing.id) : undefined;
   }
 
   #sharedName(): string {
@@ -517,7 +518,7 @@ export class ClusterKeySet {
     const before = this.#loaded?.epoch === this.#epoch ? this.#loaded.fetchedAt : 0;
     const adopted = await this.#adoptShared(before, since);
     if (adopted) return adopted;
-    const lockKey = `jwks-lock:${this.cluster.name}:${sharing.id}`;
+    const lockKey = keySetFetchLockKey(this.cluster.name, sharing.id);
     const won = await shared.setIfAbsent(lockKey, String(process.pid), FETCH_LOCK_MS);
     if (!won) {
       const deadline = Date.now() + Math.min(this.cluster.fetch.timeoutMs, 3_000);

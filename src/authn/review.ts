@@ -25,6 +25,7 @@
  *   `review.cacheTtlSeconds` + `review.timeoutMs` of the API server refusing their source token.
  */
 import type { Logger } from "pino";
+import { reviewKey, serviceAccountKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig, Config } from "../config/schema.js";
@@ -211,7 +212,7 @@ export class ClusterReviewer {
       token = opened.t;
       asked = opened.a;
     }
-    const key = `rv:${this.#deps.sealer.key("review", token)}`;
+    const key = reviewKey(this.#deps.sealer, token);
     const askedKey = [...asked].sort().join("\u0000");
     const nowMs = this.#now();
     const hit = this.#openCached<CachedReview>(key, await this.#deps.store.get(key), token);
@@ -262,7 +263,7 @@ export class ClusterReviewer {
       throw new TypeError(`cluster "${identity.cluster}" does not read ServiceAccounts`);
     }
     const name = `${cluster.name}/${identity.namespace}/${identity.serviceAccount.name}`;
-    const key = `ksa:${this.#deps.sealer.key("serviceaccount", name)}`;
+    const key = serviceAccountKey(this.#deps.sealer, name);
     const nowMs = this.#now();
     const hit = this.#openCached<CachedServiceAccount>(key, await this.#deps.store.get(key));
     const usable = hit?.sa !== undefined && typeof hit.until === "number" && hit.until > nowMs;

@@ -1,13 +1,3 @@
-/**
- * One cache interface, two stores: an in-memory bounded LRU (default) and Redis (shared by replicas).
- *
- * Contract: a store is an optimisation, never a source of truth for authorization. Every method may fail
- * or time out; callers treat a failure as a miss (`get` -> `undefined`, `set` -> ignored), so a cache
- * error can only cost a re-verification, never grant access. Entries that could carry a credential or
- * trust are named and sealed by their owners with `cache/seal.ts` (HMAC names, AES-256-GCM values), so the
- * store itself (Redis) is never trusted; values are strings.
- */
-import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 
 /** A key-value store with per-entry TTLs. */
@@ -34,11 +24,6 @@ export interface CacheStore {
   healthy(): boolean;
   /** Releases connections. */
   close(): Promise<void>;
-}
-
-/** Hashes a secret (token, password) into a cache key component: hex SHA-256. */
-export function secretKey(secret: string): string {
-  return createHash("sha256").update(secret).digest("hex");
 }
 
 /** Options of {@link MemoryStore}. */

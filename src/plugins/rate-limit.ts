@@ -14,6 +14,7 @@ import rateLimit from "@fastify/rate-limit";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { LRUCache } from "lru-cache";
 import { parseAuthorization } from "../authn/credentials.js";
+import { addressSubject, isServiceAccountSubject, rateLimitKey } from "../cache/keys.js";
 import { pauseRedis, type RedisClient, redisUsable } from "../cache/redis.js";
 import type { Config } from "../config/schema.js";
 import { ExchangeError } from "../errors.js";
@@ -70,7 +71,7 @@ function hybridStore(redis: RedisClient | undefined, prefix: string) {
         cb(null, incrLocal(key, timeWindow));
         return;
       }
-      redis.eval(INCR_LUA, 1, `${prefix}rl:${key}`, String(timeWindow)).then(
+      redis.eval(INCR_LUA, 1, rateLimitKey(prefix, key), String(timeWindow)).then(
         (r) => {
           const [current, ttl] = r as [number, number];
           cb(null, { current, ttl });
@@ -110,10 +111,10 @@ export async function registerRateLimit(
     keyGenerator: (request: FastifyRequest) => {
       const credential = presentedCredential(request);
       const subject = credential ? realm.knownSubject(credential) : undefined;
-      return subject ?? `ip:${request.ip}`;
+      return subject ?? addressSubject(request.ip);
     },
     max: (_request: FastifyRequest, key: string) =>
-      key.startsWith("sa:") ? rl.maxPerServiceAccount : rl.maxPerAddress,
+      isServiceAccountSubject(key) ? rl.maxPerServiceAccount : rl.maxPerAddress,
     addHeadersOnExceeding: {
       "x-ratelimit-limit": false,
       "x-ratelimit-remaining": false,

@@ -9,8 +9,9 @@ import { type AuditSink, auditSinkOr } from "../audit.js";
 import { DERIVED_KINDS, type DerivedKind, derivedKindOf, verifyDerived } from "../authn/derived.js";
 import type { ClusterReviewer } from "../authn/review.js";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
+import { cacheKeyHash, identityKey, issuedTokenKey, serviceAccountSubject } from "../cache/keys.js";
 import { CacheSealer } from "../cache/seal.js";
-import { type CacheStore, secretKey } from "../cache/store.js";
+import type { CacheStore } from "../cache/store.js";
 import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
 import { ExchangeError, safeEcho } from "../errors.js";
 import type { PublishedKey, SigningKey } from "../jose/signing-key.js";
@@ -150,7 +151,7 @@ export class TokenRealm {
     // Everything a verification depended on: a reload that changes any of it (a cluster removed, an issuer
     // or audience changed) makes every cached identity a miss, so it is verified again under the new trust.
     const cfg = deps.config;
-    this.#trust = secretKey(
+    this.#trust = cacheKeyHash(
       JSON.stringify([
         cfg.clusters.map((c) => [c.name, c.issuer, c.audiences, c.algorithms]),
         cfg.registries.map((r) => [
@@ -361,15 +362,15 @@ export class TokenRealm {
     verify: () => Promise<Identity>,
     registry?: RegistryConfig,
   ): Promise<Identity> {
-    const credentialHash = secretKey(credential);
+    const credentialHash = cacheKeyHash(credential);
     let scopeKey = this.#scopeKeys.get(scope);
     if (scopeKey === undefined) {
-      scopeKey = secretKey(`${scope}\u0000${this.#trust}`).slice(0, 16);
+      scopeKey = cacheKeyHash(`${scope}\u0000${this.#trust}`).slice(0, 16);
       if (this.#scopeKeys.size < 1_000) this.#scopeKeys.set(scope, scopeKey);
     }
     // Named by an HMAC of the credential and sealed to it: a store reader learns nothing usable, and an
     // entry written without the service secret (or for another credential) opens as a miss.
-    const key = `id:${this.#sealer.key("identity", credential)}:${scopeKey}`;
+    const key = identityKey(this.#sealer, credential, scopeKey);
     const nowMs = this.#now();
     const cached = parseCached<Identity>(this.#sealer.open(key, await this.#deps.store.get(key), credential));
     if (
@@ -404,7 +405,7 @@ export class TokenRealm {
    * `undefined` when this instance has not verified it yet. Never verifies; never throws.
    */
   knownSubject(credential: string): string | undefined {
-    return this.#subjects.get(secretKey(credential));
+    return this.#subjects.get(cacheKeyHash(credential));
   }
 
   /**
@@ -532,8 +533,8 @@ export class TokenRealm {
     // signed by the previous key is never handed out again, so the registry can stop trusting it at once.
     // Named by an HMAC and sealed with the service secret: a store reader can neither use the token nor
     // tell whose it is; an entry written without the secret, or moved to another name, is a miss.
-    const cacheKey = `tok:${this.#sealer.key(
-      "token",
+    const cacheKey = issuedTokenKey(
+      this.#sealer,
       JSON.stringify([
         identity.cluster,
         identity.namespace,
@@ -544,7 +545,7 @@ export class TokenRealm {
         granted,
         key.kid,
       ]),
-    )}`;
+    );
     const now = Math.floor(nowMs / 1000);
     const halfTtl = registry.tokenTtlSeconds / 2;
     if (reuse) {
@@ -585,7 +586,7 @@ export class TokenRealm {
 }
 
 function subjectKey(identity: Identity): string {
-  return `sa:${identity.cluster}/${identity.namespace}/${identity.serviceAccount.name}`;
+  return serviceAccountSubject(identity.cluster, identity.namespace, identity.serviceAccount.name);
 }
 
 /** Parses a cached JSON value; a corrupt entry is a miss, never an error. */

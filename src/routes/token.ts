@@ -14,7 +14,7 @@ import { requireAuthorization } from "../authn/credentials.js";
 import { ExchangeError } from "../errors.js";
 import { auditToAccessLog } from "../plugins/access-log.js";
 import { parseScopes } from "../policy/scope.js";
-import type { IssueResult, TokenRealm } from "../realm/realm.js";
+import type { TokenRealm } from "../realm/realm.js";
 import { runGrant } from "./oauth.js";
 import {
   getResponse,
