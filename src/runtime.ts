@@ -20,7 +20,8 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { ClusterKeySet, trustSource } from "./authn/jwks.js";
+import { trustSource } from "./authn/discovery.js";
+import { ClusterKeySet } from "./authn/jwks.js";
 import { ClusterReviewer } from "./authn/review.js";
 import { ServiceAccountVerifier } from "./authn/verify.js";
 import { CacheSealer } from "./cache/seal.js";

@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { Agent, request } from "undici";
 import { ExchangeError } from "../errors.js";
+import { keysUnavailable } from "./keys-unavailable.js";
 
 /** Limits and trust for one cluster's fetches. */
 export interface FetchOptions {
@@ -163,9 +164,5 @@ function describe(err: unknown): string {
 }
 
 function unavailable(url: string, reason: string, cause?: unknown): ExchangeError {
-  return new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-    logDetail: { url, reason },
-    retryAfterSeconds: 5,
-    cause,
-  });
+  return keysUnavailable({ url, reason }, { retryAfterSeconds: 5, cause });
 }

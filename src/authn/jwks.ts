@@ -18,35 +18,16 @@
  * (`cache/seal.ts`), in their value: a copy fetched from another source, or written by someone without
  * the secret, is never adopted. Key sets read from a `jwksFile` are never shared: the file is the source.
  */
-import { createHash, createPublicKey, type JsonWebKeyInput, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { keySetFetchLockKey, keySetKey, keySetSourceId, unknownKidKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
 import { ExchangeError } from "../errors.js";
-import { kubernetesKeyId } from "../jose/kid.js";
-import { JsonFetcher } from "./fetch.js";
-
-/** A usable verification key from a JWKS. */
-export interface VerificationKey {
-  /** The JWK `kid` (may be empty when the JWKS has none). */
-  kid: string;
-  /** `RSA` or `EC`. */
-  kty: "RSA" | "EC";
-  /** EC curve (`P-256`, `P-384`, `P-521`) for EC keys. */
-  crv?: string | undefined;
-  /** The JWK `alg` if the JWKS declared one. */
-  alg?: string | undefined;
-  /** The imported public key. */
-  key: KeyObject;
-  /**
-   * base64url SHA-256 of the key's DER SubjectPublicKeyInfo (what Kubernetes uses as the `kid`): names
-   * the key independently of the JWKS's `kid`, so a cached identity can be tied to the key that verified it.
-   */
-  fingerprint?: string | undefined;
-}
+import { clusterFetcher, readJwksDocument, trustSource } from "./discovery.js";
+import type { JsonFetcher } from "./fetch.js";
+import { jwkFitsAlgorithm, parseJwks, type VerificationKey } from "./jwk.js";
+import { KeySetSharing } from "./key-sharing.js";
+import { keysUnavailable } from "./keys-unavailable.js";
 
 /** Health of a cluster's key set, for readiness and metrics. */
 export interface KeySetStatus {
@@ -60,105 +41,6 @@ export interface KeySetStatus {
   stale: boolean;
   /** Last fetch error (log-safe), if the last attempt failed. */
   lastError?: string | undefined;
-}
-
-const CURVE_FOR_ALG: Record<string, string> = { ES256: "P-256", ES384: "P-384", ES512: "P-521" };
-
-/** True when `key` can verify a JWS with algorithm `alg` (RFC 7518 §3.1). */
-export function keyFitsAlg(key: VerificationKey, alg: string): boolean {
-  if (key.alg !== undefined && key.alg !== alg) return false;
-  if (alg.startsWith("RS") || alg.startsWith("PS")) return key.kty === "RSA";
-  if (alg.startsWith("ES")) return key.kty === "EC" && key.crv === CURVE_FOR_ALG[alg];
-  return false;
-}
-
-/**
- * The exact source a cluster's keys are trusted from, as a JSON string: issuer, discovery URL or
- * `jwksUri` (or the `jwksFile` path), and the SHA-256 of the content of `jwksFile` and `caFile` (a file
- * that cannot be read hashes as `unreadable`). Two configs with the same source trust the same keys; a
- * reload reuses a key set only for the same source, and a shared (Redis) copy is adopted only by a
- * replica with the same source.
- */
-export function trustSource(cluster: ClusterConfig): string {
-  const fileHash = (file: string | undefined): string | null => {
-    if (file === undefined) return null;
-    try {
-      return createHash("sha256").update(readFileSync(file)).digest("base64url");
-    } catch {
-      return "unreadable";
-    }
-  };
-  return JSON.stringify({
-    issuer: cluster.issuer,
-    discoveryUrl: cluster.jwksUri || cluster.jwksFile ? null : (cluster.discoveryUrl ?? null),
-    jwksUri: cluster.jwksUri ?? null,
-    allowCrossHostJwksUri: cluster.allowCrossHostJwksUri ?? false,
-    jwksFile: cluster.jwksFile ?? null,
-    jwksFileSha256: fileHash(cluster.jwksFile),
-    caFileSha256: fileHash(cluster.caFile),
-  });
-}
-
-/**
- * Parses a JWKS document into usable keys. Keys that are malformed, private, symmetric, or not for
- * signatures are skipped (reported through `onSkip`) rather than poisoning the set.
- * @throws {Error} when the document is not `{ keys: [...] }`
- */
-export function parseJwks(
-  doc: unknown,
-  onSkip: (index: number, reason: string) => void = () => {},
-): VerificationKey[] {
-  if (doc === null || typeof doc !== "object" || !Array.isArray((doc as { keys?: unknown }).keys)) {
-    throw new Error('JWKS is not an object with a "keys" array');
-  }
-  const out: VerificationKey[] = [];
-  for (const [i, jwk] of (doc as { keys: unknown[] }).keys.entries()) {
-    const result = importJwk(jwk);
-    if (typeof result === "string") onSkip(i, result);
-    else out.push(result);
-  }
-  return out;
-}
-
-/** Imports one JWK, or returns why it is unusable. */
-function importJwk(jwk: unknown): VerificationKey | string {
-  if (jwk === null || typeof jwk !== "object") return "not an object";
-  const k = jwk as Record<string, unknown>;
-  if (k.kty !== "RSA" && k.kty !== "EC") return `unsupported kty ${JSON.stringify(k.kty)}`;
-  if (k.use !== undefined && k.use !== "sig") return `use is ${JSON.stringify(k.use)}, not "sig"`;
-  if (k.d !== undefined) return "contains private key material";
-  if (k.kid !== undefined && typeof k.kid !== "string") return "kid is not a string";
-  if (k.alg !== undefined && typeof k.alg !== "string") return "alg is not a string";
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: k, format: "jwk" } as JsonWebKeyInput);
-  } catch (err) {
-    return `cannot import: ${(err as Error).message}`;
-  }
-  if (k.kty === "RSA" && (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048)
-    return "RSA key shorter than 2048 bits";
-  return {
-    kid: (k.kid as string | undefined) ?? "",
-    kty: k.kty,
-    crv: typeof k.crv === "string" ? k.crv : undefined,
-    alg: k.alg as string | undefined,
-    key,
-    fingerprint: kubernetesKeyId(key),
-  };
-}
-
-/** The OIDC discovery URL of `issuer` (OpenID Connect Discovery 1.0 §4). */
-function discoveryUrlOf(issuer: string): string {
-  return `${issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`;
-}
-
-/** `URL.origin` of `url`, or `undefined` when it is not a URL (then nothing is sent a bearer token). */
-function originOf(url: string): string | undefined {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Dependencies of a {@link ClusterKeySet}. */
@@ -197,21 +79,6 @@ interface Loaded {
   epoch: number;
 }
 
-/** What replicas share per cluster in the Redis tier (sealed). */
-interface SharedKeySet {
-  /** {@link trustSource} of the replica that fetched it: adopted only by a replica with the same. */
-  source: string;
-  jwks: unknown;
-  /** See {@link Loaded.requestedAt}; absent in sets written by older versions (never proof of a miss). */
-  requestedAt?: number;
-  fetchedAt: number;
-  expiresAt: number;
-}
-
-/** How long a replica holds the cross-replica fetch lock at most, ms. */
-const FETCH_LOCK_MS = 5_000;
-/** How often a replica that lost the lock looks for the winner's result, ms. */
-const LOCK_POLL_MS = 25;
 /** How long after a failed fetch the next one may start (requests meanwhile fail fast), ms. */
 const RETRY_BACKOFF_MS = 2_000;
 
@@ -235,8 +102,8 @@ export class ClusterKeySet {
   #invalidatedAt = 0;
   /** The {@link trustSource} this set was built for. */
   readonly source: string;
-  /** The shared tier and its sealer, when key sets are shared (remote sources only). */
-  readonly #sharing: { store: CacheStore; sealer: CacheSealer; id: string } | undefined;
+  /** The shared tier, when key sets are shared (remote sources only). */
+  readonly #sharing: KeySetSharing | undefined;
   /** Number of fetches started (discovery + JWKS count as one), for tests and metrics. */
   fetchCount = 0;
 
@@ -247,28 +114,13 @@ export class ClusterKeySet {
   constructor(cluster: ClusterConfig, deps: KeySetDeps) {
     this.cluster = cluster;
     this.#deps = { now: Date.now, ...deps };
-    this.#fetcher = cluster.jwksFile
-      ? undefined
-      : new JsonFetcher({
-          timeoutMs: cluster.fetch.timeoutMs,
-          maxBytes: cluster.fetch.maxBytes,
-          maxRedirects: cluster.fetch.maxRedirects,
-          caFile: cluster.caFile,
-          bearerTokenFile: cluster.bearerTokenFile,
-          bearerTokenOrigin: originOf(
-            cluster.discoveryUrl ?? cluster.jwksUri ?? discoveryUrlOf(cluster.issuer),
-          ),
-        });
+    this.#fetcher = clusterFetcher(cluster);
     this.#tokens = cluster.jwks.unknownKidBurst;
     this.#tokensAt = this.#deps.now();
     this.source = trustSource(cluster);
     this.#sharing =
       deps.shared && deps.sealer && !cluster.jwksFile
-        ? {
-            store: deps.shared,
-            sealer: deps.sealer,
-            id: keySetSourceId(deps.sealer, this.source),
-          }
+        ? new KeySetSharing(deps.shared, deps.sealer, cluster.name, this.source)
         : undefined;
   }
 
@@ -349,13 +201,13 @@ export class ClusterKeySet {
    */
   async candidates(kid: string | undefined, alg: string): Promise<VerificationKey[]> {
     let loaded = await this.#current();
-    if (kid === undefined || kid === "") return loaded.keys.filter((k) => keyFitsAlg(k, alg));
+    if (kid === undefined || kid === "") return loaded.keys.filter((k) => jwkFitsAlgorithm(k, alg));
     let found = loaded.keys.filter((k) => k.kid === kid);
     if (found.length === 0) {
       const now = this.#deps.now();
       const knownUnknownUntil = this.#unknownKids.get(kid);
       if (knownUnknownUntil !== undefined && knownUnknownUntil > now) return [];
-      if (await this.#sharedUnknown(kid)) return [];
+      if ((await this.#sharing?.isUnknown(kid)) === true) return [];
       const fresh = await this.#refreshedSince(now, (l) => l.keys.some((k) => k.kid === kid));
       if (fresh === undefined) return [];
       loaded = fresh;
@@ -366,10 +218,10 @@ export class ClusterKeySet {
         const ttlMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
         if (this.#unknownKids.size > 10_000) this.#unknownKids.clear();
         this.#unknownKids.set(kid, this.#deps.now() + ttlMs);
-        await this.#markSharedUnknown(kid, ttlMs);
+        await this.#sharing?.markUnknown(kid, ttlMs);
       }
     }
-    return found.filter((k) => keyFitsAlg(k, alg));
+    return found.filter((k) => jwkFitsAlgorithm(k, alg));
   }
 
   /**
@@ -461,34 +313,10 @@ export class ClusterKeySet {
   }
 
   #unavailable(now: number): ExchangeError {
-    return new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-      logDetail: { cluster: this.cluster.name, reason: this.#lastError ?? "key set reloading" },
-      retryAfterSeconds: Math.max(1, Math.ceil((this.#nextRetryAt - now) / 1000)),
-    });
-  }
-
-  /**
-   * Shared unknown-`kid` marker: named by an HMAC of the trust source and the `kid`, its value sealed to
-   * that name, so someone who can write Redis but lacks the service secret cannot mark a real `kid`
-   * unknown (which would delay a rotation's new key) nor learn which `kid`s were tried.
-   */
-  #unknownKey(kid: string): string {
-    const s = this.#sharing!;
-    return unknownKidKey(s.sealer, this.cluster.name, this.source, kid);
-  }
-
-  async #sharedUnknown(kid: string): Promise<boolean> {
-    const s = this.#sharing;
-    if (!s) return false;
-    const name = this.#unknownKey(kid);
-    return s.sealer.open(name, await s.store.get(name)) === "unknown";
-  }
-
-  async #markSharedUnknown(kid: string, ttlMs: number): Promise<void> {
-    const s = this.#sharing;
-    if (!s) return;
-    const name = this.#unknownKey(kid);
-    await s.store.set(name, s.sealer.seal(name, "unknown"), ttlMs);
+    return keysUnavailable(
+      { cluster: this.cluster.name, reason: this.#lastError ?? "key set reloading" },
+      { retryAfterSeconds: Math.max(1, Math.ceil((this.#nextRetryAt - now) / 1000)) },
+    );
   }
 
   /**
@@ -496,11 +324,7 @@ export class ClusterKeySet {
    * trust source>`; `undefined` when the set is not shared (no Redis, or a `jwksFile`).
    */
   get sharedName(): string | undefined {
-    return this.#sharing ? keySetKey(this.cluster.name, this.#sharing.id) : undefined;
-  }
-
-  #sharedName(): string {
-    return this.sharedName!;
+    return this.#sharing?.name;
   }
 
   /**
@@ -512,41 +336,34 @@ export class ClusterKeySet {
   async #load(since: number): Promise<Loaded> {
     const sharing = this.#sharing;
     if (!sharing) return this.#fetch();
-    const shared = sharing.store;
     // After a reload, only what was requested after it (a copy from before may list a removed key).
     since = Math.max(since, this.#invalidatedAt > 0 ? this.#invalidatedAt + 1 : 0);
     const before = this.#loaded?.epoch === this.#epoch ? this.#loaded.fetchedAt : 0;
     const adopted = await this.#adoptShared(before, since);
     if (adopted) return adopted;
-    const lockKey = keySetFetchLockKey(this.cluster.name, sharing.id);
-    const won = await shared.setIfAbsent(lockKey, String(process.pid), FETCH_LOCK_MS);
+    const won = await sharing.lock();
     if (!won) {
-      const deadline = Date.now() + Math.min(this.cluster.fetch.timeoutMs, 3_000);
-      while (Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
-        const theirs = await this.#adoptShared(before, since);
-        if (theirs) return theirs;
-      }
+      const theirs = await sharing.waitFor(
+        () => this.#adoptShared(before, since),
+        Math.min(this.cluster.fetch.timeoutMs, 3_000),
+      );
+      if (theirs) return theirs;
       // The lock holder is slow or gone: fetch ourselves rather than fail.
     }
     try {
       const loaded = await this.#fetch();
-      const doc: SharedKeySet = {
-        source: this.source,
-        jwks: loaded.raw,
-        requestedAt: loaded.requestedAt,
-        fetchedAt: loaded.fetchedAt,
-        expiresAt: loaded.expiresAt,
-      };
-      const name = this.#sharedName();
-      await shared.set(
-        name,
-        sharing.sealer.seal(name, JSON.stringify(doc)),
+      await sharing.write(
+        {
+          jwks: loaded.raw,
+          requestedAt: loaded.requestedAt,
+          fetchedAt: loaded.fetchedAt,
+          expiresAt: loaded.expiresAt,
+        },
         this.cluster.jwks.maxStaleSeconds * 1000 || 1,
       );
       return loaded;
     } finally {
-      if (won) await shared.delete(lockKey);
+      if (won) await sharing.unlock();
     }
   }
 
@@ -558,16 +375,8 @@ export class ClusterKeySet {
   async #adoptShared(after: number, since: number): Promise<Loaded | undefined> {
     const sharing = this.#sharing;
     if (!sharing) return undefined;
-    const name = this.#sharedName();
-    const text = sharing.sealer.open(name, await sharing.store.get(name));
-    if (text === undefined) return undefined;
-    let doc: SharedKeySet;
-    try {
-      doc = JSON.parse(text) as SharedKeySet;
-    } catch {
-      return undefined;
-    }
-    if (doc === null || typeof doc !== "object" || doc.source !== this.source) return undefined;
+    const doc = await sharing.read();
+    if (doc === undefined) return undefined;
     if (!(doc.fetchedAt > after) || !(doc.expiresAt > this.#deps.now())) return undefined;
     const requestedAt = typeof doc.requestedAt === "number" ? doc.requestedAt : 0;
     if (since > 0 && !(requestedAt >= since)) return undefined;
@@ -626,48 +435,16 @@ export class ClusterKeySet {
     const requestedAt = this.#deps.now();
     const epoch = this.#epoch;
     try {
-      let doc: unknown;
-      let maxAge: number | undefined;
-      if (c.jwksFile) {
-        try {
-          doc = JSON.parse(readFileSync(c.jwksFile, "utf8"));
-        } catch (err) {
-          throw new ExchangeError(
-            "keys_unavailable",
-            "the cluster's signing keys are not available right now",
-            {
-              logDetail: { file: c.jwksFile, reason: `cannot read JWKS file: ${(err as Error).message}` },
-            },
-          );
-        }
-      } else {
-        const fetched = await this.#fetcher!.getJson(await this.#jwksUri());
-        doc = fetched.body;
-        maxAge = fetched.maxAgeSeconds;
-      }
+      const { doc, maxAgeSeconds: maxAge } = await readJwksDocument(c, this.#fetcher);
       let keys: VerificationKey[];
       try {
         keys = parseJwks(doc, (index, reason) =>
           log.warn({ cluster: c.name, index, reason }, "JWKS key skipped"),
         );
       } catch (err) {
-        throw new ExchangeError(
-          "keys_unavailable",
-          "the cluster's signing keys are not available right now",
-          {
-            logDetail: { reason: (err as Error).message },
-          },
-        );
+        throw keysUnavailable({ reason: (err as Error).message });
       }
-      if (keys.length === 0) {
-        throw new ExchangeError(
-          "keys_unavailable",
-          "the cluster's signing keys are not available right now",
-          {
-            logDetail: { reason: "JWKS has no usable keys" },
-          },
-        );
-      }
+      if (keys.length === 0) throw keysUnavailable({ reason: "JWKS has no usable keys" });
       const now = this.#deps.now();
       const ttl = Math.min(
         c.jwks.maxTtlSeconds,
@@ -699,70 +476,10 @@ export class ClusterKeySet {
       this.#deps.onFetch?.(c.name, "error");
       // Every failure answers alike: the generic message, the reason in the log only, and a Retry-After
       // of the back-off before the next attempt.
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: err instanceof ExchangeError ? (err.logDetail ?? { reason }) : { reason },
+      throw keysUnavailable(err instanceof ExchangeError ? (err.logDetail ?? { reason }) : { reason }, {
         retryAfterSeconds: RETRY_BACKOFF_MS / 1000,
         cause: err,
       });
     }
-  }
-
-  async #jwksUri(): Promise<string> {
-    const c = this.cluster;
-    if (c.jwksUri) return c.jwksUri;
-    const discoveryUrl = c.discoveryUrl ?? discoveryUrlOf(c.issuer);
-    const { body, url } = await this.#fetcher!.getJson(discoveryUrl);
-    const doc = body as { issuer?: unknown; jwks_uri?: unknown } | null;
-    if (!doc || typeof doc !== "object" || typeof doc.jwks_uri !== "string") {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: { url: discoveryUrl, reason: "discovery document has no jwks_uri" },
-      });
-    }
-    // OIDC Discovery §4.3: the issuer in the document must be identical to the one we trust.
-    if (doc.issuer !== c.issuer) {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: {
-          url: discoveryUrl,
-          reason: `discovery issuer ${JSON.stringify(doc.issuer)} does not equal configured issuer ${JSON.stringify(c.issuer)}`,
-        },
-      });
-    }
-    let jwksUrl: URL;
-    try {
-      jwksUrl = new URL(doc.jwks_uri);
-    } catch {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: { url: discoveryUrl, reason: "jwks_uri is not a URL" },
-      });
-    }
-    if (jwksUrl.protocol !== "https:" && jwksUrl.protocol !== "http:") {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: { url: discoveryUrl, reason: "jwks_uri is not http(s)" },
-      });
-    }
-    // Keys fetched over plain HTTP could be replaced on the way: never downgrade from an https discovery.
-    const configured = new URL(discoveryUrl);
-    if (
-      (configured.protocol === "https:" || new URL(url).protocol === "https:") &&
-      jwksUrl.protocol !== "https:"
-    ) {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: {
-          url: discoveryUrl,
-          reason: "jwks_uri is http but discovery is https: downgrade refused",
-        },
-      });
-    }
-    // SSRF guard: a discovery document may only point at keys on the host the config names (the
-    // configured discovery URL's, whatever redirects the discovery fetch followed).
-    if (!c.allowCrossHostJwksUri && jwksUrl.host !== configured.host) {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: {
-          url: discoveryUrl,
-          reason: `jwks_uri host ${jwksUrl.host} differs from discovery host ${configured.host}; set jwksUri or allowCrossHostJwksUri`,
-        },
-      });
-    }
-    return jwksUrl.toString();
   }
 }

@@ -19,7 +19,8 @@ import {
   verifyJwsSignature,
 } from "../jose/jws.js";
 import { kubernetesKeyId } from "../jose/kid.js";
-import type { ClusterKeySet, VerificationKey } from "./jwks.js";
+import type { VerificationKey } from "./jwk.js";
+import type { ClusterKeySet } from "./jwks.js";
 
 /** A verified Kubernetes workload identity. */
 export interface Identity {
