@@ -5,18 +5,14 @@
  * Re-fetch rules (why: a flood of garbage `kid`s must never cause a fetch storm, yet a real key rotation
  * must be picked up within seconds):
  * - at most one fetch in flight per cluster (single-flight); every waiter shares its result;
- * - unknown-`kid` re-fetches draw from a token bucket (burst `unknownKidBurst`, one more every
- *   `unknownKidRefillSeconds`); a `kid` still unknown after a fresh fetch is remembered as unknown for
- *   `unknownKidRefillSeconds`;
+ * - unknown-`kid` re-fetches are budgeted (`authn/unknown-kid.ts`);
  * - when a fetch fails, the last good key set keeps serving for up to `maxStaleSeconds`;
  * - after {@link ClusterKeySet.invalidate} (a config reload) the loaded set no longer counts: nothing
  *   verifies until a fetch sent after the invalidation succeeds, so a key removed from a `jwksFile` or
  *   from the issuer's JWKS stops verifying with the reload (default deny while the fetch fails).
  *
- * Shared (Redis) copies are bound to the exact trust source ({@link trustSource}: issuer, discovery URL
- * or `jwksUri`, CA file content) in their key name and, sealed with the service secret
- * (`cache/seal.ts`), in their value: a copy fetched from another source, or written by someone without
- * the secret, is never adopted. Key sets read from a `jwksFile` are never shared: the file is the source.
+ * Where keys come from: `authn/discovery.ts`; how replicas share them: `authn/key-sharing.ts`. Key sets
+ * read from a `jwksFile` are never shared: the file is the source.
  */
 import type { Logger } from "pino";
 import type { CacheSealer } from "../cache/seal.js";
@@ -28,6 +24,7 @@ import type { JsonFetcher } from "./fetch.js";
 import { jwkFitsAlgorithm, parseJwks, type VerificationKey } from "./jwk.js";
 import { KeySetSharing } from "./key-sharing.js";
 import { keysUnavailable } from "./keys-unavailable.js";
+import { UnknownKidBudget } from "./unknown-kid.js";
 
 /** Health of a cluster's key set, for readiness and metrics. */
 export interface KeySetStatus {
@@ -91,9 +88,7 @@ export class ClusterKeySet {
   #inflight: Promise<Loaded> | undefined;
   #lastError: string | undefined;
   #nextRetryAt = 0;
-  #tokens: number;
-  #tokensAt: number;
-  readonly #unknownKids = new Map<string, number>();
+  readonly #budget: UnknownKidBudget;
   /** Incremented each time a key set is accepted (fetched or adopted). */
   #generation = 0;
   /** Incremented by {@link invalidate}: a set loaded in an earlier epoch no longer counts. */
@@ -115,8 +110,11 @@ export class ClusterKeySet {
     this.cluster = cluster;
     this.#deps = { now: Date.now, ...deps };
     this.#fetcher = clusterFetcher(cluster);
-    this.#tokens = cluster.jwks.unknownKidBurst;
-    this.#tokensAt = this.#deps.now();
+    this.#budget = new UnknownKidBudget(
+      cluster.jwks.unknownKidBurst,
+      cluster.jwks.unknownKidRefillSeconds,
+      this.#deps.now(),
+    );
     this.source = trustSource(cluster);
     this.#sharing =
       deps.shared && deps.sealer && !cluster.jwksFile
@@ -133,7 +131,7 @@ export class ClusterKeySet {
   invalidate(): void {
     this.#epoch++;
     this.#invalidatedAt = this.#deps.now();
-    this.#unknownKids.clear();
+    this.#budget.forget();
     this.refresh(this.#invalidatedAt + 1).catch(() => {});
   }
 
@@ -205,8 +203,7 @@ export class ClusterKeySet {
     let found = loaded.keys.filter((k) => k.kid === kid);
     if (found.length === 0) {
       const now = this.#deps.now();
-      const knownUnknownUntil = this.#unknownKids.get(kid);
-      if (knownUnknownUntil !== undefined && knownUnknownUntil > now) return [];
+      if (this.#budget.isUnknown(kid, now)) return [];
       if ((await this.#sharing?.isUnknown(kid)) === true) return [];
       const fresh = await this.#refreshedSince(now, (l) => l.keys.some((k) => k.kid === kid));
       if (fresh === undefined) return [];
@@ -215,10 +212,8 @@ export class ClusterKeySet {
       if (found.length === 0) {
         // A set requested after the miss proves the kid unknown (#refreshedSince returns no other set
         // without it); remembered so that a storm of tokens with it costs no more fetches.
-        const ttlMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
-        if (this.#unknownKids.size > 10_000) this.#unknownKids.clear();
-        this.#unknownKids.set(kid, this.#deps.now() + ttlMs);
-        await this.#sharing?.markUnknown(kid, ttlMs);
+        this.#budget.remember(kid, this.#deps.now());
+        await this.#sharing?.markUnknown(kid, this.#budget.rememberMs);
       }
     }
     return found.filter((k) => jwkFitsAlgorithm(k, alg));
@@ -242,8 +237,7 @@ export class ClusterKeySet {
    * before the miss and lacks what is wanted (a rotation may have happened in between), or none is in
    * flight, starts one within the unknown-`kid` budget. A set requested before the miss, such as the
    * answer of a fetch already in flight or a newer copy another replica fetched before a rotation, is
-   * never taken as proof that a key does not exist: taking one made a replica remember a just-rotated kid
-   * as unknown (found by the benchmark's two-worker storm and by review).
+   * never taken as proof that a key does not exist (it may predate a rotation).
    * @returns the set, or `undefined` when the budget is spent or the fetch failed
    */
   async #refreshedSince(missAt: number, wanted?: (loaded: Loaded) => boolean): Promise<Loaded | undefined> {
@@ -254,7 +248,7 @@ export class ClusterKeySet {
       if (joined === undefined) return undefined;
       if (joined.requestedAt >= missAt || wanted?.(joined)) return joined;
     }
-    if (!this.#takeToken()) return undefined;
+    if (!this.#budget.take(this.#deps.now())) return undefined;
     return this.refresh(missAt).catch(() => undefined);
   }
 
@@ -375,26 +369,9 @@ export class ClusterKeySet {
   async #adoptShared(after: number, since: number): Promise<Loaded | undefined> {
     const sharing = this.#sharing;
     if (!sharing) return undefined;
-    const doc = await sharing.read();
-    if (doc === undefined) return undefined;
-    if (!(doc.fetchedAt > after) || !(doc.expiresAt > this.#deps.now())) return undefined;
-    const requestedAt = typeof doc.requestedAt === "number" ? doc.requestedAt : 0;
-    if (since > 0 && !(requestedAt >= since)) return undefined;
-    let keys: VerificationKey[];
-    try {
-      keys = parseJwks(doc.jwks);
-    } catch {
-      return undefined;
-    }
-    if (keys.length === 0) return undefined;
-    const loaded: Loaded = {
-      keys,
-      raw: doc.jwks,
-      requestedAt,
-      fetchedAt: doc.fetchedAt,
-      expiresAt: doc.expiresAt,
-      epoch: this.#epoch,
-    };
+    const adopted = await sharing.adopt(after, since, this.#deps.now());
+    if (adopted === undefined) return undefined;
+    const loaded: Loaded = { ...adopted, epoch: this.#epoch };
     this.#accept(loaded);
     return loaded;
   }
@@ -411,21 +388,7 @@ export class ClusterKeySet {
     }
     this.#loaded = loaded;
     this.#lastError = undefined;
-    this.#unknownKids.clear();
-  }
-
-  #takeToken(): boolean {
-    const now = this.#deps.now();
-    const refillMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
-    const gained = Math.floor((now - this.#tokensAt) / refillMs);
-    if (gained > 0) {
-      this.#tokens = Math.min(this.cluster.jwks.unknownKidBurst, this.#tokens + gained);
-      this.#tokensAt += gained * refillMs;
-    }
-    if (this.#tokens >= this.cluster.jwks.unknownKidBurst) this.#tokensAt = now;
-    if (this.#tokens <= 0) return false;
-    this.#tokens--;
-    return true;
+    this.#budget.forget();
   }
 
   async #fetch(): Promise<Loaded> {

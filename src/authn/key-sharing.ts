@@ -12,6 +12,7 @@
 import { keySetFetchLockKey, keySetKey, keySetSourceId, unknownKidKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
+import { parseJwks, type VerificationKey } from "./jwk.js";
 
 /** What replicas share per cluster (sealed). */
 export interface SharedKeySet {
@@ -68,8 +69,8 @@ export class KeySetSharing {
     await this.#store.set(name, this.#sealer.seal(name, "unknown"), ttlMs);
   }
 
-  /** The shared copy when it opens with the service secret and was fetched from this trust source. */
-  async read(): Promise<SharedKeySet | undefined> {
+  /** The shared copy (as stored) when it opens with the service secret and was fetched from this trust source. */
+  async #read(): Promise<SharedKeySet | undefined> {
     const text = this.#sealer.open(this.name, await this.#store.get(this.name));
     if (text === undefined) return undefined;
     let doc: SharedKeySet;
@@ -80,6 +81,34 @@ export class KeySetSharing {
     }
     if (doc === null || typeof doc !== "object" || doc.source !== this.#source) return undefined;
     return doc;
+  }
+
+  /**
+   * The shared copy as keys, when it opens, was fetched after `after` (its `fetchedAt`,
+   * epoch ms), is still fresh at `now`, (with `since` > 0) was requested at or after `since`, and has at
+   * least one usable key.
+   */
+  async adopt(
+    after: number,
+    since: number,
+    now: number,
+  ): Promise<
+    | { keys: VerificationKey[]; raw: unknown; requestedAt: number; fetchedAt: number; expiresAt: number }
+    | undefined
+  > {
+    const doc = await this.#read();
+    if (doc === undefined) return undefined;
+    if (!(doc.fetchedAt > after) || !(doc.expiresAt > now)) return undefined;
+    const requestedAt = typeof doc.requestedAt === "number" ? doc.requestedAt : 0;
+    if (since > 0 && !(requestedAt >= since)) return undefined;
+    let keys: VerificationKey[];
+    try {
+      keys = parseJwks(doc.jwks);
+    } catch {
+      return undefined;
+    }
+    if (keys.length === 0) return undefined;
+    return { keys, raw: doc.jwks, requestedAt, fetchedAt: doc.fetchedAt, expiresAt: doc.expiresAt };
   }
 
   /** Publishes a fetched set, kept `ttlMs` milliseconds. */
