@@ -97,3 +97,14 @@ export class MemoryStore implements CacheStore {
     this.#lru.clear();
   }
 }
+
+/** Parses a cached JSON object; a corrupt entry (or anything but an object) is a miss, never an error. */
+export function parseCached<T>(text: string | undefined): T | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v !== null && typeof v === "object" ? (v as T) : undefined;
+  } catch {
+    return undefined;
+  }
+}

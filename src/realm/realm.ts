@@ -3,13 +3,11 @@
  * HTTP-free so that the routes, the CLI and tests share one path.
  */
 
-import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
 import { type AuditSink, auditSinkOr } from "../audit.js";
 import { DERIVED_KINDS, type DerivedKind, derivedKindOf, verifyDerived } from "../authn/derived.js";
 import type { ClusterReviewer } from "../authn/review.js";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
-import { cacheKeyHash, identityKey, issuedTokenKey, serviceAccountSubject } from "../cache/keys.js";
 import { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
@@ -18,7 +16,9 @@ import type { PublishedKey, SigningKey } from "../jose/signing-key.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
 import { mintDerived } from "../token/derived.js";
-import { type AccessEntry, mintRegistryToken } from "../token/mint.js";
+import type { AccessEntry } from "../token/mint.js";
+import { IdentityCache } from "./identity-cache.js";
+import { IssuedTokens } from "./token-reuse.js";
 
 /**
  * How a credential was presented: as a password (Basic, Bearer, `grant_type=password`, RFC 8693
@@ -78,14 +78,6 @@ export interface RealmStats {
   tokenMisses: number;
 }
 
-/** A cached registry token: the token and its timestamps (it is short-lived by construction). */
-interface CachedToken {
-  token: string;
-  jti: string;
-  issuedAt: number;
-  expiresAt: number;
-}
-
 /** Dependencies of a {@link TokenRealm}. */
 export interface RealmDeps {
   config: Config;
@@ -122,21 +114,15 @@ export interface RealmDeps {
 /** A credential must have at least this much lifetime left to be exchanged, seconds. */
 export const MIN_CREDENTIAL_LIFETIME_SECONDS = 60;
 
-/** Identity cache entries are kept at most this long even for long-lived tokens, ms. */
-const IDENTITY_CACHE_MAX_MS = 10 * 60 * 1000;
-
 /** Authenticates, authorizes and mints. See the module doc. */
 export class TokenRealm {
   readonly #deps: RealmDeps;
   readonly #registries: ReadonlyMap<string, RegistryConfig>;
-  /** Fingerprint of the trust configuration, part of every identity-cache key. */
-  readonly #trust: string;
   readonly #clusters: ReadonlySet<string>;
   readonly #now: () => number;
   readonly #sealer: CacheSealer;
-  readonly #subjects = new LRUCache<string, string>({ max: 50_000 });
-  /** Identity-cache key suffix per verification scope (a few: one per registry and use). */
-  readonly #scopeKeys = new Map<string, string>();
+  readonly #identities: IdentityCache;
+  readonly #tokens: IssuedTokens;
   /** Cache counters since start. */
   readonly stats: RealmStats;
 
@@ -148,22 +134,8 @@ export class TokenRealm {
     this.#clusters = new Set(deps.config.clusters.map((c) => c.name));
     this.#now = deps.now ?? Date.now;
     this.#sealer = deps.sealer ?? CacheSealer.ephemeral();
-    // Everything a verification depended on: a reload that changes any of it (a cluster removed, an issuer
-    // or audience changed) makes every cached identity a miss, so it is verified again under the new trust.
-    const cfg = deps.config;
-    this.#trust = cacheKeyHash(
-      JSON.stringify([
-        cfg.clusters.map((c) => [c.name, c.issuer, c.audiences, c.algorithms]),
-        cfg.registries.map((r) => [
-          r.service,
-          r.issuer,
-          r.audiences ?? null,
-          r.credentialProviderAudiences ?? null,
-          r.refreshTokenMaxTtlSeconds,
-        ]),
-        cfg.credentialProvider?.audiences ?? null,
-      ]),
-    ).slice(0, 16);
+    this.#identities = new IdentityCache(deps.config, deps.store, this.#sealer, this.stats, this.#now);
+    this.#tokens = new IssuedTokens(deps.store, this.#sealer, this.stats, deps.config.cache.reuseTokens);
   }
 
   /**
@@ -199,11 +171,11 @@ export class TokenRealm {
     use: CredentialUse = "password",
   ): Promise<Identity> {
     const scope = use === "password" ? registry.service : `${use}\u0000${registry.service}`;
-    const identity = await this.#cachedIdentity(
+    const identity = await this.#identities.get(
       credential,
       scope,
       () => this.#verify(credential, registry, use),
-      registry,
+      (cached) => this.#stillTrusted(cached, registry),
     );
     return this.#reviewed(credential, identity, registry.audiences, false);
   }
@@ -255,11 +227,12 @@ export class TokenRealm {
         },
       );
     }
-    const identity = await this.#cachedIdentity(
+    const identity = await this.#identities.get(
       token,
       `\u0000credential-provider\u0000${registry.service}`,
       () =>
         this.#deps.verifier.verify(token, audiences, { reviewFollows: this.#deps.reviewer !== undefined }),
+      (cached) => this.#stillTrusted(cached, undefined),
     );
     return this.#reviewed(token, identity, audiences, true);
   }
@@ -356,56 +329,12 @@ export class TokenRealm {
     return keys.some((k) => `${OWN_KEY_PREFIX}${k.kid}` === own);
   }
 
-  async #cachedIdentity(
-    credential: string,
-    scope: string,
-    verify: () => Promise<Identity>,
-    registry?: RegistryConfig,
-  ): Promise<Identity> {
-    const credentialHash = cacheKeyHash(credential);
-    let scopeKey = this.#scopeKeys.get(scope);
-    if (scopeKey === undefined) {
-      scopeKey = cacheKeyHash(`${scope}\u0000${this.#trust}`).slice(0, 16);
-      if (this.#scopeKeys.size < 1_000) this.#scopeKeys.set(scope, scopeKey);
-    }
-    // Named by an HMAC of the credential and sealed to it: a store reader learns nothing usable, and an
-    // entry written without the service secret (or for another credential) opens as a miss.
-    const key = identityKey(this.#sealer, credential, scopeKey);
-    const nowMs = this.#now();
-    const cached = parseCached<Identity>(this.#sealer.open(key, await this.#deps.store.get(key), credential));
-    if (
-      cached &&
-      typeof cached.expiresAt === "number" &&
-      cached.expiresAt * 1000 > nowMs &&
-      cached.serviceAccount &&
-      // Its cluster may have been removed by a reload, or the key that verified it (from the cluster's
-      // JWKS, or from this registry's published keys).
-      this.#stillTrusted(cached, registry)
-    ) {
-      this.stats.identityHits++;
-      if (!this.#subjects.has(credentialHash)) {
-        this.#subjects.set(credentialHash, subjectKey(cached), {
-          ttl: cached.expiresAt * 1000 - nowMs,
-        });
-      }
-      return cached;
-    }
-    this.stats.identityMisses++;
-    const identity = await verify();
-    const ttl = Math.min(identity.expiresAt * 1000 - nowMs, IDENTITY_CACHE_MAX_MS);
-    if (ttl > 0) {
-      await this.#deps.store.set(key, this.#sealer.seal(key, JSON.stringify(identity), credential), ttl);
-    }
-    this.#subjects.set(credentialHash, subjectKey(identity), { ttl: Math.max(1, ttl) });
-    return identity;
-  }
-
   /**
    * The rate-limit key of an already verified credential (`sa:<cluster>/<namespace>/<name>`), or
    * `undefined` when this instance has not verified it yet. Never verifies; never throws.
    */
   knownSubject(credential: string): string | undefined {
-    return this.#subjects.get(cacheKeyHash(credential));
+    return this.#identities.knownSubject(credential);
   }
 
   /**
@@ -448,7 +377,13 @@ export class TokenRealm {
       actions: d.granted,
     }));
     const nowMs = this.#now();
-    const minted = await this.#mintOrReuse(registry, identity, access, nowMs);
+    const minted = await this.#tokens.mintOrReuse(
+      registry,
+      this.#deps.signingKeys.get(registry.service)!,
+      identity,
+      access,
+      nowMs,
+    );
     const grantedScope = decisions
       .filter((d) => d.granted.length > 0)
       .map((d) => formatScope({ ...d.requested, actions: d.granted }))
@@ -511,91 +446,5 @@ export class TokenRealm {
         : {};
     const notAfter = Math.floor(nowMs / 1000) + registry.refreshTokenMaxTtlSeconds;
     return (await mintDerived("refresh", key, registry, { ...identity, ...source }, notAfter, nowMs)).token;
-  }
-
-  /**
-   * Reuses an issued token for the same service account, registry and granted access while at least half
-   * its lifetime remains and it does not outlive the presented credential; otherwise mints a new one.
-   */
-  async #mintOrReuse(
-    registry: RegistryConfig,
-    identity: Identity,
-    access: AccessEntry[],
-    nowMs: number,
-  ): Promise<CachedToken & { cached: boolean }> {
-    const reuse = this.#deps.config.cache.reuseTokens;
-    const granted = access
-      .filter((a) => a.actions.length > 0)
-      .map((a) => `${a.type}:${a.name}:${a.actions.join(",")}`)
-      .sort();
-    const key = this.#deps.signingKeys.get(registry.service)!;
-    // The signing key's kid is part of the key: after a switch of signing keys (a rotation), a token
-    // signed by the previous key is never handed out again, so the registry can stop trusting it at once.
-    // Named by an HMAC and sealed with the service secret: a store reader can neither use the token nor
-    // tell whose it is; an entry written without the secret, or moved to another name, is a miss.
-    const cacheKey = issuedTokenKey(
-      this.#sealer,
-      JSON.stringify([
-        identity.cluster,
-        identity.namespace,
-        identity.serviceAccount.name,
-        identity.serviceAccount.uid,
-        registry.service,
-        registry.issuer,
-        granted,
-        key.kid,
-      ]),
-    );
-    const now = Math.floor(nowMs / 1000);
-    const halfTtl = registry.tokenTtlSeconds / 2;
-    if (reuse) {
-      const hit = parseCached<CachedToken>(this.#sealer.open(cacheKey, await this.#deps.store.get(cacheKey)));
-      if (
-        hit &&
-        typeof hit.token === "string" &&
-        hit.expiresAt - now >= halfTtl &&
-        hit.expiresAt <= identity.expiresAt &&
-        hit.issuedAt <= now
-      ) {
-        this.stats.tokenHits++;
-        return { ...hit, cached: true };
-      }
-      this.stats.tokenMisses++;
-    }
-    const minted = await mintRegistryToken(key, {
-      issuer: registry.issuer,
-      audience: registry.service,
-      subject: identity.subject,
-      access,
-      ttlSeconds: registry.tokenTtlSeconds,
-      notAfter: identity.expiresAt,
-      nowMs,
-    });
-    const entry: CachedToken = {
-      token: minted.token,
-      jti: minted.jti,
-      issuedAt: minted.issuedAt,
-      expiresAt: minted.expiresAt,
-    };
-    const reusableMs = (minted.expiresAt - halfTtl) * 1000 - nowMs;
-    if (reuse && reusableMs >= 1000) {
-      await this.#deps.store.set(cacheKey, this.#sealer.seal(cacheKey, JSON.stringify(entry)), reusableMs);
-    }
-    return { ...entry, cached: false };
-  }
-}
-
-function subjectKey(identity: Identity): string {
-  return serviceAccountSubject(identity.cluster, identity.namespace, identity.serviceAccount.name);
-}
-
-/** Parses a cached JSON value; a corrupt entry is a miss, never an error. */
-function parseCached<T>(text: string | undefined): T | undefined {
-  if (text === undefined) return undefined;
-  try {
-    const v = JSON.parse(text) as unknown;
-    return v !== null && typeof v === "object" ? (v as T) : undefined;
-  } catch {
-    return undefined;
   }
 }
