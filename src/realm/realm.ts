@@ -4,8 +4,7 @@
  */
 
 import type { Logger } from "pino";
-import { type AuditSink, auditSinkOr } from "../audit.js";
-import { DERIVED_KINDS, type DerivedKind, derivedKindOf, verifyDerived } from "../authn/derived.js";
+import { type AuditSink, auditSinkOr, issuedRecord } from "../audit.js";
 import type { ClusterReviewer } from "../authn/review.js";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
 import { CacheSealer } from "../cache/seal.js";
@@ -17,6 +16,7 @@ import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
 import { mintDerived } from "../token/derived.js";
 import type { AccessEntry } from "../token/mint.js";
+import { verifyCredential } from "./credentials.js";
 import { IdentityCache } from "./identity-cache.js";
 import { IssuedTokens } from "./token-reuse.js";
 
@@ -174,7 +174,17 @@ export class TokenRealm {
     const identity = await this.#identities.get(
       credential,
       scope,
-      () => this.#verify(credential, registry, use),
+      () =>
+        verifyCredential(credential, registry, use, {
+          config: this.#deps.config,
+          verifier: this.#deps.verifier,
+          ownKeys:
+            this.#deps.verificationKeys?.get(registry.service) ??
+            this.#deps.signingKeys.get(registry.service)!,
+          clusters: this.#clusters,
+          reviewFollows: this.#deps.reviewer !== undefined,
+          nowMs: this.#now(),
+        }),
       (cached) => this.#stillTrusted(cached, registry),
     );
     return this.#reviewed(credential, identity, registry.audiences, false);
@@ -253,68 +263,6 @@ export class TokenRealm {
   }
 
   /**
-   * Routes a credential to its verifier; the unverified `typ` header only chooses which one. A derived
-   * credential is accepted only while the cluster key that vouched for its source token is still in the
-   * cluster's trusted key set (checked on every use: a cache hit checks it too, see #stillTrusted).
-   */
-  async #verify(credential: string, registry: RegistryConfig, use: CredentialUse): Promise<Identity> {
-    const kind: DerivedKind | undefined = derivedKindOf(credential);
-    const derived = async (k: DerivedKind) => {
-      const identity = await verifyDerived(
-        k,
-        this.#deps.verificationKeys?.get(registry.service) ?? this.#deps.signingKeys.get(registry.service)!,
-        registry,
-        credential,
-        this.#clusters,
-        this.#now(),
-      );
-      if (!(await this.#deps.verifier.trustsClusterKey(identity))) {
-        throw new ExchangeError(
-          "unknown_key",
-          `${DERIVED_KINDS[k].label} was derived from a token signed by a key that cluster "${identity.cluster}" no longer trusts`,
-        );
-      }
-      return identity;
-    };
-    if (use === "refresh") {
-      if (kind !== "refresh") {
-        throw new ExchangeError(
-          "malformed_token",
-          "refresh_token is not a refresh token issued by this service",
-        );
-      }
-      const identity = await derived("refresh");
-      // The cap holds for refresh tokens minted under an earlier, longer setting too.
-      return {
-        ...identity,
-        expiresAt: Math.min(identity.expiresAt, identity.issuedAt + registry.refreshTokenMaxTtlSeconds),
-      };
-    }
-    if (kind === "exchange") {
-      const identity = await derived("exchange");
-      // Re-checked on every use: a registry that restricts its audiences (or a config that stopped
-      // serving it through the credential provider) refuses credentials minted under other audiences.
-      const accepted = credentialProviderAudiencesFor(this.#deps.config, registry);
-      if (!identity.audiences.some((a) => accepted.includes(a))) {
-        throw new ExchangeError(
-          "invalid_audience",
-          "exchange credential was derived from a token whose audience this registry does not accept",
-        );
-      }
-      return identity;
-    }
-    if (kind === "refresh") {
-      throw new ExchangeError(
-        "malformed_credentials",
-        "a refresh token is accepted only as refresh_token with grant_type=refresh_token",
-      );
-    }
-    return this.#deps.verifier.verify(credential, registry.audiences, {
-      reviewFollows: this.#deps.reviewer !== undefined,
-    });
-  }
-
-  /**
    * Whether a cached identity may still be used: its cluster and the cluster key that vouched for it
    * (directly, or through the source token of a derived credential) are still trusted and, for a
    * credential this service derived, the key of `registry` that signed it is still active or published.
@@ -390,23 +338,17 @@ export class TokenRealm {
       .join(" ");
     this.#deps.onIssue?.({ service: registry.service, reused: minted.cached });
     auditSinkOr(req.audit, this.#deps.logger)(
-      {
-        decision: "issued",
-        time: new Date(nowMs).toISOString(),
-        cluster: identity.cluster,
-        namespace: identity.namespace,
-        serviceAccount: identity.serviceAccount.name,
-        pod: identity.pod?.name,
+      issuedRecord({
+        nowMs,
+        identity,
         service: registry.service,
         requested: req.scopes.map(formatScope),
-        granted: grantedScope === "" ? [] : grantedScope.split(" "),
-        rules: [...new Set(decisions.flatMap((d) => d.allowedBy))],
-        deniedBy: [...new Set(decisions.flatMap((d) => d.deniedBy))],
+        grantedScope,
+        decisions,
         jti: minted.jti,
         cacheHit: minted.cached,
-        saTokenId: identity.tokenId,
         client: req.clientAddress,
-      },
+      }),
       "token issued",
     );
     return {
