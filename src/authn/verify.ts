@@ -1,6 +1,6 @@
 /**
  * Verification of Kubernetes service-account JWTs (bound / projected tokens).
- * Claim layout: kubernetes `pkg/serviceaccount/claims.go`; see REFERENCE.md §1.
+ * Claim layout: kubernetes `pkg/serviceaccount/claims.go` (and `legacy.go` for the Secret-based tokens refused here).
  *
  * Order of checks: shape and size -> unverified `iss` picks the cluster (legacy Secret-based tokens are
  * refused here) -> `alg` against the cluster's allowlist -> key by `kid` (or every key fitting `alg` when

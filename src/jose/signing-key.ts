@@ -3,7 +3,7 @@
  * together, choosing the JWS algorithm, and generating a key + self-signed certificate for local mode.
  *
  * Why a certificate: distribution v2.8 trusts token keys only through its `rootcertbundle`; it verifies the
- * `x5c` chain or looks the libtrust `kid` up among the bundle's certificates (REFERENCE.md §3).
+ * `x5c` chain or looks the libtrust `kid` up among the bundle's certificates (distribution `registry/auth/token/token.go`, docs/spec/auth/jwt.md).
  */
 import { createPrivateKey, createPublicKey, type KeyObject, webcrypto, X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";

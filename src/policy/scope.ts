@@ -1,5 +1,5 @@
 /**
- * Docker registry scopes (distribution docs/spec/auth/scope.md; REFERENCE.md §3).
+ * Docker registry scopes (distribution docs/spec/auth/scope.md).
  *
  * Grammar: `type[(class)]:name:actions`. The name may itself contain one `:` (a registry host port, as in
  * `localhost:5000/foo`), so the type is what precedes the first `:`, the actions what follows the last
@@ -24,8 +24,8 @@ export const MAX_SCOPES = 32;
 /** Longest accepted repository name (distribution's reference grammar allows 255). */
 export const MAX_NAME_LENGTH = 255;
 
-// distribution reference grammar: path components of lower-case alphanumerics separated by ., _, __ or
-// runs of -; optionally prefixed by a domain with an optional port (REFERENCE.md §4, harbor#3015).
+// distribution reference grammar (distribution/reference `regexp.go`): path components of lower-case alphanumerics separated by ., _, __ or
+// runs of -; optionally prefixed by a domain with an optional port (harbor#3015).
 const COMPONENT = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
 const DOMAIN =
   "(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?/)";

@@ -1,5 +1,5 @@
 /**
- * The registry token realm endpoints (distribution docs/spec/auth/token.md and oauth.md; REFERENCE.md §3).
+ * The registry token realm endpoints (distribution docs/spec/auth/token.md and oauth.md).
  * - `GET /token?service=S&scope=...` with Basic (password = service-account JWT or exchange credential) or
  *   Bearer auth; answers `{token, access_token, expires_in, issued_at}` (+ `refresh_token` with
  *   `offline_token=true`); errors in distribution's format.

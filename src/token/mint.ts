@@ -1,6 +1,5 @@
 /**
- * Minting Docker registry bearer tokens (distribution docs/spec/auth/jwt.md, registry/auth/token/token.go;
- * REFERENCE.md §3).
+ * Minting Docker registry bearer tokens (distribution docs/spec/auth/jwt.md, registry/auth/token/token.go).
  *
  * Header `{alg, typ: "JWT", kid, x5c}`; claims `iss`, `sub`, `aud` (a STRING: v2.8 rejects an array),
  * `exp`, `nbf`, `iat` (integer seconds), `jti`, `access: [{type, name, actions}]`.

@@ -394,7 +394,7 @@ describe("verification through GET /token", () => {
       );
     });
 
-    it("legacy Secret-based token (REFERENCE.md §1) is refused", async () => {
+    it("legacy Secret-based token (kubernetes pkg/serviceaccount/legacy.go) is refused", async () => {
       const legacy = {
         iss: "kubernetes/serviceaccount",
         "kubernetes.io/serviceaccount/namespace": "team-a",

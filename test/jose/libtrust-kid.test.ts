@@ -63,7 +63,7 @@ describe("libtrustKeyId: shape", () => {
     expect(libtrustKeyId(privateKey)).toBe(id);
   });
 
-  it("is not the RFC 7638 thumbprint, which v2.8 rejects (REFERENCE.md §3)", async () => {
+  it("is not the RFC 7638 thumbprint, which v2.8 rejects (distribution registry/auth/token/token.go)", async () => {
     const jwk = createPublicKey(LIBTRUST_EC_PUBLIC).export({ format: "jwk" }) as JWK;
     const thumbprint = await calculateJwkThumbprint(jwk, "sha256");
     expect(thumbprint).not.toBe(LIBTRUST_EC_KID);

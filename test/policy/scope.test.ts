@@ -1,5 +1,5 @@
 /**
- * Scope parsing (distribution docs/spec/auth/scope.md; REFERENCE.md §3 and §4): table-driven, in the style
+ * Scope parsing (distribution docs/spec/auth/scope.md, distribution/reference grammar): table-driven, in the style
  * of docker_auth's acl_test. Every rejection is asserted by its `code`, status and exact message.
  */
 import { describe, expect, it } from "vitest";
