@@ -13,7 +13,7 @@ import type { RedisClient } from "./cache/redis.js";
 import type { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
-import { ExchangeError } from "./errors.js";
+import { RequestError } from "./errors.js";
 import type { SigningKey } from "./jose/signing-key.js";
 import type { LocalIssuer } from "./local/issuer.js";
 import { accessLogController, registerAccessLog } from "./plugins/access-log.js";
@@ -167,7 +167,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     clientErrorHandler: handleClientError,
     frameworkErrors: (error, request, reply) => {
       request.log.info({ fastifyCode: error.code, status: 400 }, "request rejected");
-      sendError(reply, new ExchangeError("invalid_request", "malformed request URL"), "docker", false);
+      sendError(reply, new RequestError("invalid_request", "malformed request URL"), "docker", false);
     },
   });
   // Node's own guard against clients that never finish their headers (fastify has no option for it).

@@ -26,7 +26,7 @@
  */
 
 import { RESERVED_URN_PREFIX, type RegistryConfig } from "../config/schema.js";
-import { type ErrorCode, ExchangeError } from "../errors.js";
+import { type ErrorCode, RequestError } from "../errors.js";
 import {
   type ClaimFailure,
   checkClaims,
@@ -117,8 +117,8 @@ export interface IdentityClaim {
   source: { jti?: string; aud: string[]; iat: number; exp: number; key?: string };
 }
 
-function fail(kind: DerivedKind, code: ErrorCode, what: string): ExchangeError {
-  return new ExchangeError(code, `${DERIVED_KINDS[kind].label} ${what}`);
+function fail(kind: DerivedKind, code: ErrorCode, what: string): RequestError {
+  return new RequestError(code, `${DERIVED_KINDS[kind].label} ${what}`);
 }
 
 function isRef(v: unknown): v is { name: string; uid: string } {
@@ -143,7 +143,7 @@ function isStringRecord(v: unknown): v is Record<string, string> {
  *   `publishedKeys` of a rotation): the one whose `kid` the credential names verifies it, so what the
  *   previous key signed stays valid until it expires
  * @param clusters names of the clusters currently trusted (a credential of a removed cluster is refused)
- * @throws {ExchangeError} `malformed_token`, `unsupported_algorithm`, `invalid_signature`, `invalid_issuer`,
+ * @throws {RequestError} `malformed_token`, `unsupported_algorithm`, `invalid_signature`, `invalid_issuer`,
  *   `invalid_audience`, `token_expired`, `token_not_yet_valid`, `missing_claim`, `invalid_subject`,
  *   `unknown_issuer`
  */
@@ -242,7 +242,7 @@ export async function verifyDerived(
 /** Claims a derived credential must carry, in the order their absence is reported. */
 const DERIVED_REQUIRED_CLAIMS = ["iss", "aud", "jti", "sub", "iat", "nbf", "exp"] as const;
 
-function claimError(kind: DerivedKind, { claim, reason }: ClaimFailure): ExchangeError {
+function claimError(kind: DerivedKind, { claim, reason }: ClaimFailure): RequestError {
   switch (reason) {
     case "missing":
       return fail(kind, "missing_claim", `has no "${claim}" claim`);

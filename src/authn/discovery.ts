@@ -77,7 +77,7 @@ export function clusterFetcher(cluster: ClusterConfig): JsonFetcher | undefined 
  * Reads a cluster's JWKS document: the `jwksFile`, or over `fetcher` from its `jwksUri` or the
  * `jwks_uri` of its discovery document.
  * @returns the document (unparsed JSON) and the `Cache-Control` max-age of a fetched one, seconds
- * @throws {ExchangeError} `keys_unavailable` (see `authn/keys-unavailable.ts`)
+ * @throws {RequestError} `keys_unavailable` (see `authn/keys-unavailable.ts`)
  */
 export async function readJwksDocument(
   cluster: ClusterConfig,

@@ -18,7 +18,7 @@ import type { Logger } from "pino";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import { clusterFetcher, readJwksDocument, trustSource } from "./discovery.js";
 import type { JsonFetcher } from "./fetch.js";
 import { jwkFitsAlgorithm, parseJwks, type VerificationKey } from "./jwk.js";
@@ -140,7 +140,7 @@ export class ClusterKeySet {
    * (after a restart or a reload) and, when the fingerprint is not in it, re-fetching once within the
    * unknown-`kid` budget (another replica may have seen a newer set). Used for derived credentials,
    * which name the cluster key that vouched for their source token.
-   * @throws {ExchangeError} `keys_unavailable` when no key set can be loaded
+   * @throws {RequestError} `keys_unavailable` when no key set can be loaded
    */
   async trustsKey(fingerprint: string): Promise<boolean> {
     const has = (l: Loaded) => l.keys.some((k) => k.fingerprint === fingerprint);
@@ -195,7 +195,7 @@ export class ClusterKeySet {
    * - `kid` non-empty: the keys with that `kid` that fit `alg`; an unknown `kid` triggers a re-fetch within
    *   budget, then answers `[]` if still unknown.
    * - `kid` empty or absent: every key that fits `alg` (old clusters send `"kid": ""`).
-   * @throws {ExchangeError} `keys_unavailable` when no key set could ever be loaded (or it is too stale)
+   * @throws {RequestError} `keys_unavailable` when no key set could ever be loaded (or it is too stale)
    */
   async candidates(kid: string | undefined, alg: string): Promise<VerificationKey[]> {
     let loaded = await this.#current();
@@ -257,7 +257,7 @@ export class ClusterKeySet {
    * keeps the old set and rejects.
    * @param since with Redis, adopt another replica's set only if its fetch was sent at or after this
    *   time, epoch ms (default: any set newer than the one loaded)
-   * @throws {ExchangeError} `keys_unavailable`
+   * @throws {RequestError} `keys_unavailable`
    */
   refresh(since = 0): Promise<Loaded> {
     if (this.#inflight !== undefined) return this.#inflight;
@@ -306,7 +306,7 @@ export class ClusterKeySet {
     throw this.#unavailable(now);
   }
 
-  #unavailable(now: number): ExchangeError {
+  #unavailable(now: number): RequestError {
     return keysUnavailable(
       { cluster: this.cluster.name, reason: this.#lastError ?? "key set reloading" },
       { retryAfterSeconds: Math.max(1, Math.ceil((this.#nextRetryAt - now) / 1000)) },
@@ -427,10 +427,10 @@ export class ClusterKeySet {
       return loaded;
     } catch (err) {
       const reason =
-        err instanceof ExchangeError ? String(err.logDetail?.reason ?? err.message) : (err as Error).message;
+        err instanceof RequestError ? String(err.logDetail?.reason ?? err.message) : (err as Error).message;
       if (this.#lastError === undefined) {
         log.warn(
-          { cluster: c.name, reason, detail: err instanceof ExchangeError ? err.logDetail : undefined },
+          { cluster: c.name, reason, detail: err instanceof RequestError ? err.logDetail : undefined },
           this.#loaded ? "cluster key fetch failed; serving cached keys" : "cluster key fetch failed",
         );
       }
@@ -439,7 +439,7 @@ export class ClusterKeySet {
       this.#deps.onFetch?.(c.name, "error");
       // Every failure answers alike: the generic message, the reason in the log only, and a Retry-After
       // of the back-off before the next attempt.
-      throw keysUnavailable(err instanceof ExchangeError ? (err.logDetail ?? { reason }) : { reason }, {
+      throw keysUnavailable(err instanceof RequestError ? (err.logDetail ?? { reason }) : { reason }, {
         retryAfterSeconds: RETRY_BACKOFF_MS / 1000,
         cause: err,
       });

@@ -3,7 +3,7 @@
  * fetched, read or parsed, or has gone stale. Every cause answers alike (`keys_unavailable`, HTTP 503,
  * one message); the cause goes to the log only.
  */
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 
 /**
  * Builds the `keys_unavailable` error.
@@ -13,8 +13,8 @@ import { ExchangeError } from "../errors.js";
 export function keysUnavailable(
   logDetail: Record<string, unknown>,
   options: { retryAfterSeconds?: number; cause?: unknown } = {},
-): ExchangeError {
-  return new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
+): RequestError {
+  return new RequestError("keys_unavailable", "the cluster's signing keys are not available right now", {
     logDetail,
     ...options,
   });

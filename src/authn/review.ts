@@ -29,7 +29,7 @@ import { reviewKey, serviceAccountKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig, Config } from "../config/schema.js";
-import { ExchangeError, safeEcho } from "../errors.js";
+import { RequestError, safeEcho } from "../errors.js";
 import { decodeCompactJws } from "../jose/jws.js";
 import {
   KubeApiClient,
@@ -185,7 +185,7 @@ export class ClusterReviewer {
    * @param audiences the audiences a service-account token is accepted for here (ignored for derived
    *   credentials: their source is reviewed for the audiences it was first accepted for)
    * @returns what the cluster said
-   * @throws {ExchangeError} `token_review_refused` (the cluster refused the token, its answer disagrees
+   * @throws {RequestError} `token_review_refused` (the cluster refused the token, its answer disagrees
    *   with the claims, or a derived credential carries no reviewable source), `token_review_unavailable`
    *   (the API server failed or timed out), `rate_limited` (the API server answered 429)
    */
@@ -254,7 +254,7 @@ export class ClusterReviewer {
   /**
    * The ServiceAccount of `identity` as the cluster has it now (cached for `review.cacheTtlSeconds`), after
    * checking that its `metadata.uid` is the token's service-account uid.
-   * @throws {ExchangeError} `token_review_refused` when it does not exist or has another uid (deleted and
+   * @throws {RequestError} `token_review_refused` when it does not exist or has another uid (deleted and
    *   recreated), `token_review_unavailable` / `rate_limited` when the API server fails
    */
   async serviceAccount(identity: Identity): Promise<ServiceAccountObject> {
@@ -401,7 +401,7 @@ export class ClusterReviewer {
     }
   }
 
-  #apiFailure(cluster: ClusterConfig, call: KubeApiCall, err: unknown): ExchangeError {
+  #apiFailure(cluster: ClusterConfig, call: KubeApiCall, err: unknown): RequestError {
     const e =
       err instanceof KubeApiError
         ? err
@@ -418,7 +418,7 @@ export class ClusterReviewer {
     );
     const logDetail = { cluster: cluster.name, call, failure: e.failure, status: e.status };
     if (e.failure === "rate_limited") {
-      return new ExchangeError(
+      return new RequestError(
         "rate_limited",
         `the API server of cluster "${cluster.name}" is rate limiting this service; retry later`,
         {
@@ -427,7 +427,7 @@ export class ClusterReviewer {
         },
       );
     }
-    return new ExchangeError(
+    return new RequestError(
       "token_review_unavailable",
       `the API server of cluster "${cluster.name}" cannot review the token right now (${e.failure})`,
       { logDetail, cause: err },
@@ -435,8 +435,8 @@ export class ClusterReviewer {
   }
 }
 
-function refused(message: string, logDetail: Record<string, unknown>): ExchangeError {
-  return new ExchangeError("token_review_refused", message, { logDetail });
+function refused(message: string, logDetail: Record<string, unknown>): RequestError {
+  return new RequestError("token_review_refused", message, { logDetail });
 }
 
 /** The single value of `user.extra[authentication.kubernetes.io/<name>]`, if exactly one. */

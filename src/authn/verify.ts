@@ -8,7 +8,7 @@
  * with leeway -> `iat` not in the future -> `sub` and the `kubernetes.io` claim agree.
  */
 import type { ClusterConfig } from "../config/schema.js";
-import { ExchangeError, safeEcho } from "../errors.js";
+import { RequestError, safeEcho } from "../errors.js";
 import {
   type ClaimFailure,
   checkClaims,
@@ -123,11 +123,11 @@ const SUBJECT = /^system:serviceaccount:([^:]+):([^:]+)$/;
  * access log and to the offline `explain` command only.
  */
 function fail(
-  code: ConstructorParameters<typeof ExchangeError>[0],
+  code: ConstructorParameters<typeof RequestError>[0],
   message: string,
   logDetail?: { detail: string },
 ) {
-  return new ExchangeError(code, message, logDetail ? { logDetail } : {});
+  return new RequestError(code, message, logDetail ? { logDetail } : {});
 }
 
 /** Options of one {@link ServiceAccountVerifier.verify} call. */
@@ -191,7 +191,7 @@ export class ServiceAccountVerifier {
    * loading the cluster's key set when none is current (unlike {@link stillTrusted}). A credential that
    * names none passes only for a cluster with `verification: tokenReview` (its sealed source token is
    * reviewed next).
-   * @throws {ExchangeError} `keys_unavailable` when the cluster's keys cannot be loaded
+   * @throws {RequestError} `keys_unavailable` when the cluster's keys cannot be loaded
    */
   async trustsClusterKey(identity: Identity): Promise<boolean> {
     const keySet = this.#byName.get(identity.cluster);
@@ -205,7 +205,7 @@ export class ServiceAccountVerifier {
    * @param token the compact JWS as presented
    * @param audiences overrides the cluster's accepted audiences (the token's `aud` must contain one)
    * @param options see {@link VerifyOptions}
-   * @throws {ExchangeError} with a credential code (`malformed_token`, `unknown_issuer`, `legacy_token`,
+   * @throws {RequestError} with a credential code (`malformed_token`, `unknown_issuer`, `legacy_token`,
    *   `unsupported_algorithm`, `unknown_key`, `invalid_signature`, `invalid_issuer`, `invalid_audience`,
    *   `token_expired`, `token_not_yet_valid`, `missing_claim`, `invalid_subject`) or `keys_unavailable`
    */
@@ -318,7 +318,7 @@ function claimError(
   failure: ClaimFailure,
   cluster: ClusterConfig,
   audiences: readonly string[],
-): ExchangeError {
+): RequestError {
   const { claim, reason } = failure;
   switch (reason) {
     case "missing":
@@ -365,7 +365,7 @@ function ref(v: { name?: unknown; uid?: unknown } | undefined): { name: string; 
  * refused here as expired.
  * @param exp the token's `exp`, epoch seconds
  * @param warnafter the `kubernetes.io.warnafter` value, if any (anything but a whole number is refused)
- * @throws {ExchangeError} `malformed_token` when `warnafter` is present but not a whole number of seconds
+ * @throws {RequestError} `malformed_token` when `warnafter` is present but not a whole number of seconds
  */
 export function effectiveExpiry(exp: number, warnafter: unknown): number {
   if (warnafter === undefined) return exp;

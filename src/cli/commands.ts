@@ -31,7 +31,7 @@ import { ServiceAccountVerifier } from "../authn/verify.js";
 import { MemoryStore } from "../cache/store.js";
 import { inspectConfigFile, loadConfigFile } from "../config/load.js";
 import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../config/schema.js";
-import { ConfigError, ExchangeError } from "../errors.js";
+import { ConfigError, RequestError } from "../errors.js";
 import { isJwsAlgorithm, type JwsAlgorithm } from "../jose/jws.js";
 import { loadPublishedKey, loadSigningKey, type SigningKey } from "../jose/signing-key.js";
 import { Policy } from "../policy/engine.js";
@@ -234,7 +234,7 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
   try {
     scopes = parseScopes(opts.scope ?? []);
   } catch (err) {
-    if (err instanceof ExchangeError) return usage(`explain: ${err.message}`);
+    if (err instanceof RequestError) return usage(`explain: ${err.message}`);
     throw err;
   }
   let token: string;
@@ -298,7 +298,7 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
     const body = formatExplanation(explain(result, credentialKind(token), now()));
     return { stdout: `${label("signature")}${signature}\n${body}`, stderr, code: 0 };
   } catch (err) {
-    if (!(err instanceof ExchangeError)) throw err;
+    if (!(err instanceof RequestError)) throw err;
     // The operator holds the config: show the detail the service keeps for its log.
     if (err.code === "unknown_service")
       return usage(`explain: ${err.message} (this config serves ${served})`);
@@ -350,7 +350,7 @@ export async function checkConfigCommand(
         lines.push(`${at}: ${set.keys.length} key(s) fetched\n`);
       } catch (err) {
         const reason =
-          err instanceof ExchangeError ? String(err.logDetail?.reason ?? err.message) : String(err);
+          err instanceof RequestError ? String(err.logDetail?.reason ?? err.message) : String(err);
         // A certificate that is not trusted: say which key fixes it.
         const tls = classifyTlsFailure(reason);
         const advice = tls ? tlsAdvice(tls, "the cluster's certificate", `clusters[${i}].caFile`) : reason;

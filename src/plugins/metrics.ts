@@ -23,7 +23,7 @@ import type { ErrorCode } from "../errors.js";
 import type { SigningKey } from "../jose/signing-key.js";
 import type { RealmStats } from "../realm/realm.js";
 import { aggregatedMetrics, contributeRegistries, inClusterWorker } from "./cluster-metrics.js";
-import { toExchangeError } from "./errors.js";
+import { toRequestError } from "./errors.js";
 
 /** Where `/metrics` reads live state from at scrape time. */
 export interface MetricSources {
@@ -294,7 +294,7 @@ export function registerMetrics(app: FastifyInstance, metrics: ServiceMetrics): 
     done();
   });
   app.addHook("onError", (request: FastifyRequest, _reply: FastifyReply, error: unknown, done) => {
-    metrics.denial(toExchangeError(error).code, routeLabel(request));
+    metrics.denial(toRequestError(error).code, routeLabel(request));
     done();
   });
   app.get("/metrics", async (request, reply) => {

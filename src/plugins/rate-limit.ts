@@ -17,7 +17,7 @@ import { parseAuthorization } from "../authn/credentials.js";
 import { addressSubject, isServiceAccountSubject, rateLimitKey } from "../cache/keys.js";
 import { pauseRedis, type RedisClient, redisUsable } from "../cache/redis.js";
 import type { Config } from "../config/schema.js";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import type { TokenRealm } from "../realm/realm.js";
 
 /** Paths that are rate limited (the token realm and the exchange endpoints). */
@@ -121,7 +121,7 @@ export async function registerRateLimit(
       "x-ratelimit-reset": false,
     },
     errorResponseBuilder: (_request, context) =>
-      new ExchangeError(
+      new RequestError(
         "rate_limited",
         `too many requests: retry in ${Math.max(1, Math.ceil(context.ttl / 1000))} s`,
         {

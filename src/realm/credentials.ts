@@ -7,7 +7,7 @@
 import { DERIVED_KINDS, type DerivedKind, derivedKindOf, verifyDerived } from "../authn/derived.js";
 import type { Identity, ServiceAccountVerifier } from "../authn/verify.js";
 import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import type { PublishedKey } from "../jose/signing-key.js";
 import type { CredentialUse } from "./realm.js";
 
@@ -40,7 +40,7 @@ export async function verifyCredential(
   const derived = async (k: DerivedKind) => {
     const identity = await verifyDerived(k, deps.ownKeys, registry, credential, deps.clusters, deps.nowMs);
     if (!(await deps.verifier.trustsClusterKey(identity))) {
-      throw new ExchangeError(
+      throw new RequestError(
         "unknown_key",
         `${DERIVED_KINDS[k].label} was derived from a token signed by a key that cluster "${identity.cluster}" no longer trusts`,
       );
@@ -49,7 +49,7 @@ export async function verifyCredential(
   };
   if (use === "refresh") {
     if (kind !== "refresh") {
-      throw new ExchangeError(
+      throw new RequestError(
         "malformed_token",
         "refresh_token is not a refresh token issued by this service",
       );
@@ -67,7 +67,7 @@ export async function verifyCredential(
     // serving it through the credential provider) refuses credentials minted under other audiences.
     const accepted = credentialProviderAudiencesFor(deps.config, registry);
     if (!identity.audiences.some((a) => accepted.includes(a))) {
-      throw new ExchangeError(
+      throw new RequestError(
         "invalid_audience",
         "exchange credential was derived from a token whose audience this registry does not accept",
       );
@@ -75,7 +75,7 @@ export async function verifyCredential(
     return identity;
   }
   if (kind === "refresh") {
-    throw new ExchangeError(
+    throw new RequestError(
       "malformed_credentials",
       "a refresh token is accepted only as refresh_token with grant_type=refresh_token",
     );

@@ -10,7 +10,7 @@ import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../a
 import { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
-import { ExchangeError, safeEcho } from "../errors.js";
+import { RequestError, safeEcho } from "../errors.js";
 import type { PublishedKey, SigningKey } from "../jose/signing-key.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
@@ -140,13 +140,13 @@ export class TokenRealm {
 
   /**
    * The registry config for `service`.
-   * @throws {ExchangeError} `unknown_service` (400) when this realm does not serve it
+   * @throws {RequestError} `unknown_service` (400) when this realm does not serve it
    */
   registry(service: string): RegistryConfig {
     const r = this.#registries.get(service);
     if (!r) {
       // The served services stay in the log: a stranger need not learn every registry behind this realm.
-      throw new ExchangeError(
+      throw new RequestError(
         "unknown_service",
         `unknown service "${safeEcho(service, 100)}": not served here`,
         {
@@ -163,7 +163,7 @@ export class TokenRealm {
    * credential can read one, and a forged or altered entry is a miss. As a `password`: an exchange credential of this registry (chosen by its `typ` header,
    * see `derived.ts`), else a service-account token (the registry's `audiences` if set, else the
    * cluster's). As `refresh`: only a refresh token of this registry.
-   * @throws {ExchangeError} credential errors from the verifiers, or `keys_unavailable`
+   * @throws {RequestError} credential errors from the verifiers, or `keys_unavailable`
    */
   async authenticate(
     credential: string,
@@ -220,13 +220,13 @@ export class TokenRealm {
    * of `registry`, against the credential-provider audiences of that registry
    * ({@link credentialProviderAudiencesFor}, never a registry's `audiences`). Only service-account tokens:
    * an exchange credential cannot buy another one.
-   * @throws {ExchangeError} `access_denied` when `registry` is not served through the credential provider;
+   * @throws {RequestError} `access_denied` when `registry` is not served through the credential provider;
    *   credential errors from the verifier, or `keys_unavailable`
    */
   async authenticateForExchange(token: string, registry: RegistryConfig): Promise<Identity> {
     const audiences = credentialProviderAudiencesFor(this.#deps.config, registry);
     if (audiences.length === 0) {
-      throw new ExchangeError(
+      throw new RequestError(
         "access_denied",
         `registry "${registry.service}" is not served through the credential provider`,
         {
@@ -255,7 +255,7 @@ export class TokenRealm {
   /**
    * Mints an exchange credential (the password kubelet gets from `/v1/credential-provider`) for
    * `identity` at `registry`, valid until `expiresAt` at the latest and never past the identity's token.
-   * @throws {ExchangeError} `token_expired` when the service-account token is about to expire
+   * @throws {RequestError} `token_expired` when the service-account token is about to expire
    */
   async mintExchangeCredential(registry: RegistryConfig, identity: Identity, expiresAt: number) {
     const key = this.#deps.signingKeys.get(registry.service)!;
@@ -289,7 +289,7 @@ export class TokenRealm {
    * Everything `issue` decides, without minting anything (`GET /v1/explain`): the registry, the verified
    * identity (refused exactly as `issue` refuses it) and the policy decision per requested scope.
    * @returns also the policy that decided, so an explanation can name the rules that applied
-   * @throws {ExchangeError} `unknown_service`, credential errors, `token_expired`, `keys_unavailable`
+   * @throws {RequestError} `unknown_service`, credential errors, `token_expired`, `keys_unavailable`
    */
   async authorize(req: Pick<IssueRequest, "credential" | "use" | "service" | "scopes">): Promise<{
     registry: RegistryConfig;
@@ -303,7 +303,7 @@ export class TokenRealm {
     // cannot be derived from a credential about to expire; also catches tokens inside the exp leeway.
     const remaining = identity.expiresAt - Math.floor(this.#now() / 1000);
     if (remaining < MIN_CREDENTIAL_LIFETIME_SECONDS) {
-      throw new ExchangeError(
+      throw new RequestError(
         "token_expired",
         `the presented credential expires in ${Math.max(0, remaining)} s; at least ${MIN_CREDENTIAL_LIFETIME_SECONDS} s are needed`,
       );
@@ -315,7 +315,7 @@ export class TokenRealm {
   /**
    * Issues a registry token: authenticate, evaluate the policy, mint. Partial or empty access is not an
    * error: the token carries exactly the granted actions.
-   * @throws {ExchangeError} `unknown_service`, credential errors, `keys_unavailable`
+   * @throws {RequestError} `unknown_service`, credential errors, `keys_unavailable`
    */
   async issue(req: IssueRequest): Promise<IssueResult> {
     const { registry, identity, decisions } = await this.authorize(req);

@@ -7,7 +7,7 @@
  * Thin adapter: the work is in `realm/credential-provider.ts`.
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import { auditToAccessLog } from "../plugins/access-log.js";
 import type { CredentialProviderExchange } from "../realm/credential-provider.js";
 import { noStore, requestMediaType } from "./params.js";
@@ -28,13 +28,13 @@ export function registerCredentialProviderRoutes(
     { config: { errorFormat: "docker" } },
     async (request: FastifyRequest, reply) => {
       if (!exchange.enabled) {
-        throw new ExchangeError(
+        throw new RequestError(
           "not_found",
           "the credential-provider endpoint is not enabled (set credentialProvider in the config)",
         );
       }
       if (requestMediaType(request) !== "application/json") {
-        throw new ExchangeError(
+        throw new RequestError(
           "unsupported_media_type",
           `POST ${CREDENTIAL_PROVIDER_PATH} needs an application/json CredentialProviderRequest body`,
         );

@@ -4,7 +4,7 @@
  * that carries a credential (RFC 6749 §5.1).
  */
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import type { IssueResult } from "../realm/realm.js";
 
 /** Parsed query or form parameters (a repeated parameter is an array). */
@@ -17,12 +17,11 @@ export function rfc3339(epochSeconds: number): string {
 
 /**
  * Reads a parameter that must appear at most once.
- * @throws {ExchangeError} `invalid_request` when it is repeated
+ * @throws {RequestError} `invalid_request` when it is repeated
  */
 export function singleParam(params: Params, name: string): string | undefined {
   const v = params[name];
-  if (Array.isArray(v))
-    throw new ExchangeError("invalid_request", `parameter "${name}" must not be repeated`);
+  if (Array.isArray(v)) throw new RequestError("invalid_request", `parameter "${name}" must not be repeated`);
   return v;
 }
 
@@ -35,12 +34,12 @@ export function repeatedParam(params: Params, name: string): string[] {
 
 /**
  * The `service` parameter.
- * @throws {ExchangeError} `invalid_request` when absent, empty or repeated
+ * @throws {RequestError} `invalid_request` when absent, empty or repeated
  */
 export function requireService(params: Params): string {
   const service = singleParam(params, "service");
   if (service === undefined || service === "")
-    throw new ExchangeError("invalid_request", 'parameter "service" is required');
+    throw new RequestError("invalid_request", 'parameter "service" is required');
   return service;
 }
 

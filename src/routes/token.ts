@@ -11,7 +11,7 @@
 
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { requireAuthorization } from "../authn/credentials.js";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import { auditToAccessLog } from "../plugins/access-log.js";
 import { parseScopes } from "../policy/scope.js";
 import type { TokenRealm } from "../realm/realm.js";
@@ -53,7 +53,7 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
 
   app.post("/token", { config: { errorFormat: "oauth" } }, async (request: FastifyRequest, reply) => {
     if (requestMediaType(request) !== "application/x-www-form-urlencoded") {
-      throw new ExchangeError(
+      throw new RequestError(
         "invalid_request",
         "POST /token needs an application/x-www-form-urlencoded body",
       );
@@ -61,7 +61,7 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
     const body = (request.body ?? {}) as Params;
     const grantType = singleParam(body, "grant_type");
     if (grantType === undefined || grantType === "")
-      throw new ExchangeError("invalid_request", 'parameter "grant_type" is required');
+      throw new RequestError("invalid_request", 'parameter "grant_type" is required');
     // The grants (password, refresh_token, RFC 8693 token exchange) live in oauth.ts.
     return noStore(reply).send(
       await runGrant(grantType, body, {

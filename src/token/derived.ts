@@ -14,7 +14,7 @@ import {
 } from "../authn/derived.js";
 import type { Identity } from "../authn/verify.js";
 import type { RegistryConfig } from "../config/schema.js";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import { base64urlJson, signCompactJws } from "../jose/sign.js";
 import type { SigningKey } from "../jose/signing-key.js";
 import { timeClaims } from "./mint.js";
@@ -35,7 +35,7 @@ export interface DerivedCredential {
  * Signs a derived credential of `kind` for `registry` and `identity`.
  * @param expiresAt wanted `exp`, epoch seconds; cut to `identity.expiresAt` (never outlives its source)
  * @param nowMs current time, epoch milliseconds
- * @throws {ExchangeError} `token_expired` when the source credential has (practically) expired;
+ * @throws {RequestError} `token_expired` when the source credential has (practically) expired;
  *   `unknown_key` when `identity` names neither a cluster key ({@link Identity.clusterKey}) nor a sealed
  *   source token to review ({@link Identity.reviewSource})
  */
@@ -50,13 +50,13 @@ export async function mintDerived(
   const iat = Math.floor(nowMs / 1000);
   const exp = Math.min(expiresAt, identity.expiresAt);
   if (identity.clusterKey === undefined && identity.reviewSource === undefined) {
-    throw new ExchangeError(
+    throw new RequestError(
       "unknown_key",
       `the credential names no cluster key, so no ${DERIVED_KINDS[kind].label} can be derived from it`,
     );
   }
   if (exp <= iat) {
-    throw new ExchangeError(
+    throw new RequestError(
       "token_expired",
       `the presented credential expires too soon to derive a ${DERIVED_KINDS[kind].label}`,
     );

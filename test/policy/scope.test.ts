@@ -3,7 +3,7 @@
  * of docker_auth's acl_test. Every rejection is asserted by its `code`, status and exact message.
  */
 import { describe, expect, it } from "vitest";
-import { ExchangeError } from "../../src/errors.js";
+import { RequestError } from "../../src/errors.js";
 import {
   canonicalActions,
   formatScope,
@@ -271,8 +271,8 @@ describe("parseScopes: rejections", () => {
     } catch (err) {
       caught = err;
     }
-    expect(caught).toBeInstanceOf(ExchangeError);
-    const err = caught as ExchangeError;
+    expect(caught).toBeInstanceOf(RequestError);
+    const err = caught as RequestError;
     expect(err.code).toBe("invalid_scope");
     expect(err.statusCode).toBe(400);
     expect(err.message).toBe(message);
