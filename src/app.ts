@@ -16,11 +16,11 @@ import type { Config } from "./config/schema.js";
 import { RequestError } from "./errors.js";
 import type { SigningKey } from "./jose/signing-key.js";
 import type { LocalIssuer } from "./local/issuer.js";
+import { createLogger, requestIdGenerator } from "./logging.js";
 import { accessLogController, registerAccessLog } from "./plugins/access-log.js";
 import { registerDeniedAudit } from "./plugins/audit.js";
 import { handleClientError, registerErrorHandling, sendError } from "./plugins/errors.js";
 import { registerLoadShedding } from "./plugins/load-shedding.js";
-import { createLogger, requestIdGenerator } from "./plugins/logging.js";
 import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
 import { NODE_MAX_HEADER_SIZE, registerRequestLimits } from "./plugins/request-limits.js";
@@ -152,7 +152,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request instead of fastify's two (plugins/access-log.ts).
     logController: accessLogController(),
-    // Unique across the workers of `serve --workers N` (plugins/logging.ts).
+    // Unique across the workers of `serve --workers N` (logging.ts).
     genReqId: requestIdGenerator(),
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: trustProxyOption(config.server.trustProxy),

@@ -21,6 +21,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { versionLine } from "../build-info.js";
+import { contributeRegistries } from "../cluster-metrics.js";
 import { loadConfigFile } from "../config/load.js";
 import { ConfigError } from "../errors.js";
 import { generateSigningKeyFiles, loadSigningKey } from "../jose/signing-key.js";
@@ -31,8 +32,7 @@ import {
   LOCAL_SERVICE,
   prepareLocalMode,
 } from "../local/mode.js";
-import { contributeRegistries } from "../plugins/cluster-metrics.js";
-import { createLogger } from "../plugins/logging.js";
+import { createLogger } from "../logging.js";
 import { runWorkers, startServer } from "../server.js";
 import { type CommandResult, checkConfigCommand, explainCommand } from "./commands.js";
 
@@ -266,7 +266,9 @@ export function buildProgram(): Command {
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .action(async (opts: { url: string; caFile?: string; timeout: number; attemptTimeout: number }) => {
       // Loaded lazily: the plugin runs once per image pull and needs none of the server's modules.
-      const { PluginError, readAll, runCredentialProvider } = await import("./credential-provider.js");
+      const { CredentialProviderError, readAll, runCredentialProvider } = await import(
+        "./credential-provider.js"
+      );
       let output: string;
       try {
         output = await runCredentialProvider(await readAll(process.stdin), {
@@ -276,7 +278,7 @@ export function buildProgram(): Command {
           attemptTimeoutSeconds: opts.attemptTimeout,
         });
       } catch (err) {
-        if (!(err instanceof PluginError)) throw err;
+        if (!(err instanceof CredentialProviderError)) throw err;
         // The sh plugin's words and prefix, so kubelet's log reads the same whichever plugin runs.
         process.stderr.write(`registry-token-exchange-credential-provider: ${err.message}\n`);
         process.exit(1);

@@ -19,10 +19,10 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import type { ClusterKeySet } from "../authn/jwks.js";
 import { BUILD_INFO } from "../build-info.js";
 import type { RedisClient } from "../cache/redis.js";
+import { aggregatedMetrics, contributeRegistries, inClusterWorker } from "../cluster-metrics.js";
 import type { ErrorCode } from "../errors.js";
 import type { SigningKey } from "../jose/signing-key.js";
 import type { RealmStats } from "../realm/realm.js";
-import { aggregatedMetrics, contributeRegistries, inClusterWorker } from "./cluster-metrics.js";
 import { toRequestError } from "./errors.js";
 
 /** Where `/metrics` reads live state from at scrape time. */

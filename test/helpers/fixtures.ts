@@ -13,7 +13,7 @@ import { parseConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
 import { generateSigningKeyFiles } from "../../src/jose/signing-key.js";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { createLogger } from "../../src/plugins/logging.js";
+import { createLogger } from "../../src/logging.js";
 
 /** The registry service used by most tests. */
 export const SERVICE = "registry.test";
