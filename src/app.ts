@@ -69,7 +69,7 @@ export interface AppDeps {
 }
 
 /** What the app exposes to the server and to tests (read afresh on each access: it follows reloads). */
-export interface AppContext {
+interface AppContext {
   realm: TokenRealm;
   keySets: ClusterKeySet[];
   store: CacheStore;

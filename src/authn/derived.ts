@@ -56,7 +56,7 @@ export const DERIVED_KINDS: Readonly<Record<DerivedKind, KindSpec>> = {
 };
 
 /** Longest accepted derived credential, characters (annotations are capped well below this). */
-export const MAX_DERIVED_LENGTH = 16 * 1024;
+const MAX_DERIVED_LENGTH = 16 * 1024;
 
 /** Leeway for `exp`/`nbf`/`iat` between replicas of this service, seconds. */
 export const DERIVED_CLOCK_SKEW_SECONDS = 30;

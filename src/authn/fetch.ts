@@ -40,7 +40,7 @@ export interface FetchedJson {
 }
 
 /** Parses `max-age` out of a Cache-Control header; `no-store`/`no-cache` give 0. */
-export function parseMaxAge(header: string | string[] | undefined): number | undefined {
+function parseMaxAge(header: string | string[] | undefined): number | undefined {
   const value = Array.isArray(header) ? header.join(",") : header;
   if (!value) return undefined;
   if (/\b(no-store|no-cache)\b/i.test(value)) return 0;

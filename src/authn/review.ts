@@ -47,7 +47,7 @@ export type KubeApiCall = "tokenreview" | "serviceaccount";
  * Outcome of one API call, for metrics: `authenticated` / `refused` (TokenReview answered), `ok`
  * (ServiceAccount read), or a {@link KubeApiFailure}.
  */
-export type KubeApiOutcome = "authenticated" | "refused" | "ok" | KubeApiFailure;
+type KubeApiOutcome = "authenticated" | "refused" | "ok" | KubeApiFailure;
 
 /** Dependencies of {@link ClusterReviewer}. */
 export interface ReviewerDeps {

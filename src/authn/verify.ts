@@ -367,7 +367,7 @@ function ref(v: { name?: unknown; uid?: unknown } | undefined): { name: string; 
  * @param warnafter the `kubernetes.io.warnafter` value, if any (anything but a whole number is refused)
  * @throws {RequestError} `malformed_token` when `warnafter` is present but not a whole number of seconds
  */
-export function effectiveExpiry(exp: number, warnafter: unknown): number {
+function effectiveExpiry(exp: number, warnafter: unknown): number {
   if (warnafter === undefined) return exp;
   if (!Number.isSafeInteger(warnafter)) {
     throw fail("malformed_token", '"kubernetes.io.warnafter" claim is not a whole number of seconds');

@@ -40,7 +40,7 @@ export interface MemoryStoreOptions {
 }
 
 /** What an entry costs beyond its key and value strings (LRU slots, the entry object), bytes, roughly. */
-export const ENTRY_OVERHEAD_BYTES = 64;
+const ENTRY_OVERHEAD_BYTES = 64;
 
 /** In-process store on a bounded LRU (lru-cache), with per-entry TTLs. */
 export class MemoryStore implements CacheStore {

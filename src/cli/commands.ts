@@ -69,7 +69,7 @@ async function readProcessStdin(): Promise<string> {
  * `eyJ`, or longer than a path usually is): such a value is never echoed in an error, not even to its
  * owner's terminal (terminals are logged and screens shared).
  */
-export function looksLikeCredential(value: string): boolean {
+function looksLikeCredential(value: string): boolean {
   return value.length > 200 || value.includes("eyJ") || /^[\w-]+\.[\w-]+\.[\w-]*$/.test(value.trim());
 }
 

@@ -31,11 +31,8 @@ export interface CredentialProviderOptions {
   attemptTimeoutSeconds: number;
 }
 
-/** Defaults: 50 s total (kubelet kills exec plugins after 60 s), 10 s per attempt. */
-export const CREDENTIAL_PROVIDER_DEFAULTS = { timeoutSeconds: 50, attemptTimeoutSeconds: 10 } as const;
-
 /** Largest request accepted on stdin and largest answer accepted from the service, bytes. */
-export const MAX_CREDENTIAL_PROVIDER_BYTES = 1024 * 1024;
+const MAX_CREDENTIAL_PROVIDER_BYTES = 1024 * 1024;
 
 /** A failure of the credential provider (exec plugin); `message` is the one line printed on stderr (never contains a secret). */
 export class CredentialProviderError extends Error {
@@ -67,7 +64,7 @@ const TRANSIENT_CODES = new Set([
 ]);
 
 /** The endpoint URL for a base URL (`https://h/prefix` -> `https://h/prefix/v1/credential-provider`). */
-export function endpointUrl(base: string): URL {
+function endpointUrl(base: string): URL {
   let url: URL;
   try {
     url = new URL(base);

@@ -52,7 +52,7 @@ function collect(value: string, previous: string[] = []): string[] {
  * A usage error as it may be printed: the value of any `--option=value` and anything shaped like a JWT
  * are masked (`--password=***`), so no credential typed in the wrong place is echoed.
  */
-export function maskCredentials(text: string): string {
+function maskCredentials(text: string): string {
   return text.replace(/(--[\w-]+=)[^\s'"]+/g, "$1***").replace(/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, "***");
 }
 

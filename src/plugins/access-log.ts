@@ -35,7 +35,7 @@ declare module "fastify" {
 }
 
 /** Message of a request whose handlers added no message of their own. */
-export const DEFAULT_ACCESS_MESSAGE = "request completed";
+const DEFAULT_ACCESS_MESSAGE = "request completed";
 
 function entryOf(request: FastifyRequest): AccessLogEntry {
   request.accessLog ??= { msg: DEFAULT_ACCESS_MESSAGE, msgRank: 0, fields: {}, written: false };

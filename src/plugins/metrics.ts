@@ -22,7 +22,7 @@ import type { RedisClient } from "../cache/redis.js";
 import { aggregatedMetrics, contributeRegistries, inClusterWorker } from "../cluster-metrics.js";
 import type { ErrorCode } from "../errors.js";
 import type { SigningKey } from "../jose/signing-key.js";
-import type { RealmStats } from "../realm/realm.js";
+import type { RealmStats } from "../realm/stats.js";
 import { toRequestError } from "./errors.js";
 
 /** Where `/metrics` reads live state from at scrape time. */

@@ -14,7 +14,7 @@ import type { FastifyInstance } from "fastify";
 import { RequestError } from "../errors.js";
 
 /** Longest accepted request target (path and query), bytes. */
-export const MAX_URL_BYTES = 8 * 1024;
+const MAX_URL_BYTES = 8 * 1024;
 /** Largest accepted header section (every name and value, plus their separators), bytes. */
 export const MAX_HEADER_BYTES = 16 * 1024;
 /**

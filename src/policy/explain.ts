@@ -19,7 +19,7 @@ export type CredentialKind = "service-account token" | "exchange credential" | "
  * that name the workload, with its times in RFC 3339 and the credential's kind. `annotations` only for
  * exchange credentials from `/v1/credential-provider`.
  */
-export type ExplainedIdentity = Pick<
+type ExplainedIdentity = Pick<
   Identity,
   "cluster" | "namespace" | "serviceAccount" | "pod" | "node" | "subject" | "audiences" | "annotations"
 > & {
@@ -39,7 +39,7 @@ export type ExplainedIdentity = Pick<
 };
 
 /** The decision for one requested scope. */
-export interface ExplainedScope {
+interface ExplainedScope {
   /** The scope as requested (canonical action order). */
   scope: string;
   type: "repository" | "registry";

@@ -14,7 +14,7 @@
 import { RequestError, safeEcho } from "../errors.js";
 
 /** Docker Hub's registry host, for references without a domain. */
-export const DOCKER_HUB = "docker.io";
+const DOCKER_HUB = "docker.io";
 
 /** A parsed image reference. */
 export interface ImageReference {

@@ -29,13 +29,13 @@ import { parseImageReference } from "../policy/image.js";
 import { MIN_CREDENTIAL_LIFETIME_SECONDS, type TokenRealm } from "./realm.js";
 
 /** The only API version that carries a service-account token (kubelet refuses tokenAttributes otherwise). */
-export const CREDENTIAL_PROVIDER_API_VERSION = "credentialprovider.kubelet.k8s.io/v1";
+const CREDENTIAL_PROVIDER_API_VERSION = "credentialprovider.kubelet.k8s.io/v1";
 /** The username of every answer (ignored by `/token`; no `:` so Basic auth stays unambiguous). */
-export const EXCHANGE_USERNAME = "registry-token-exchange";
+const EXCHANGE_USERNAME = "registry-token-exchange";
 /** Most annotations accepted. */
-export const MAX_ANNOTATIONS = 32;
+const MAX_ANNOTATIONS = 32;
 /** Longest accepted annotation value, characters. */
-export const MAX_ANNOTATION_VALUE = 1024;
+const MAX_ANNOTATION_VALUE = 1024;
 
 /** Kubernetes qualified name (an annotation key): optional DNS-subdomain prefix, then a name of <= 63. */
 const ANNOTATION_KEY =
@@ -65,7 +65,7 @@ export function goDuration(seconds: number): string {
 }
 
 /** Seconds kept between the end of kubelet's cache entry and the point where `/token` refuses the credential. */
-export const CACHE_SAFETY_MARGIN_SECONDS = 10;
+const CACHE_SAFETY_MARGIN_SECONDS = 10;
 
 /**
  * How long kubelet may cache a credential that expires in `remainingSeconds`: half of it, rounded down,
@@ -146,7 +146,7 @@ export function parseCredentialProviderRequest(body: unknown): ParsedRequest {
  * Every annotation key the policy can look at: `match.annotations` keys and `${annotation:<key>}`
  * templates in allow and deny entries.
  */
-export function policyAnnotationKeys(config: Config): Set<string> {
+function policyAnnotationKeys(config: Config): Set<string> {
   const keys = new Set<string>();
   for (const rule of config.policy.rules) {
     for (const k of Object.keys(rule.match.annotations ?? {})) keys.add(k);

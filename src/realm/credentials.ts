@@ -9,7 +9,13 @@ import type { Identity, ServiceAccountVerifier } from "../authn/verify.js";
 import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
 import { RequestError } from "../errors.js";
 import type { PublishedKey } from "../jose/signing-key.js";
-import type { CredentialUse } from "./realm.js";
+
+/**
+ * How a credential was presented: as a password (Basic, Bearer, `grant_type=password`, RFC 8693
+ * `subject_token`), which takes a service-account token or an exchange credential, or as the
+ * `refresh_token` of `grant_type=refresh_token`, which takes only a refresh token.
+ */
+export type CredentialUse = "password" | "refresh";
 
 /** What {@link verifyCredential} needs from the realm. */
 export interface CredentialDeps {

@@ -11,7 +11,7 @@ import { cacheKeyHash, identityKey, serviceAccountSubject } from "../cache/keys.
 import type { CacheSealer } from "../cache/seal.js";
 import { type CacheStore, parseCached } from "../cache/store.js";
 import type { Config } from "../config/schema.js";
-import type { RealmStats } from "./realm.js";
+import type { RealmStats } from "./stats.js";
 
 /** Identity cache entries are kept at most this long even for long-lived tokens, ms. */
 const IDENTITY_CACHE_MAX_MS = 10 * 60 * 1000;

@@ -16,16 +16,10 @@ import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
 import { mintDerived } from "../token/derived.js";
 import type { AccessEntry } from "../token/mint.js";
-import { verifyCredential } from "./credentials.js";
+import { type CredentialUse, verifyCredential } from "./credentials.js";
 import { IdentityCache } from "./identity-cache.js";
+import type { RealmStats } from "./stats.js";
 import { IssuedTokens } from "./token-reuse.js";
-
-/**
- * How a credential was presented: as a password (Basic, Bearer, `grant_type=password`, RFC 8693
- * `subject_token`), which takes a service-account token or an exchange credential, or as the
- * `refresh_token` of `grant_type=refresh_token`, which takes only a refresh token.
- */
-export type CredentialUse = "password" | "refresh";
 
 /** A request for a registry token. */
 export interface IssueRequest {
@@ -68,14 +62,6 @@ export interface IssueResult {
   cached: boolean;
   /** A refresh token bound to the identity and service, when `offline` was asked (never outlives the credential). */
   refreshToken?: string | undefined;
-}
-
-/** Cache counters, for metrics and the benchmark. */
-export interface RealmStats {
-  identityHits: number;
-  identityMisses: number;
-  tokenHits: number;
-  tokenMisses: number;
 }
 
 /** Dependencies of a {@link TokenRealm}. */

@@ -10,7 +10,7 @@ import { type CacheStore, parseCached } from "../cache/store.js";
 import type { RegistryConfig } from "../config/schema.js";
 import type { SigningKey } from "../jose/signing-key.js";
 import { type AccessEntry, mintRegistryToken } from "../token/mint.js";
-import type { RealmStats } from "./realm.js";
+import type { RealmStats } from "./stats.js";
 
 /** A cached registry token: the token and its timestamps (it is short-lived by construction). */
 export interface CachedToken {

@@ -13,7 +13,7 @@ import type { CredentialProviderExchange } from "../realm/credential-provider.js
 import { noStore, requestMediaType } from "./params.js";
 
 /** The endpoint path. */
-export const CREDENTIAL_PROVIDER_PATH = "/v1/credential-provider";
+const CREDENTIAL_PROVIDER_PATH = "/v1/credential-provider";
 
 /**
  * Registers `POST /v1/credential-provider`.

@@ -19,7 +19,7 @@ import type { TokenRealm } from "../realm/realm.js";
 import { noStore, type Params, repeatedParam, requireService } from "./params.js";
 
 /** The endpoint path. */
-export const EXPLAIN_PATH = "/v1/explain";
+const EXPLAIN_PATH = "/v1/explain";
 
 /**
  * Registers `GET /v1/explain`.

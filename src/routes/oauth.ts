@@ -21,15 +21,15 @@ import type { IssueResult, TokenRealm } from "../realm/realm.js";
 import { type Params, postResponse, repeatedParam, requireService, singleParam } from "./params.js";
 
 /** RFC 6749 §4.3 resource owner password credentials grant. */
-export const GRANT_PASSWORD = "password";
+const GRANT_PASSWORD = "password";
 /** RFC 6749 §6 refresh grant. */
-export const GRANT_REFRESH_TOKEN = "refresh_token";
+const GRANT_REFRESH_TOKEN = "refresh_token";
 /** RFC 8693 §2.1 token exchange grant. */
-export const GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+const GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 /** RFC 8693 §3 token type of a JWT (what a service-account token is). */
-export const TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt";
+const TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt";
 /** RFC 8693 §3 token type of an OAuth access token (what a registry token is). */
-export const TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token";
+const TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token";
 
 /** Where the request came from and where its audit record goes. */
 interface GrantContext {

@@ -11,7 +11,7 @@ import type { IssueResult } from "../realm/realm.js";
 export type Params = Record<string, string | string[] | undefined>;
 
 /** RFC 3339 without fractional seconds (moby#20970: docker parses `issued_at` as RFC 3339). */
-export function rfc3339(epochSeconds: number): string {
+function rfc3339(epochSeconds: number): string {
   return new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 

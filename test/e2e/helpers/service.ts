@@ -13,7 +13,7 @@ import { startServer } from "../../../src/server.js";
 import { AUDIENCE, testConfig } from "../../helpers/fixtures.js";
 
 /** A request the service logged as completed. */
-export interface LoggedRequest {
+interface LoggedRequest {
   method: string;
   path: string;
   statusCode: number;
