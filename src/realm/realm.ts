@@ -14,7 +14,7 @@ import { RequestError, safeEcho } from "../errors.js";
 import type { PublishedKey, SigningKey } from "../jose/signing-key.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
-import { mintDerived } from "../token/derived.js";
+import { type DerivedCredential, mintDerived } from "../token/derived.js";
 import type { AccessEntry } from "../token/mint.js";
 import { type CredentialUse, verifyCredential } from "./credentials.js";
 import { IdentityCache } from "./identity-cache.js";
@@ -243,7 +243,11 @@ export class TokenRealm {
    * `identity` at `registry`, valid until `expiresAt` at the latest and never past the identity's token.
    * @throws {RequestError} `token_expired` when the service-account token is about to expire
    */
-  async mintExchangeCredential(registry: RegistryConfig, identity: Identity, expiresAt: number) {
+  mintExchangeCredential(
+    registry: RegistryConfig,
+    identity: Identity,
+    expiresAt: number,
+  ): Promise<DerivedCredential> {
     const key = this.#deps.signingKeys.get(registry.service)!;
     return mintDerived("exchange", key, registry, identity, expiresAt, this.#now());
   }

@@ -89,7 +89,7 @@ export class IssuedTokens {
       }
       this.stats.tokenMisses++;
     }
-    const minted = await mintRegistryToken(key, {
+    const minted = mintRegistryToken(key, {
       issuer: registry.issuer,
       audience: registry.service,
       subject: identity.subject,

@@ -68,7 +68,7 @@ const encodedHeaders = new WeakMap<SigningKey, string>();
  * Signs a registry token with `key`. The lifetime is `ttlSeconds`, cut to `notAfter`.
  * @returns the token and its timestamps (`expiresAt - issuedAt` is the lifetime to report as `expires_in`)
  */
-export async function mintRegistryToken(key: SigningKey, req: MintRequest): Promise<MintedToken> {
+export function mintRegistryToken(key: SigningKey, req: MintRequest): MintedToken {
   const iat = Math.floor(req.nowMs / 1000);
   const exp = Math.floor(Math.min(iat + req.ttlSeconds, req.notAfter));
   const jti = randomUUID();
