@@ -12,11 +12,11 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ExplainOptions, explainCommand } from "../../src/cli/commands.js";
 import { LocalIssuer, stableUid, startLocalIssuerServer } from "../../src/local/issuer.js";
+import { NOW } from "../helpers/clock.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
 import { REPO_ROOT } from "../helpers/plugin.js";
 
 /** Frozen "now": 2026-11-30T12:00:00Z. */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 const now = () => NOW;
 const SERVICE = "registry.example.com";
 const PROD_ISSUER = "https://kubernetes.default.svc.cluster.local";

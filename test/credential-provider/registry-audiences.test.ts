@@ -15,11 +15,11 @@ import { parseConfig } from "../../src/config/load.js";
 import { ConfigError } from "../../src/errors.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { validatePolicy } from "../../src/policy/validate.js";
+import { NOW } from "../helpers/clock.js";
 import { CP_AUDIENCE, cpRequest, dockerError, REGISTRY_HOST } from "../helpers/credential-provider.js";
 import { AUDIENCE, basic, SERVICE, signingKeyFiles, testConfig } from "../helpers/fixtures.js";
 import { resolveTestRedis } from "../helpers/redis.js";
 
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 /** The provider audience of the restricted registry (a kubelet provider entry of its own). */
 const OWN_PROVIDER_AUDIENCE = "rte-provider-registry-test";
 

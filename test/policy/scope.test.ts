@@ -13,6 +13,7 @@ import {
   parseScopes,
   type Scope,
 } from "../../src/policy/scope.js";
+import { thrownBy } from "../helpers/errors.js";
 
 const repo = (name: string, ...actions: Scope["actions"]): Scope => ({ type: "repository", name, actions });
 
@@ -265,12 +266,7 @@ describe("parseScopes: rejections", () => {
     },
   ];
   it.each(cases)("$name", ({ values, message }) => {
-    let caught: unknown;
-    try {
-      parseScopes(values);
-    } catch (err) {
-      caught = err;
-    }
+    const caught = thrownBy(() => parseScopes(values));
     expect(caught).toBeInstanceOf(RequestError);
     const err = caught as RequestError;
     expect(err.code).toBe("invalid_scope");

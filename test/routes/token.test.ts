@@ -2,7 +2,16 @@ import { X509Certificate } from "node:crypto";
 import { decodeJwt, decodeProtectedHeader, importJWK, type JWK, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { libtrustKeyId } from "../../src/jose/kid.js";
-import { AUDIENCE, basic, capturingLogger, SERVICE, type TestEnv, testEnv } from "../helpers/fixtures.js";
+import { NOW, NOW_S } from "../helpers/clock.js";
+import {
+  AUDIENCE,
+  basic,
+  capturingLogger,
+  SERVICE,
+  saTokenMaker,
+  type TestEnv,
+  testEnv,
+} from "../helpers/fixtures.js";
 
 describe("GET /token", () => {
   let env: TestEnv;
@@ -44,26 +53,9 @@ describe("GET /token", () => {
 /* ------------------------------------------------------------------------------------------------------ */
 
 /** Frozen "now": 2026-11-30T12:00:00Z. */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 const ISSUED_AT = "2026-11-30T12:00:00Z";
 
-let accounts = 0;
-
-/**
- * A service-account token. Each call gets its own service account unless one is given: the realm reuses
- * registry tokens per service account and granted access, and these tests assert freshly minted claims.
- */
-function saToken(env: TestEnv, req: Partial<Parameters<TestEnv["issuer"]["mint"]>[0]> = {}): Promise<string> {
-  accounts += 1;
-  return env.issuer.mint({
-    namespace: "team-a",
-    serviceAccount: `builder-${accounts}`,
-    audiences: [AUDIENCE],
-    nowMs: NOW,
-    ...req,
-  });
-}
+const saToken = saTokenMaker("builder");
 
 function query(params: Array<[string, string]>): string {
   return new URLSearchParams(params).toString();

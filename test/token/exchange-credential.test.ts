@@ -16,10 +16,9 @@ import type { Identity } from "../../src/authn/verify.js";
 import type { RegistryConfig } from "../../src/config/schema.js";
 import { loadSigningKey, type SigningKey } from "../../src/jose/signing-key.js";
 import { mintDerived } from "../../src/token/derived.js";
+import { NOW, NOW_S } from "../helpers/clock.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
 
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 const CLUSTERS = new Set(["prod"]);
 /** Fingerprint of the cluster key that verified the source token (a Kubernetes key ID). */
 const CLUSTER_KEY = "Qm9ndXMgY2x1c3RlciBrZXkgZmluZ2VycHJpbnQgMDAx";

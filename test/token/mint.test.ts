@@ -18,10 +18,9 @@ import {
   type SigningKey,
 } from "../../src/jose/signing-key.js";
 import { mintRegistryToken, NOT_BEFORE_SKEW_SECONDS } from "../../src/token/mint.js";
+import { NOW, NOW_S } from "../helpers/clock.js";
+import { thrownBy } from "../helpers/errors.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
-
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 
 let key: SigningKey;
 beforeAll(async () => {
@@ -127,12 +126,7 @@ describe("loadSigningKey", () => {
     const bad = join(dir, "key.pem");
     writeFileSync(bad, "hello");
     const { certFile } = await signingKeyFiles();
-    let caught: unknown;
-    try {
-      loadSigningKey(bad, certFile, "registries[0].signingKey");
-    } catch (err) {
-      caught = err;
-    }
+    const caught = thrownBy(() => loadSigningKey(bad, certFile, "registries[0].signingKey"));
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).problems).toHaveLength(1);
     expect((caught as ConfigError).problems[0]).toMatch(
