@@ -601,6 +601,10 @@ describe("secrets in the URL path", () => {
       const sa = await saToken(env);
       const res = await env.app.inject({ method: "GET", url: `/token/${sa}` });
       expect(res.statusCode).toBe(404);
+      // The request IS logged (its access line, with the 404), so the next check has something to read.
+      const accessLines = lines.filter((line) => line.includes('"statusCode":404'));
+      expect(accessLines).toHaveLength(1);
+      expect(accessLines[0]).toContain('"method":"GET"');
       expect(lines.join("")).not.toContain(sa.slice(0, 40));
     } finally {
       await env.close();
