@@ -148,20 +148,29 @@ export interface VerifierOptions {
 }
 
 /**
+ * What the verifier needs of a cluster's key set ({@link ClusterKeySet}, or the CLI's offline stand-in
+ * that offers one key and never fetches).
+ */
+export type VerificationKeySource = Pick<
+  ClusterKeySet,
+  "cluster" | "candidates" | "refreshAfterMiss" | "hasKey" | "trustsKey" | "close"
+>;
+
+/**
  * Verifies service-account JWTs against the trusted clusters.
  * The audience check uses the cluster's configured `audiences` unless the caller passes its own list
  * (the credential-provider path and per-registry audiences do).
  */
 export class ServiceAccountVerifier {
-  readonly #byIssuer = new Map<string, ClusterKeySet>();
-  readonly #byName = new Map<string, ClusterKeySet>();
+  readonly #byIssuer = new Map<string, VerificationKeySource>();
+  readonly #byName = new Map<string, VerificationKeySource>();
   readonly #now: () => number;
 
   /**
    * @param keySets one key set per trusted cluster
    * @param options clock
    */
-  constructor(keySets: ClusterKeySet[], options: VerifierOptions = {}) {
+  constructor(keySets: readonly VerificationKeySource[], options: VerifierOptions = {}) {
     for (const ks of keySets) {
       this.#byIssuer.set(ks.cluster.issuer, ks);
       this.#byName.set(ks.cluster.name, ks);

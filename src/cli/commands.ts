@@ -27,7 +27,7 @@ import { derivedKindOf } from "../authn/derived.js";
 import { parseJwks, type VerificationKey } from "../authn/jwk.js";
 import { ClusterKeySet } from "../authn/jwks.js";
 import { classifyTlsFailure, tlsAdvice } from "../authn/tls-advice.js";
-import { ServiceAccountVerifier } from "../authn/verify.js";
+import { ServiceAccountVerifier, type VerificationKeySource } from "../authn/verify.js";
 import { MemoryStore } from "../cache/store.js";
 import { inspectConfigFile, loadConfigFile } from "../config/load.js";
 import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../config/schema.js";
@@ -192,15 +192,16 @@ function resign(token: string): { token: string; key: KeyObject } | undefined {
  * A stand-in for a cluster's key set that offers only `key`: used offline for clusters whose keys cannot
  * be read without contacting them. It never fetches anything.
  */
-function offlineKeySet(cluster: ClusterConfig, key: KeyObject | undefined): ClusterKeySet {
-  const stub = {
+function offlineKeySet(cluster: ClusterConfig, key: KeyObject | undefined): VerificationKeySource {
+  return {
     cluster,
     candidates: async (kid: string | undefined): Promise<VerificationKey[]> =>
       key === undefined ? [] : [{ kid: kid ?? "", kty: key.asymmetricKeyType === "ec" ? "EC" : "RSA", key }],
     refreshAfterMiss: async () => false,
+    hasKey: () => false,
+    trustsKey: async () => false,
     close: async () => {},
   };
-  return stub as unknown as ClusterKeySet;
 }
 
 /**
