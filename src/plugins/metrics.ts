@@ -5,7 +5,7 @@
  * benchmarks can build several apps in one process. Process-wide metrics (CPU, memory, event loop, GC:
  * prom-client's default collectors) are collected once per process and merged in at scrape time.
  *
- * Under `serve --workers N` every scrape answers the aggregate over all workers (`cluster-metrics.ts`):
+ * Under `serve --workers N` every scrape answers the aggregate over all workers (`src/cluster-metrics.ts`):
  * counters and histograms are summed; each gauge states how it combines (`aggregator`: the oldest key
  * age, the fewest keys, the earliest certificate expiry, ready only if every worker is).
  *

@@ -147,7 +147,7 @@ export class TokenRealm {
    * Verifies a credential for use at `registry`, with a cache that never outlives it: entries are named
    * by an HMAC of the credential and sealed to it (`cache/seal.ts`), so only a caller presenting the
    * credential can read one, and a forged or altered entry is a miss. As a `password`: an exchange credential of this registry (chosen by its `typ` header,
-   * see `derived.ts`), else a service-account token (the registry's `audiences` if set, else the
+   * see `authn/derived.ts`), else a service-account token (the registry's `audiences` if set, else the
    * cluster's). As `refresh`: only a refresh token of this registry.
    * @throws {RequestError} credential errors from the verifiers, or `keys_unavailable`
    */
