@@ -13,16 +13,18 @@ import type { RedisClient } from "./cache/redis.js";
 import type { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
-import { ExchangeError } from "./errors.js";
+import { RequestError } from "./errors.js";
+import type { SigningKey } from "./jose/signing-key.js";
 import type { LocalIssuer } from "./local/issuer.js";
+import { createLogger, requestIdGenerator } from "./logging.js";
 import { accessLogController, registerAccessLog } from "./plugins/access-log.js";
 import { registerDeniedAudit } from "./plugins/audit.js";
 import { handleClientError, registerErrorHandling, sendError } from "./plugins/errors.js";
 import { registerLoadShedding } from "./plugins/load-shedding.js";
-import { createLogger, requestIdGenerator } from "./plugins/logging.js";
 import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
 import { NODE_MAX_HEADER_SIZE, registerRequestLimits } from "./plugins/request-limits.js";
+import type { TokenRealm } from "./realm/realm.js";
 import { registerCredentialProviderRoutes } from "./routes/credential-provider.js";
 import { registerExplainRoutes } from "./routes/explain.js";
 import { registerHealthRoutes } from "./routes/health.js";
@@ -30,8 +32,6 @@ import { registerKeyRoutes } from "./routes/keys.js";
 import { loadOpenApiDocument, registerOpenApiRoute } from "./routes/openapi.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { buildRuntime, type RuntimeBase, RuntimeHolder } from "./runtime.js";
-import type { TokenRealm } from "./token/realm.js";
-import type { SigningKey } from "./token/signing.js";
 
 /**
  * How often Node enforces `headersTimeout` and `requestTimeout` on open connections, ms. Node's default
@@ -69,7 +69,7 @@ export interface AppDeps {
 }
 
 /** What the app exposes to the server and to tests (read afresh on each access: it follows reloads). */
-export interface AppContext {
+interface AppContext {
   realm: TokenRealm;
   keySets: ClusterKeySet[];
   store: CacheStore;
@@ -155,7 +155,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     loggerInstance: logger as FastifyBaseLogger,
     // One access line per request instead of fastify's two (plugins/access-log.ts).
     logController: accessLogController(),
-    // Unique across the workers of `serve --workers N` (plugins/logging.ts).
+    // Unique across the workers of `serve --workers N` (logging.ts).
     genReqId: requestIdGenerator(),
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: trustProxyOption(config.server.trustProxy),
@@ -170,7 +170,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     clientErrorHandler: handleClientError,
     frameworkErrors: (error, request, reply) => {
       request.log.info({ fastifyCode: error.code, status: 400 }, "request rejected");
-      sendError(reply, new ExchangeError("invalid_request", "malformed request URL"), "docker", false);
+      sendError(reply, new RequestError("invalid_request", "malformed request URL"), "docker", false);
     },
   });
   // Node's own guard against clients that never finish their headers (fastify has no option for it).

@@ -1,5 +1,5 @@
 /**
- * Typed request errors. Every error a client can cause is an {@link ExchangeError} with a stable
+ * Typed request errors. Every error a client can cause is an {@link RequestError} with a stable
  * {@link ErrorCode}, an HTTP status and a message that is safe to show (it never contains a token or
  * internal detail). The serializer in `src/plugins/errors.ts` renders it in the wire format of the
  * endpoint that raised it: distribution-style `{"errors":[...]}` for the GET token realm, RFC 6749 §5.2
@@ -84,7 +84,7 @@ const STATUS: Record<ErrorCode, number> = {
  * `message` must never contain secrets; put diagnostic detail for operators in `logDetail`, which only
  * reaches the log.
  */
-export class ExchangeError extends Error {
+export class RequestError extends Error {
   /** Stable reason, see {@link ErrorCode}. */
   readonly code: ErrorCode;
   /** HTTP status the serializer uses. */
@@ -110,7 +110,7 @@ export class ExchangeError extends Error {
     } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "ExchangeError";
+    this.name = "RequestError";
     this.code = code;
     this.statusCode = options.statusCode ?? STATUS[code];
     this.logDetail = options.logDetail;
@@ -118,9 +118,9 @@ export class ExchangeError extends Error {
   }
 }
 
-/** True when `err` is an {@link ExchangeError} (also across module copies). */
-export function isExchangeError(err: unknown): err is ExchangeError {
-  return err instanceof ExchangeError;
+/** True when `err` is an {@link RequestError} (also across module copies). */
+export function isRequestError(err: unknown): err is RequestError {
+  return err instanceof RequestError;
 }
 
 /**

@@ -20,19 +20,20 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { ClusterKeySet, trustSource } from "./authn/jwks.js";
+import { trustSource } from "./authn/discovery.js";
+import { ClusterKeySet } from "./authn/jwks.js";
 import { ClusterReviewer } from "./authn/review.js";
 import { ServiceAccountVerifier } from "./authn/verify.js";
 import { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
-import { CredentialProviderExchange } from "./credential-provider/exchange.js";
+import { libtrustKeyId } from "./jose/kid.js";
+import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./jose/signing-key.js";
 import type { ServiceMetrics } from "./plugins/metrics.js";
 import type { Policy } from "./policy/engine.js";
 import { loadPolicy } from "./policy/validate.js";
-import { libtrustKeyId } from "./token/keyid.js";
-import { TokenRealm } from "./token/realm.js";
-import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./token/signing.js";
+import { CredentialProviderExchange } from "./realm/credential-provider.js";
+import { TokenRealm } from "./realm/realm.js";
 
 /** Everything that depends on one config version. */
 export interface Runtime {

@@ -8,9 +8,9 @@ import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { type AppDeps, buildApp } from "./app.js";
 import { BUILD_INFO } from "./build-info.js";
+import { serveClusterMetrics, WORKER_ENV } from "./cluster-metrics.js";
 import type { Config } from "./config/schema.js";
 import { ConfigError } from "./errors.js";
-import { serveClusterMetrics, WORKER_ENV } from "./plugins/cluster-metrics.js";
 
 /** A running server. */
 export interface RunningServer {
@@ -190,7 +190,7 @@ export async function startServer(
   return { app, url, close };
 }
 
-/** Exit status of a worker whose configuration is invalid (see `cli.ts`): restarting it cannot help. */
+/** Exit status of a worker whose configuration is invalid (see `cli/index.ts`): restarting it cannot help. */
 const CONFIG_ERROR_EXIT = 2;
 
 /**
@@ -208,7 +208,7 @@ const CONFIG_ERROR_EXIT = 2;
  * or 1 if some are still running after 15 s.
  *
  * Metrics: the primary aggregates every worker's registries for the worker that receives a `/metrics`
- * scrape (`plugins/cluster-metrics.ts`), so one scrape returns sums over all workers.
+ * scrape (`cluster-metrics.ts`), so one scrape returns sums over all workers.
  * @param workers number of worker processes, >= 2
  * @param logger the primary's logger (worker exits, shutdown)
  */

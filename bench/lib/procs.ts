@@ -130,7 +130,7 @@ export function runNodeJson<T>(script: string, args: string[], timeoutMs: number
 }
 
 /** A process and its descendants (cluster workers), from /proc. */
-export function processTree(pid: number): number[] {
+function processTree(pid: number): number[] {
   const out = [pid];
   for (let i = 0; i < out.length; i++) {
     const p = out[i]!;
@@ -153,7 +153,7 @@ export function processTree(pid: number): number[] {
 }
 
 /** `VmRSS` and `VmHWM` (peak resident set) of one process, bytes; zeros once it has exited. */
-export function memoryOf(pid: number): { rss: number; hwm: number } {
+function memoryOf(pid: number): { rss: number; hwm: number } {
   try {
     const status = readFileSync(`/proc/${pid}/status`, "utf8");
     const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0);

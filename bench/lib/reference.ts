@@ -5,7 +5,7 @@
  */
 import { createPublicKey, type JsonWebKeyInput, type KeyObject, randomUUID } from "node:crypto";
 import { decodeProtectedHeader, jwtVerify, SignJWT } from "jose";
-import { loadSigningKey, type SigningKey } from "../../src/token/signing.js";
+import { loadSigningKey, type SigningKey } from "../../src/jose/signing-key.js";
 
 /** What a reference needs to know, passed to its process as a JSON file. */
 export interface ReferenceInput {

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 
 /** Formats a number for a table cell: integers grouped by thousands, small values with decimals. */
-export function cell(v: string | number | undefined): string {
+function cell(v: string | number | undefined): string {
   if (v === undefined) return "-";
   if (typeof v === "string") return v;
   if (!Number.isFinite(v)) return "-";

@@ -123,7 +123,7 @@ export function credentialProviderRequests(pool: PoolToken[], cursor: Cursor): a
 }
 
 /** The three repositories every pod of the pull burst pulls. */
-export const BURST_REPOSITORIES = ["library/base", "library/runtime", "library/sidecar"];
+const BURST_REPOSITORIES = ["library/base", "library/runtime", "library/sidecar"];
 
 /**
  * Pull burst: each connection takes the next pod and asks for the three repositories in turn, as

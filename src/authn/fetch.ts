@@ -6,7 +6,8 @@
  */
 import { readFileSync } from "node:fs";
 import { Agent, request } from "undici";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
+import { keysUnavailable } from "./keys-unavailable.js";
 
 /** Limits and trust for one cluster's fetches. */
 export interface FetchOptions {
@@ -39,7 +40,7 @@ export interface FetchedJson {
 }
 
 /** Parses `max-age` out of a Cache-Control header; `no-store`/`no-cache` give 0. */
-export function parseMaxAge(header: string | string[] | undefined): number | undefined {
+function parseMaxAge(header: string | string[] | undefined): number | undefined {
   const value = Array.isArray(header) ? header.join(",") : header;
   if (!value) return undefined;
   if (/\b(no-store|no-cache)\b/i.test(value)) return 0;
@@ -49,7 +50,7 @@ export function parseMaxAge(header: string | string[] | undefined): number | und
 
 /**
  * Fetches JSON documents for one cluster with its trust and limits.
- * Errors are {@link ExchangeError} `keys_unavailable` with a log-only detail naming the cause.
+ * Errors are {@link RequestError} `keys_unavailable` with a log-only detail naming the cause.
  */
 export class JsonFetcher {
   readonly #options: FetchOptions;
@@ -69,7 +70,7 @@ export class JsonFetcher {
 
   /**
    * GETs `url` and parses it as JSON.
-   * @throws {ExchangeError} `keys_unavailable` on network error, timeout, non-2xx, wrong content type,
+   * @throws {RequestError} `keys_unavailable` on network error, timeout, non-2xx, wrong content type,
    *   oversize body, too many redirects or invalid JSON
    */
   async getJson(url: string): Promise<FetchedJson> {
@@ -135,7 +136,7 @@ export class JsonFetcher {
           chunks.push(chunk as Buffer);
         }
       } catch (err) {
-        if (err instanceof ExchangeError) throw err;
+        if (err instanceof RequestError) throw err;
         throw unavailable(url, `reading body failed: ${describe(err)}`, err);
       }
       let body: unknown;
@@ -162,10 +163,6 @@ function describe(err: unknown): string {
   return String(err);
 }
 
-function unavailable(url: string, reason: string, cause?: unknown): ExchangeError {
-  return new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-    logDetail: { url, reason },
-    retryAfterSeconds: 5,
-    cause,
-  });
+function unavailable(url: string, reason: string, cause?: unknown): RequestError {
+  return keysUnavailable({ url, reason }, { retryAfterSeconds: 5, cause });
 }

@@ -5,47 +5,26 @@
  * Re-fetch rules (why: a flood of garbage `kid`s must never cause a fetch storm, yet a real key rotation
  * must be picked up within seconds):
  * - at most one fetch in flight per cluster (single-flight); every waiter shares its result;
- * - unknown-`kid` re-fetches draw from a token bucket (burst `unknownKidBurst`, one more every
- *   `unknownKidRefillSeconds`); a `kid` still unknown after a fresh fetch is remembered as unknown for
- *   `unknownKidRefillSeconds`;
+ * - unknown-`kid` re-fetches are budgeted (`authn/unknown-kid.ts`);
  * - when a fetch fails, the last good key set keeps serving for up to `maxStaleSeconds`;
  * - after {@link ClusterKeySet.invalidate} (a config reload) the loaded set no longer counts: nothing
  *   verifies until a fetch sent after the invalidation succeeds, so a key removed from a `jwksFile` or
  *   from the issuer's JWKS stops verifying with the reload (default deny while the fetch fails).
  *
- * Shared (Redis) copies are bound to the exact trust source ({@link trustSource}: issuer, discovery URL
- * or `jwksUri`, CA file content) in their key name and, sealed with the service secret
- * (`cache/seal.ts`), in their value: a copy fetched from another source, or written by someone without
- * the secret, is never adopted. Key sets read from a `jwksFile` are never shared: the file is the source.
+ * Where keys come from: `authn/discovery.ts`; how replicas share them: `authn/key-sharing.ts`. Key sets
+ * read from a `jwksFile` are never shared: the file is the source.
  */
-import { createHash, createPublicKey, type JsonWebKeyInput, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
-import { ExchangeError } from "../errors.js";
-import { JsonFetcher } from "./fetch.js";
-import { kubernetesKeyId } from "./kid.js";
-
-/** A usable verification key from a JWKS. */
-export interface VerificationKey {
-  /** The JWK `kid` (may be empty when the JWKS has none). */
-  kid: string;
-  /** `RSA` or `EC`. */
-  kty: "RSA" | "EC";
-  /** EC curve (`P-256`, `P-384`, `P-521`) for EC keys. */
-  crv?: string | undefined;
-  /** The JWK `alg` if the JWKS declared one. */
-  alg?: string | undefined;
-  /** The imported public key. */
-  key: KeyObject;
-  /**
-   * base64url SHA-256 of the key's DER SubjectPublicKeyInfo (what Kubernetes uses as the `kid`): names
-   * the key independently of the JWKS's `kid`, so a cached identity can be tied to the key that verified it.
-   */
-  fingerprint?: string | undefined;
-}
+import { RequestError } from "../errors.js";
+import { clusterFetcher, readJwksDocument, trustSource } from "./discovery.js";
+import type { JsonFetcher } from "./fetch.js";
+import { jwkFitsAlgorithm, parseJwks, type VerificationKey } from "./jwk.js";
+import { KeySetSharing } from "./key-sharing.js";
+import { keysUnavailable } from "./keys-unavailable.js";
+import { UnknownKidBudget } from "./unknown-kid.js";
 
 /** Health of a cluster's key set, for readiness and metrics. */
 export interface KeySetStatus {
@@ -59,105 +38,6 @@ export interface KeySetStatus {
   stale: boolean;
   /** Last fetch error (log-safe), if the last attempt failed. */
   lastError?: string | undefined;
-}
-
-const CURVE_FOR_ALG: Record<string, string> = { ES256: "P-256", ES384: "P-384", ES512: "P-521" };
-
-/** True when `key` can verify a JWS with algorithm `alg` (RFC 7518 §3.1). */
-export function keyFitsAlg(key: VerificationKey, alg: string): boolean {
-  if (key.alg !== undefined && key.alg !== alg) return false;
-  if (alg.startsWith("RS") || alg.startsWith("PS")) return key.kty === "RSA";
-  if (alg.startsWith("ES")) return key.kty === "EC" && key.crv === CURVE_FOR_ALG[alg];
-  return false;
-}
-
-/**
- * The exact source a cluster's keys are trusted from, as a JSON string: issuer, discovery URL or
- * `jwksUri` (or the `jwksFile` path), and the SHA-256 of the content of `jwksFile` and `caFile` (a file
- * that cannot be read hashes as `unreadable`). Two configs with the same source trust the same keys; a
- * reload reuses a key set only for the same source, and a shared (Redis) copy is adopted only by a
- * replica with the same source.
- */
-export function trustSource(cluster: ClusterConfig): string {
-  const fileHash = (file: string | undefined): string | null => {
-    if (file === undefined) return null;
-    try {
-      return createHash("sha256").update(readFileSync(file)).digest("base64url");
-    } catch {
-      return "unreadable";
-    }
-  };
-  return JSON.stringify({
-    issuer: cluster.issuer,
-    discoveryUrl: cluster.jwksUri || cluster.jwksFile ? null : (cluster.discoveryUrl ?? null),
-    jwksUri: cluster.jwksUri ?? null,
-    allowCrossHostJwksUri: cluster.allowCrossHostJwksUri ?? false,
-    jwksFile: cluster.jwksFile ?? null,
-    jwksFileSha256: fileHash(cluster.jwksFile),
-    caFileSha256: fileHash(cluster.caFile),
-  });
-}
-
-/**
- * Parses a JWKS document into usable keys. Keys that are malformed, private, symmetric, or not for
- * signatures are skipped (reported through `onSkip`) rather than poisoning the set.
- * @throws {Error} when the document is not `{ keys: [...] }`
- */
-export function parseJwks(
-  doc: unknown,
-  onSkip: (index: number, reason: string) => void = () => {},
-): VerificationKey[] {
-  if (doc === null || typeof doc !== "object" || !Array.isArray((doc as { keys?: unknown }).keys)) {
-    throw new Error('JWKS is not an object with a "keys" array');
-  }
-  const out: VerificationKey[] = [];
-  for (const [i, jwk] of (doc as { keys: unknown[] }).keys.entries()) {
-    const result = importJwk(jwk);
-    if (typeof result === "string") onSkip(i, result);
-    else out.push(result);
-  }
-  return out;
-}
-
-/** Imports one JWK, or returns why it is unusable. */
-function importJwk(jwk: unknown): VerificationKey | string {
-  if (jwk === null || typeof jwk !== "object") return "not an object";
-  const k = jwk as Record<string, unknown>;
-  if (k.kty !== "RSA" && k.kty !== "EC") return `unsupported kty ${JSON.stringify(k.kty)}`;
-  if (k.use !== undefined && k.use !== "sig") return `use is ${JSON.stringify(k.use)}, not "sig"`;
-  if (k.d !== undefined) return "contains private key material";
-  if (k.kid !== undefined && typeof k.kid !== "string") return "kid is not a string";
-  if (k.alg !== undefined && typeof k.alg !== "string") return "alg is not a string";
-  let key: KeyObject;
-  try {
-    key = createPublicKey({ key: k, format: "jwk" } as JsonWebKeyInput);
-  } catch (err) {
-    return `cannot import: ${(err as Error).message}`;
-  }
-  if (k.kty === "RSA" && (key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048)
-    return "RSA key shorter than 2048 bits";
-  return {
-    kid: (k.kid as string | undefined) ?? "",
-    kty: k.kty,
-    crv: typeof k.crv === "string" ? k.crv : undefined,
-    alg: k.alg as string | undefined,
-    key,
-    fingerprint: kubernetesKeyId(key),
-  };
-}
-
-/** The OIDC discovery URL of `issuer` (OpenID Connect Discovery 1.0 §4). */
-function discoveryUrlOf(issuer: string): string {
-  return `${issuer.replace(/\/+$/, "")}/.well-known/openid-configuration`;
-}
-
-/** `URL.origin` of `url`, or `undefined` when it is not a URL (then nothing is sent a bearer token). */
-function originOf(url: string): string | undefined {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Dependencies of a {@link ClusterKeySet}. */
@@ -196,24 +76,6 @@ interface Loaded {
   epoch: number;
 }
 
-/** What replicas share per cluster in the Redis tier (sealed). */
-interface SharedKeySet {
-  /** {@link trustSource} of the replica that fetched it: adopted only by a replica with the same. */
-  source: string;
-  jwks: unknown;
-  /** See {@link Loaded.requestedAt}; absent in sets written by older versions (never proof of a miss). */
-  requestedAt?: number;
-  fetchedAt: number;
-  expiresAt: number;
-}
-
-/** Sealed value of a shared unknown-`kid` marker: this prefix, then its expiry (epoch ms). */
-const UNKNOWN_MARKER = "unknown-until:";
-
-/** How long a replica holds the cross-replica fetch lock at most, ms. */
-const FETCH_LOCK_MS = 5_000;
-/** How often a replica that lost the lock looks for the winner's result, ms. */
-const LOCK_POLL_MS = 25;
 /** How long after a failed fetch the next one may start (requests meanwhile fail fast), ms. */
 const RETRY_BACKOFF_MS = 2_000;
 
@@ -226,9 +88,7 @@ export class ClusterKeySet {
   #inflight: Promise<Loaded> | undefined;
   #lastError: string | undefined;
   #nextRetryAt = 0;
-  #tokens: number;
-  #tokensAt: number;
-  readonly #unknownKids = new Map<string, number>();
+  readonly #budget: UnknownKidBudget;
   /** Incremented each time a key set is accepted (fetched or adopted). */
   #generation = 0;
   /** Incremented by {@link invalidate}: a set loaded in an earlier epoch no longer counts. */
@@ -237,8 +97,8 @@ export class ClusterKeySet {
   #invalidatedAt = 0;
   /** The {@link trustSource} this set was built for. */
   readonly source: string;
-  /** The shared tier and its sealer, when key sets are shared (remote sources only). */
-  readonly #sharing: { store: CacheStore; sealer: CacheSealer; id: string } | undefined;
+  /** The shared tier, when key sets are shared (remote sources only). */
+  readonly #sharing: KeySetSharing | undefined;
   /** Number of fetches started (discovery + JWKS count as one), for tests and metrics. */
   fetchCount = 0;
 
@@ -249,28 +109,16 @@ export class ClusterKeySet {
   constructor(cluster: ClusterConfig, deps: KeySetDeps) {
     this.cluster = cluster;
     this.#deps = { now: Date.now, ...deps };
-    this.#fetcher = cluster.jwksFile
-      ? undefined
-      : new JsonFetcher({
-          timeoutMs: cluster.fetch.timeoutMs,
-          maxBytes: cluster.fetch.maxBytes,
-          maxRedirects: cluster.fetch.maxRedirects,
-          caFile: cluster.caFile,
-          bearerTokenFile: cluster.bearerTokenFile,
-          bearerTokenOrigin: originOf(
-            cluster.discoveryUrl ?? cluster.jwksUri ?? discoveryUrlOf(cluster.issuer),
-          ),
-        });
-    this.#tokens = cluster.jwks.unknownKidBurst;
-    this.#tokensAt = this.#deps.now();
+    this.#fetcher = clusterFetcher(cluster);
+    this.#budget = new UnknownKidBudget(
+      cluster.jwks.unknownKidBurst,
+      cluster.jwks.unknownKidRefillSeconds,
+      this.#deps.now(),
+    );
     this.source = trustSource(cluster);
     this.#sharing =
       deps.shared && deps.sealer && !cluster.jwksFile
-        ? {
-            store: deps.shared,
-            sealer: deps.sealer,
-            id: deps.sealer.key("jwks-source", this.source).slice(0, 32),
-          }
+        ? new KeySetSharing(deps.shared, deps.sealer, cluster.name, this.source)
         : undefined;
   }
 
@@ -283,7 +131,7 @@ export class ClusterKeySet {
   invalidate(): void {
     this.#epoch++;
     this.#invalidatedAt = this.#deps.now();
-    this.#unknownKids.clear();
+    this.#budget.forget();
     this.refresh(this.#invalidatedAt + 1).catch(() => {});
   }
 
@@ -292,7 +140,7 @@ export class ClusterKeySet {
    * (after a restart or a reload) and, when the fingerprint is not in it, re-fetching once within the
    * unknown-`kid` budget (another replica may have seen a newer set). Used for derived credentials,
    * which name the cluster key that vouched for their source token.
-   * @throws {ExchangeError} `keys_unavailable` when no key set can be loaded
+   * @throws {RequestError} `keys_unavailable` when no key set can be loaded
    */
   async trustsKey(fingerprint: string): Promise<boolean> {
     const has = (l: Loaded) => l.keys.some((k) => k.fingerprint === fingerprint);
@@ -347,17 +195,16 @@ export class ClusterKeySet {
    * - `kid` non-empty: the keys with that `kid` that fit `alg`; an unknown `kid` triggers a re-fetch within
    *   budget, then answers `[]` if still unknown.
    * - `kid` empty or absent: every key that fits `alg` (old clusters send `"kid": ""`).
-   * @throws {ExchangeError} `keys_unavailable` when no key set could ever be loaded (or it is too stale)
+   * @throws {RequestError} `keys_unavailable` when no key set could ever be loaded (or it is too stale)
    */
   async candidates(kid: string | undefined, alg: string): Promise<VerificationKey[]> {
     let loaded = await this.#current();
-    if (kid === undefined || kid === "") return loaded.keys.filter((k) => keyFitsAlg(k, alg));
+    if (kid === undefined || kid === "") return loaded.keys.filter((k) => jwkFitsAlgorithm(k, alg));
     let found = loaded.keys.filter((k) => k.kid === kid);
     if (found.length === 0) {
       const now = this.#deps.now();
-      const knownUnknownUntil = this.#unknownKids.get(kid);
-      if (knownUnknownUntil !== undefined && knownUnknownUntil > now) return [];
-      if (await this.#sharedUnknown(kid)) return [];
+      if (this.#budget.isUnknown(kid, now)) return [];
+      if ((await this.#sharing?.isUnknown(kid, now)) === true) return [];
       const fresh = await this.#refreshedSince(now, (l) => l.keys.some((k) => k.kid === kid));
       if (fresh === undefined) return [];
       loaded = fresh;
@@ -365,13 +212,11 @@ export class ClusterKeySet {
       if (found.length === 0) {
         // A set requested after the miss proves the kid unknown (#refreshedSince returns no other set
         // without it); remembered so that a storm of tokens with it costs no more fetches.
-        const ttlMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
-        if (this.#unknownKids.size > 10_000) this.#unknownKids.clear();
-        this.#unknownKids.set(kid, this.#deps.now() + ttlMs);
-        await this.#markSharedUnknown(kid, ttlMs);
+        this.#budget.remember(kid, this.#deps.now());
+        await this.#sharing?.markUnknown(kid, this.#budget.rememberMs, this.#deps.now());
       }
     }
-    return found.filter((k) => keyFitsAlg(k, alg));
+    return found.filter((k) => jwkFitsAlgorithm(k, alg));
   }
 
   /**
@@ -392,8 +237,7 @@ export class ClusterKeySet {
    * before the miss and lacks what is wanted (a rotation may have happened in between), or none is in
    * flight, starts one within the unknown-`kid` budget. A set requested before the miss, such as the
    * answer of a fetch already in flight or a newer copy another replica fetched before a rotation, is
-   * never taken as proof that a key does not exist: taking one made a replica remember a just-rotated kid
-   * as unknown (found by the benchmark's two-worker storm and by review).
+   * never taken as proof that a key does not exist (it may predate a rotation).
    * @returns the set, or `undefined` when the budget is spent or the fetch failed
    */
   async #refreshedSince(missAt: number, wanted?: (loaded: Loaded) => boolean): Promise<Loaded | undefined> {
@@ -404,7 +248,7 @@ export class ClusterKeySet {
       if (joined === undefined) return undefined;
       if (joined.requestedAt >= missAt || wanted?.(joined)) return joined;
     }
-    if (!this.#takeToken()) return undefined;
+    if (!this.#budget.take(this.#deps.now())) return undefined;
     return this.refresh(missAt).catch(() => undefined);
   }
 
@@ -413,7 +257,7 @@ export class ClusterKeySet {
    * keeps the old set and rejects.
    * @param since with Redis, adopt another replica's set only if its fetch was sent at or after this
    *   time, epoch ms (default: any set newer than the one loaded)
-   * @throws {ExchangeError} `keys_unavailable`
+   * @throws {RequestError} `keys_unavailable`
    */
   refresh(since = 0): Promise<Loaded> {
     if (this.#inflight !== undefined) return this.#inflight;
@@ -462,40 +306,11 @@ export class ClusterKeySet {
     throw this.#unavailable(now);
   }
 
-  #unavailable(now: number): ExchangeError {
-    return new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-      logDetail: { cluster: this.cluster.name, reason: this.#lastError ?? "key set reloading" },
-      retryAfterSeconds: Math.max(1, Math.ceil((this.#nextRetryAt - now) / 1000)),
-    });
-  }
-
-  /**
-   * Shared unknown-`kid` marker: named by an HMAC of the trust source and the `kid`, its value sealed to
-   * that name and holding its own expiry (`unknown-until:<epoch ms>`), so someone who can write Redis but
-   * lacks the service secret cannot mark a real `kid` unknown (which would delay a rotation's new key),
-   * keep a genuine marker past `jwks.unknownKidRefillSeconds`, nor learn which `kid`s were tried.
-   */
-  #unknownKey(kid: string): string {
-    const s = this.#sharing!;
-    return `jwks-unknown:${this.cluster.name}:${s.sealer.key("jwks-unknown", `${this.source}\u0000${kid}`)}`;
-  }
-
-  async #sharedUnknown(kid: string): Promise<boolean> {
-    const s = this.#sharing;
-    if (!s) return false;
-    const name = this.#unknownKey(kid);
-    // The expiry inside the sealed value bounds the marker whatever its TTL in the store says (a writer
-    // can PERSIST a genuine marker, which anyone can cause by sending a token naming the kid).
-    const value = s.sealer.open(name, await s.store.get(name));
-    const until = value?.startsWith(UNKNOWN_MARKER) ? Number(value.slice(UNKNOWN_MARKER.length)) : Number.NaN;
-    return until > this.#deps.now();
-  }
-
-  async #markSharedUnknown(kid: string, ttlMs: number): Promise<void> {
-    const s = this.#sharing;
-    if (!s) return;
-    const name = this.#unknownKey(kid);
-    await s.store.set(name, s.sealer.seal(name, `${UNKNOWN_MARKER}${this.#deps.now() + ttlMs}`), ttlMs);
+  #unavailable(now: number): RequestError {
+    return keysUnavailable(
+      { cluster: this.cluster.name, reason: this.#lastError ?? "key set reloading" },
+      { retryAfterSeconds: Math.max(1, Math.ceil((this.#nextRetryAt - now) / 1000)) },
+    );
   }
 
   /**
@@ -503,11 +318,7 @@ export class ClusterKeySet {
    * trust source>`; `undefined` when the set is not shared (no Redis, or a `jwksFile`).
    */
   get sharedName(): string | undefined {
-    return this.#sharing ? `jwks:${this.cluster.name}:${this.#sharing.id}` : undefined;
-  }
-
-  #sharedName(): string {
-    return this.sharedName!;
+    return this.#sharing?.name;
   }
 
   /**
@@ -519,41 +330,34 @@ export class ClusterKeySet {
   async #load(since: number): Promise<Loaded> {
     const sharing = this.#sharing;
     if (!sharing) return this.#fetch();
-    const shared = sharing.store;
     // After a reload, only what was requested after it (a copy from before may list a removed key).
     since = Math.max(since, this.#invalidatedAt > 0 ? this.#invalidatedAt + 1 : 0);
     const before = this.#loaded?.epoch === this.#epoch ? this.#loaded.fetchedAt : 0;
     const adopted = await this.#adoptShared(before, since);
     if (adopted) return adopted;
-    const lockKey = `jwks-lock:${this.cluster.name}:${sharing.id}`;
-    const won = await shared.setIfAbsent(lockKey, String(process.pid), FETCH_LOCK_MS);
+    const won = await sharing.lock();
     if (!won) {
-      const deadline = Date.now() + Math.min(this.cluster.fetch.timeoutMs, 3_000);
-      while (Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
-        const theirs = await this.#adoptShared(before, since);
-        if (theirs) return theirs;
-      }
+      const theirs = await sharing.waitFor(
+        () => this.#adoptShared(before, since),
+        Math.min(this.cluster.fetch.timeoutMs, 3_000),
+      );
+      if (theirs) return theirs;
       // The lock holder is slow or gone: fetch ourselves rather than fail.
     }
     try {
       const loaded = await this.#fetch();
-      const doc: SharedKeySet = {
-        source: this.source,
-        jwks: loaded.raw,
-        requestedAt: loaded.requestedAt,
-        fetchedAt: loaded.fetchedAt,
-        expiresAt: loaded.expiresAt,
-      };
-      const name = this.#sharedName();
-      await shared.set(
-        name,
-        sharing.sealer.seal(name, JSON.stringify(doc)),
+      await sharing.write(
+        {
+          jwks: loaded.raw,
+          requestedAt: loaded.requestedAt,
+          fetchedAt: loaded.fetchedAt,
+          expiresAt: loaded.expiresAt,
+        },
         this.cluster.jwks.maxStaleSeconds * 1000 || 1,
       );
       return loaded;
     } finally {
-      if (won) await shared.delete(lockKey);
+      if (won) await sharing.unlock();
     }
   }
 
@@ -565,34 +369,9 @@ export class ClusterKeySet {
   async #adoptShared(after: number, since: number): Promise<Loaded | undefined> {
     const sharing = this.#sharing;
     if (!sharing) return undefined;
-    const name = this.#sharedName();
-    const text = sharing.sealer.open(name, await sharing.store.get(name));
-    if (text === undefined) return undefined;
-    let doc: SharedKeySet;
-    try {
-      doc = JSON.parse(text) as SharedKeySet;
-    } catch {
-      return undefined;
-    }
-    if (doc === null || typeof doc !== "object" || doc.source !== this.source) return undefined;
-    if (!(doc.fetchedAt > after) || !(doc.expiresAt > this.#deps.now())) return undefined;
-    const requestedAt = typeof doc.requestedAt === "number" ? doc.requestedAt : 0;
-    if (since > 0 && !(requestedAt >= since)) return undefined;
-    let keys: VerificationKey[];
-    try {
-      keys = parseJwks(doc.jwks);
-    } catch {
-      return undefined;
-    }
-    if (keys.length === 0) return undefined;
-    const loaded: Loaded = {
-      keys,
-      raw: doc.jwks,
-      requestedAt,
-      fetchedAt: doc.fetchedAt,
-      expiresAt: doc.expiresAt,
-      epoch: this.#epoch,
-    };
+    const adopted = await sharing.adopt(after, since, this.#deps.now());
+    if (adopted === undefined) return undefined;
+    const loaded: Loaded = { ...adopted, epoch: this.#epoch };
     this.#accept(loaded);
     return loaded;
   }
@@ -609,21 +388,7 @@ export class ClusterKeySet {
     }
     this.#loaded = loaded;
     this.#lastError = undefined;
-    this.#unknownKids.clear();
-  }
-
-  #takeToken(): boolean {
-    const now = this.#deps.now();
-    const refillMs = this.cluster.jwks.unknownKidRefillSeconds * 1000;
-    const gained = Math.floor((now - this.#tokensAt) / refillMs);
-    if (gained > 0) {
-      this.#tokens = Math.min(this.cluster.jwks.unknownKidBurst, this.#tokens + gained);
-      this.#tokensAt += gained * refillMs;
-    }
-    if (this.#tokens >= this.cluster.jwks.unknownKidBurst) this.#tokensAt = now;
-    if (this.#tokens <= 0) return false;
-    this.#tokens--;
-    return true;
+    this.#budget.forget();
   }
 
   async #fetch(): Promise<Loaded> {
@@ -633,48 +398,16 @@ export class ClusterKeySet {
     const requestedAt = this.#deps.now();
     const epoch = this.#epoch;
     try {
-      let doc: unknown;
-      let maxAge: number | undefined;
-      if (c.jwksFile) {
-        try {
-          doc = JSON.parse(readFileSync(c.jwksFile, "utf8"));
-        } catch (err) {
-          throw new ExchangeError(
-            "keys_unavailable",
-            "the cluster's signing keys are not available right now",
-            {
-              logDetail: { file: c.jwksFile, reason: `cannot read JWKS file: ${(err as Error).message}` },
-            },
-          );
-        }
-      } else {
-        const fetched = await this.#fetcher!.getJson(await this.#jwksUri());
-        doc = fetched.body;
-        maxAge = fetched.maxAgeSeconds;
-      }
+      const { doc, maxAgeSeconds: maxAge } = await readJwksDocument(c, this.#fetcher);
       let keys: VerificationKey[];
       try {
         keys = parseJwks(doc, (index, reason) =>
           log.warn({ cluster: c.name, index, reason }, "JWKS key skipped"),
         );
       } catch (err) {
-        throw new ExchangeError(
-          "keys_unavailable",
-          "the cluster's signing keys are not available right now",
-          {
-            logDetail: { reason: (err as Error).message },
-          },
-        );
+        throw keysUnavailable({ reason: (err as Error).message });
       }
-      if (keys.length === 0) {
-        throw new ExchangeError(
-          "keys_unavailable",
-          "the cluster's signing keys are not available right now",
-          {
-            logDetail: { reason: "JWKS has no usable keys" },
-          },
-        );
-      }
+      if (keys.length === 0) throw keysUnavailable({ reason: "JWKS has no usable keys" });
       const now = this.#deps.now();
       const ttl = Math.min(
         c.jwks.maxTtlSeconds,
@@ -694,10 +427,10 @@ export class ClusterKeySet {
       return loaded;
     } catch (err) {
       const reason =
-        err instanceof ExchangeError ? String(err.logDetail?.reason ?? err.message) : (err as Error).message;
+        err instanceof RequestError ? String(err.logDetail?.reason ?? err.message) : (err as Error).message;
       if (this.#lastError === undefined) {
         log.warn(
-          { cluster: c.name, reason, detail: err instanceof ExchangeError ? err.logDetail : undefined },
+          { cluster: c.name, reason, detail: err instanceof RequestError ? err.logDetail : undefined },
           this.#loaded ? "cluster key fetch failed; serving cached keys" : "cluster key fetch failed",
         );
       }
@@ -706,70 +439,10 @@ export class ClusterKeySet {
       this.#deps.onFetch?.(c.name, "error");
       // Every failure answers alike: the generic message, the reason in the log only, and a Retry-After
       // of the back-off before the next attempt.
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: err instanceof ExchangeError ? (err.logDetail ?? { reason }) : { reason },
+      throw keysUnavailable(err instanceof RequestError ? (err.logDetail ?? { reason }) : { reason }, {
         retryAfterSeconds: RETRY_BACKOFF_MS / 1000,
         cause: err,
       });
     }
-  }
-
-  async #jwksUri(): Promise<string> {
-    const c = this.cluster;
-    if (c.jwksUri) return c.jwksUri;
-    const discoveryUrl = c.discoveryUrl ?? discoveryUrlOf(c.issuer);
-    const { body, url } = await this.#fetcher!.getJson(discoveryUrl);
-    const doc = body as { issuer?: unknown; jwks_uri?: unknown } | null;
-    if (!doc || typeof doc !== "object" || typeof doc.jwks_uri !== "string") {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: { url: discoveryUrl, reason: "discovery document has no jwks_uri" },
-      });
-    }
-    // OIDC Discovery §4.3: the issuer in the document must be identical to the one we trust.
-    if (doc.issuer !== c.issuer) {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: {
-          url: discoveryUrl,
-          reason: `discovery issuer ${JSON.stringify(doc.issuer)} does not equal configured issuer ${JSON.stringify(c.issuer)}`,
-        },
-      });
-    }
-    let jwksUrl: URL;
-    try {
-      jwksUrl = new URL(doc.jwks_uri);
-    } catch {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: { url: discoveryUrl, reason: "jwks_uri is not a URL" },
-      });
-    }
-    if (jwksUrl.protocol !== "https:" && jwksUrl.protocol !== "http:") {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: { url: discoveryUrl, reason: "jwks_uri is not http(s)" },
-      });
-    }
-    // Keys fetched over plain HTTP could be replaced on the way: never downgrade from an https discovery.
-    const configured = new URL(discoveryUrl);
-    if (
-      (configured.protocol === "https:" || new URL(url).protocol === "https:") &&
-      jwksUrl.protocol !== "https:"
-    ) {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: {
-          url: discoveryUrl,
-          reason: "jwks_uri is http but discovery is https: downgrade refused",
-        },
-      });
-    }
-    // SSRF guard: a discovery document may only point at keys on the host the config names (the
-    // configured discovery URL's, whatever redirects the discovery fetch followed).
-    if (!c.allowCrossHostJwksUri && jwksUrl.host !== configured.host) {
-      throw new ExchangeError("keys_unavailable", "the cluster's signing keys are not available right now", {
-        logDetail: {
-          url: discoveryUrl,
-          reason: `jwks_uri host ${jwksUrl.host} differs from discovery host ${configured.host}; set jwksUri or allowCrossHostJwksUri`,
-        },
-      });
-    }
-    return jwksUrl.toString();
   }
 }

@@ -12,10 +12,10 @@ import { readFileSync, statSync } from "node:fs";
 import { Agent, request } from "undici";
 
 /** Largest accepted API answer, bytes (a TokenReview echoes the ~1-2 KiB token; ServiceAccounts are small). */
-export const MAX_API_RESPONSE_BYTES = 256 * 1024;
+const MAX_API_RESPONSE_BYTES = 256 * 1024;
 
 /** Sent as `User-Agent` (the API server names the field manager and audit entries after it). */
-export const USER_AGENT = "registry-token-exchange";
+const USER_AGENT = "registry-token-exchange";
 
 /** Where and how to reach one API server. */
 export interface KubeApiOptions {

@@ -27,11 +27,11 @@
  *   `review.cacheTtlSeconds` + `review.timeoutMs` of the API server refusing their source token.
  */
 import type { Logger } from "pino";
+import { reviewKey, serviceAccountKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig, Config } from "../config/schema.js";
-import { ExchangeError, safeEcho } from "../errors.js";
-import { decodeCompactJws } from "./jws.js";
+import { RequestError, safeEcho } from "../errors.js";
 import {
   KubeApiClient,
   KubeApiError,
@@ -39,6 +39,7 @@ import {
   type ServiceAccountObject,
   type TokenReviewStatus,
 } from "./kube-api.js";
+import { type CachedReview, disagrees, extraOf, jtiOf, refused } from "./review-answer.js";
 import type { ClusterReviewSummary, Identity } from "./verify.js";
 
 /** Which API call a metric or log line is about. */
@@ -48,7 +49,7 @@ export type KubeApiCall = "tokenreview" | "serviceaccount";
  * Outcome of one API call, for metrics: `authenticated` / `refused` (TokenReview answered), `ok`
  * (ServiceAccount read), or a {@link KubeApiFailure}.
  */
-export type KubeApiOutcome = "authenticated" | "refused" | "ok" | KubeApiFailure;
+type KubeApiOutcome = "authenticated" | "refused" | "ok" | KubeApiFailure;
 
 /** Dependencies of {@link ClusterReviewer}. */
 export interface ReviewerDeps {
@@ -89,22 +90,6 @@ interface SealedSource {
   a: string[];
 }
 
-/** What a cached positive review holds (sealed). */
-interface CachedReview {
-  /** The audiences asked for (sorted, `\u0000`-joined): a hit for other audiences is a miss. */
-  asked: string;
-  username: string;
-  uid: string;
-  audiences: string[];
-  /** `user.extra` `authentication.kubernetes.io/<name>` values (`pod-name`, ..., `credential-id`). */
-  extra: Record<string, string>;
-  /**
-   * Epoch ms after which the entry is stale, whatever the store says: a cache writer can extend or remove
-   * a key's TTL (PEXPIRE, PERSIST, the tiered store's plain expiry prefix), never this.
-   */
-  until: number;
-}
-
 /** A cached ServiceAccount read (sealed), with its own expiry like {@link CachedReview.until}. */
 interface CachedServiceAccount {
   sa: ServiceAccountObject;
@@ -116,8 +101,6 @@ const SOURCE_NAME = "derived-source";
 
 /** Longest `Retry-After` passed on to clients, seconds. */
 const MAX_RETRY_AFTER_SECONDS = 60;
-
-const EXTRA = "authentication.kubernetes.io/";
 
 /** Reviews tokens and reads ServiceAccounts for the clusters that ask for it. See the module doc. */
 export class ClusterReviewer {
@@ -186,7 +169,7 @@ export class ClusterReviewer {
    * @param audiences the audiences a service-account token is accepted for here (ignored for derived
    *   credentials: their source is reviewed for the audiences it was first accepted for)
    * @returns what the cluster said
-   * @throws {ExchangeError} `token_review_refused` (the cluster refused the token, its answer disagrees
+   * @throws {RequestError} `token_review_refused` (the cluster refused the token, its answer disagrees
    *   with the claims, or a derived credential carries no reviewable source), `token_review_unavailable`
    *   (the API server failed or timed out), `rate_limited` (the API server answered 429)
    */
@@ -213,7 +196,7 @@ export class ClusterReviewer {
       token = opened.t;
       asked = opened.a;
     }
-    const key = `rv:${this.#deps.sealer.key("review", token)}`;
+    const key = reviewKey(this.#deps.sealer, token);
     const askedKey = [...asked].sort().join("\u0000");
     const nowMs = this.#now();
     const hit = this.#openCached<CachedReview>(key, await this.#deps.store.get(key), token);
@@ -255,7 +238,7 @@ export class ClusterReviewer {
   /**
    * The ServiceAccount of `identity` as the cluster has it now (cached for `review.cacheTtlSeconds`), after
    * checking that its `metadata.uid` is the token's service-account uid.
-   * @throws {ExchangeError} `token_review_refused` when it does not exist or has another uid (deleted and
+   * @throws {RequestError} `token_review_refused` when it does not exist or has another uid (deleted and
    *   recreated), `token_review_unavailable` / `rate_limited` when the API server fails
    */
   async serviceAccount(identity: Identity): Promise<ServiceAccountObject> {
@@ -264,7 +247,7 @@ export class ClusterReviewer {
       throw new TypeError(`cluster "${identity.cluster}" does not read ServiceAccounts`);
     }
     const name = `${cluster.name}/${identity.namespace}/${identity.serviceAccount.name}`;
-    const key = `ksa:${this.#deps.sealer.key("serviceaccount", name)}`;
+    const key = serviceAccountKey(this.#deps.sealer, name);
     const nowMs = this.#now();
     const hit = this.#openCached<CachedServiceAccount>(key, await this.#deps.store.get(key));
     const usable = hit?.sa !== undefined && typeof hit.until === "number" && hit.until > nowMs;
@@ -402,7 +385,7 @@ export class ClusterReviewer {
     }
   }
 
-  #apiFailure(cluster: ClusterConfig, call: KubeApiCall, err: unknown): ExchangeError {
+  #apiFailure(cluster: ClusterConfig, call: KubeApiCall, err: unknown): RequestError {
     const e =
       err instanceof KubeApiError
         ? err
@@ -419,72 +402,17 @@ export class ClusterReviewer {
     );
     const logDetail = { cluster: cluster.name, call, failure: e.failure, status: e.status };
     if (e.failure === "rate_limited") {
-      return new ExchangeError("rate_limited", "the API server is rate limiting this service; retry later", {
+      return new RequestError("rate_limited", "the API server is rate limiting this service; retry later", {
         logDetail,
         retryAfterSeconds: Math.min(MAX_RETRY_AFTER_SECONDS, e.retryAfterSeconds ?? 1),
       });
     }
-    return new ExchangeError(
+    return new RequestError(
       "token_review_unavailable",
       `the API server cannot review the token right now (${e.failure})`,
       { logDetail, cause: err },
     );
   }
-}
-
-function refused(message: string, logDetail: Record<string, unknown>): ExchangeError {
-  return new ExchangeError("token_review_refused", message, { logDetail });
-}
-
-/** The single value of `user.extra[authentication.kubernetes.io/<name>]`, if exactly one. */
-function extraOf(extra: Record<string, string[]> | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!extra || typeof extra !== "object") return out;
-  for (const name of ["pod-name", "pod-uid", "node-name", "node-uid", "credential-id"]) {
-    const v = extra[EXTRA + name];
-    if (v === undefined) continue;
-    // Several values for one of these can only be a confused (or hostile) answer: keep it, refuse below.
-    out[name] = Array.isArray(v) && v.length === 1 && typeof v[0] === "string" ? v[0] : "\u0000invalid";
-  }
-  return out;
-}
-
-function jtiOf(token: string): string | undefined {
-  try {
-    const jti = decodeCompactJws(token).payload.jti;
-    return typeof jti === "string" ? jti.slice(0, 64) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Why a review answer does not fit the token and identity, or `undefined` when it does. For a derived
- * credential, `identity` is what the credential carries (copied from the source at minting).
- */
-function disagrees(
-  answer: CachedReview,
-  token: string,
-  identity: Identity,
-  derived: boolean,
-): string | undefined {
-  if (answer.username !== identity.subject) return "user.username differs from sub";
-  if (answer.uid !== identity.serviceAccount.uid) return "user.uid differs from the service account uid";
-  const extra = answer.extra ?? {};
-  const pairs: Array<[string, string | undefined]> = [
-    ["pod-name", identity.pod?.name],
-    ["pod-uid", identity.pod?.uid],
-    ["node-name", identity.node?.name],
-    ["node-uid", identity.node?.uid],
-    // The review is about the token sent, whose jti is the source's even for a derived credential.
-    ["credential-id", `JTI=${derived ? jtiOf(token) : identity.tokenId}`],
-  ];
-  // An older API server may leave a field out; one it sends must match.
-  for (const [name, want] of pairs) {
-    const got = extra[name];
-    if (got !== undefined && got !== want) return `user.extra ${EXTRA}${name} differs from the token`;
-  }
-  return undefined;
 }
 
 /** One RBAC permission (rbac.authorization.k8s.io/v1 PolicyRule, one verb on one resource). */

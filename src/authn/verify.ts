@@ -1,15 +1,14 @@
 /**
  * Verification of Kubernetes service-account JWTs (bound / projected tokens).
- * Claim layout: kubernetes `pkg/serviceaccount/claims.go`; see REFERENCE.md §1.
+ * Claim layout: kubernetes `pkg/serviceaccount/claims.go` (and `legacy.go` for the Secret-based tokens refused here).
  *
  * Order of checks: shape and size -> unverified `iss` picks the cluster (legacy Secret-based tokens are
  * refused here) -> `alg` against the cluster's allowlist -> key by `kid` (or every key fitting `alg` when
- * `kid` is empty or absent) -> signature (node:crypto, `authn/jws.ts`) -> `iss`, `aud`, `iat`, `exp`, `nbf`
+ * `kid` is empty or absent) -> signature (node:crypto, `jose/jws.ts`) -> `iss`, `aud`, `iat`, `exp`, `nbf`
  * with leeway -> `iat` not in the future -> `sub` and the `kubernetes.io` claim agree.
  */
 import { apiServerAudiences, type ClusterConfig } from "../config/schema.js";
-import { ExchangeError, safeEcho } from "../errors.js";
-import type { ClusterKeySet, VerificationKey } from "./jwks.js";
+import { RequestError, safeEcho } from "../errors.js";
 import {
   type ClaimFailure,
   checkClaims,
@@ -18,8 +17,10 @@ import {
   isJwsAlgorithm,
   JwsFormatError,
   verifyJwsSignature,
-} from "./jws.js";
-import { kubernetesKeyId } from "./kid.js";
+} from "../jose/jws.js";
+import { kubernetesKeyId } from "../jose/kid.js";
+import type { VerificationKey } from "./jwk.js";
+import type { ClusterKeySet } from "./jwks.js";
 
 /** A verified Kubernetes workload identity. */
 export interface Identity {
@@ -122,11 +123,11 @@ const SUBJECT = /^system:serviceaccount:([^:]+):([^:]+)$/;
  * access log and to the offline `explain` command only.
  */
 function fail(
-  code: ConstructorParameters<typeof ExchangeError>[0],
+  code: ConstructorParameters<typeof RequestError>[0],
   message: string,
   logDetail?: { detail: string },
 ) {
-  return new ExchangeError(code, message, logDetail ? { logDetail } : {});
+  return new RequestError(code, message, logDetail ? { logDetail } : {});
 }
 
 /** Options of one {@link ServiceAccountVerifier.verify} call. */
@@ -147,20 +148,29 @@ export interface VerifierOptions {
 }
 
 /**
+ * What the verifier needs of a cluster's key set ({@link ClusterKeySet}, or the CLI's offline stand-in
+ * that offers one key and never fetches).
+ */
+export type VerificationKeySource = Pick<
+  ClusterKeySet,
+  "cluster" | "candidates" | "refreshAfterMiss" | "hasKey" | "trustsKey" | "close"
+>;
+
+/**
  * Verifies service-account JWTs against the trusted clusters.
  * The audience check uses the cluster's configured `audiences` unless the caller passes its own list
  * (the credential-provider path and per-registry audiences do).
  */
 export class ServiceAccountVerifier {
-  readonly #byIssuer = new Map<string, ClusterKeySet>();
-  readonly #byName = new Map<string, ClusterKeySet>();
+  readonly #byIssuer = new Map<string, VerificationKeySource>();
+  readonly #byName = new Map<string, VerificationKeySource>();
   readonly #now: () => number;
 
   /**
    * @param keySets one key set per trusted cluster
    * @param options clock
    */
-  constructor(keySets: ClusterKeySet[], options: VerifierOptions = {}) {
+  constructor(keySets: readonly VerificationKeySource[], options: VerifierOptions = {}) {
     for (const ks of keySets) {
       this.#byIssuer.set(ks.cluster.issuer, ks);
       this.#byName.set(ks.cluster.name, ks);
@@ -190,7 +200,7 @@ export class ServiceAccountVerifier {
    * loading the cluster's key set when none is current (unlike {@link stillTrusted}). A credential that
    * names none passes only for a cluster with `verification: tokenReview` (its sealed source token is
    * reviewed next).
-   * @throws {ExchangeError} `keys_unavailable` when the cluster's keys cannot be loaded
+   * @throws {RequestError} `keys_unavailable` when the cluster's keys cannot be loaded
    */
   async trustsClusterKey(identity: Identity): Promise<boolean> {
     const keySet = this.#byName.get(identity.cluster);
@@ -204,7 +214,7 @@ export class ServiceAccountVerifier {
    * @param token the compact JWS as presented
    * @param audiences overrides the cluster's accepted audiences (the token's `aud` must contain one)
    * @param options see {@link VerifyOptions}
-   * @throws {ExchangeError} with a credential code (`malformed_token`, `unknown_issuer`, `legacy_token`,
+   * @throws {RequestError} with a credential code (`malformed_token`, `unknown_issuer`, `legacy_token`,
    *   `unsupported_algorithm`, `unknown_key`, `invalid_signature`, `invalid_issuer`, `invalid_audience`,
    *   `token_expired`, `token_not_yet_valid`, `missing_claim`, `invalid_subject`) or `keys_unavailable`
    */
@@ -330,7 +340,7 @@ function claimError(
   failure: ClaimFailure,
   cluster: ClusterConfig,
   audiences: readonly string[],
-): ExchangeError {
+): RequestError {
   const { claim, reason } = failure;
   switch (reason) {
     case "missing":
@@ -377,9 +387,9 @@ function ref(v: { name?: unknown; uid?: unknown } | undefined): { name: string; 
  * refused here as expired.
  * @param exp the token's `exp`, epoch seconds
  * @param warnafter the `kubernetes.io.warnafter` value, if any (anything but a whole number is refused)
- * @throws {ExchangeError} `malformed_token` when `warnafter` is present but not a whole number of seconds
+ * @throws {RequestError} `malformed_token` when `warnafter` is present but not a whole number of seconds
  */
-export function effectiveExpiry(exp: number, warnafter: unknown): number {
+function effectiveExpiry(exp: number, warnafter: unknown): number {
   if (warnafter === undefined) return exp;
   if (!Number.isSafeInteger(warnafter)) {
     throw fail("malformed_token", '"kubernetes.io.warnafter" claim is not a whole number of seconds');

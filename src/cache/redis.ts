@@ -17,7 +17,7 @@ import type { CacheStore } from "./store.js";
 export type RedisClient = Redis | Cluster;
 
 /** After a failed or timed-out command, Redis is bypassed for this long, ms (a simple circuit breaker). */
-export const REDIS_PAUSE_MS = 1_000;
+const REDIS_PAUSE_MS = 1_000;
 
 const pausedUntil = new WeakMap<RedisClient, number>();
 

@@ -1,13 +1,3 @@
-/**
- * One cache interface, two stores: an in-memory bounded LRU (default) and Redis (shared by replicas).
- *
- * Contract: a store is an optimisation, never a source of truth for authorization. Every method may fail
- * or time out; callers treat a failure as a miss (`get` -> `undefined`, `set` -> ignored), so a cache
- * error can only cost a re-verification, never grant access. Entries that could carry a credential or
- * trust are named and sealed by their owners with `cache/seal.ts` (HMAC names, AES-256-GCM values), so the
- * store itself (Redis) is never trusted; values are strings.
- */
-import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 
 /** A key-value store with per-entry TTLs. */
@@ -36,11 +26,6 @@ export interface CacheStore {
   close(): Promise<void>;
 }
 
-/** Hashes a secret (token, password) into a cache key component: hex SHA-256. */
-export function secretKey(secret: string): string {
-  return createHash("sha256").update(secret).digest("hex");
-}
-
 /** Options of {@link MemoryStore}. */
 export interface MemoryStoreOptions {
   /** Most entries kept; least recently used are evicted first. */
@@ -55,7 +40,7 @@ export interface MemoryStoreOptions {
 }
 
 /** What an entry costs beyond its key and value strings (LRU slots, the entry object), bytes, roughly. */
-export const ENTRY_OVERHEAD_BYTES = 64;
+const ENTRY_OVERHEAD_BYTES = 64;
 
 /** In-process store on a bounded LRU (lru-cache), with per-entry TTLs. */
 export class MemoryStore implements CacheStore {
@@ -110,5 +95,16 @@ export class MemoryStore implements CacheStore {
 
   async close(): Promise<void> {
     this.#lru.clear();
+  }
+}
+
+/** Parses a cached JSON object; a corrupt entry (or anything but an object) is a miss, never an error. */
+export function parseCached<T>(text: string | undefined): T | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v !== null && typeof v === "object" ? (v as T) : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -56,7 +56,7 @@ const child = (path: string, key: string) => (path === "" ? key : `${path}.${key
  * @param doc a parsed config document (any shape)
  * @param dir an absolute folder
  */
-export function resolveLayerFiles(doc: unknown, dir: string): unknown {
+function resolveLayerFiles(doc: unknown, dir: string): unknown {
   if (Array.isArray(doc)) return doc.map((e) => resolveLayerFiles(e, dir));
   if (!isMapping(doc)) return doc;
   const out: Mapping = {};

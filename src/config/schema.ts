@@ -55,7 +55,7 @@ const jwksRefreshSchema = z
  * `tokenReview` (the cluster's TokenReview API decides, authentication.k8s.io/v1), or `both` (JWKS first,
  * then the review: a token the JWKS rejects never costs an API call).
  */
-export const VERIFICATION_MODES = ["offline", "tokenReview", "both"] as const;
+const VERIFICATION_MODES = ["offline", "tokenReview", "both"] as const;
 
 /** True when `url` names a loopback host (`localhost`, 127.0.0.0/8, `[::1]`). */
 function isLoopbackUrl(url: string): boolean {
@@ -640,8 +640,6 @@ export function credentialProviderAudiencesFor(config: Config, registry: Registr
 export type Config = z.infer<typeof configSchema>;
 /** One trusted cluster (see {@link Config}). */
 export type ClusterConfig = Config["clusters"][number];
-/** How a cluster's service-account tokens are verified (see {@link VERIFICATION_MODES}). */
-export type VerificationMode = (typeof VERIFICATION_MODES)[number];
 
 /** Whether `cluster` talks to its API server (TokenReview, or ServiceAccount reads for annotations). */
 export function usesApiServer(cluster: Pick<ClusterConfig, "verification" | "annotations">): boolean {

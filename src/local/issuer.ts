@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Fastify, { type FastifyInstance } from "fastify";
 import { SignJWT } from "jose";
-import { kubernetesKeyId } from "../authn/kid.js";
+import { kubernetesKeyId } from "../jose/kid.js";
 
 /** What a minted service-account token is for. */
 export interface LocalTokenRequest {

@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { stringify } from "yaml";
 import { deepFreeze, parseConfig } from "../config/load.js";
 import type { Config } from "../config/schema.js";
-import { generateSigningKeyFiles } from "../token/signing.js";
+import { generateSigningKeyFiles } from "../jose/signing-key.js";
 import { LocalIssuer } from "./issuer.js";
 
 /** The registry `service` local mode serves. */

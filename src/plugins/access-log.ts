@@ -16,7 +16,7 @@
  * Server errors (5xx) still get their own `error` line with the cause, when they happen.
  */
 import { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from "fastify";
-import type { Logger } from "pino";
+import type { AuditSink } from "../audit.js";
 
 /** Fields and message of the access line being built for one request. */
 interface AccessLogEntry {
@@ -35,14 +35,7 @@ declare module "fastify" {
 }
 
 /** Message of a request whose handlers added no message of their own. */
-export const DEFAULT_ACCESS_MESSAGE = "request completed";
-
-/**
- * Where a component records what it decided for one request: an audit record and its message. Routes
- * pass one that adds the record to the request's access line ({@link auditToAccessLog}); without one, the
- * component writes its own line.
- */
-export type AuditSink = (record: Record<string, unknown>, msg: string) => void;
+const DEFAULT_ACCESS_MESSAGE = "request completed";
 
 function entryOf(request: FastifyRequest): AccessLogEntry {
   request.accessLog ??= { msg: DEFAULT_ACCESS_MESSAGE, msgRank: 0, fields: {}, written: false };
@@ -87,11 +80,6 @@ export function annotateAccessLog(
  */
 export function auditAccessLog(request: FastifyRequest, record: Record<string, unknown>, msg: string): void {
   annotate(request, { audit: record }, msg, 2);
-}
-
-/** `sink`, or, without one, an {@link AuditSink} that writes the record as a line of its own on `logger`. */
-export function auditSinkOr(sink: AuditSink | undefined, logger: Logger): AuditSink {
-  return sink ?? ((record, msg) => logger.info({ audit: record }, msg));
 }
 
 /** An {@link AuditSink} that puts the record on the request's access line ({@link auditAccessLog}). */

@@ -16,7 +16,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { safeEcho } from "../errors.js";
 import { auditAccessLog } from "./access-log.js";
-import { toExchangeError } from "./errors.js";
+import { toRequestError } from "./errors.js";
 
 /** Most requested scopes echoed into one audit line. */
 const MAX_SCOPES = 20;
@@ -39,7 +39,7 @@ function asList(value: unknown): string[] {
  */
 export function registerDeniedAudit(app: FastifyInstance, now: () => number = Date.now): void {
   app.addHook("onError", (request: FastifyRequest, _reply: FastifyReply, error: unknown, done) => {
-    const err = toExchangeError(error);
+    const err = toRequestError(error);
     if (err.statusCode !== 401) {
       done();
       return;

@@ -10,7 +10,7 @@
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { type ErrorCode, ExchangeError } from "../errors.js";
+import { type ErrorCode, RequestError } from "../errors.js";
 import { annotateAccessLog } from "./access-log.js";
 import { NODE_MAX_HEADER_SIZE } from "./request-limits.js";
 
@@ -67,27 +67,27 @@ function oauthError(code: ErrorCode, status: number): string {
   }
 }
 
-/** Converts anything thrown into an {@link ExchangeError} safe to render. */
-export function toExchangeError(err: unknown): ExchangeError {
-  if (err instanceof ExchangeError) return err;
+/** Converts anything thrown into an {@link RequestError} safe to render. */
+export function toRequestError(err: unknown): RequestError {
+  if (err instanceof RequestError) return err;
   const fe = err as Partial<FastifyError> & { status?: number };
   const status = fe.statusCode ?? fe.status;
   if (typeof status === "number" && status >= 400 && status < 500) {
-    if (status === 413) return new ExchangeError("payload_too_large", "request body is too large");
+    if (status === 413) return new RequestError("payload_too_large", "request body is too large");
     if (status === 415) {
-      return new ExchangeError("unsupported_media_type", "unsupported Content-Type for this endpoint", {
+      return new RequestError("unsupported_media_type", "unsupported Content-Type for this endpoint", {
         statusCode: 415,
       });
     }
     if (status === 429)
-      return new ExchangeError("rate_limited", "too many requests", { retryAfterSeconds: 1 });
-    if (status === 404) return new ExchangeError("not_found", "not found");
-    return new ExchangeError("invalid_request", "malformed request", {
+      return new RequestError("rate_limited", "too many requests", { retryAfterSeconds: 1 });
+    if (status === 404) return new RequestError("not_found", "not found");
+    return new RequestError("invalid_request", "malformed request", {
       statusCode: 400,
       logDetail: { fastifyCode: fe.code, message: fe.message },
     });
   }
-  return new ExchangeError("internal", "internal error", { cause: err });
+  return new RequestError("internal", "internal error", { cause: err });
 }
 
 /**
@@ -96,7 +96,7 @@ export function toExchangeError(err: unknown): ExchangeError {
  */
 export function sendError(
   reply: FastifyReply,
-  err: ExchangeError,
+  err: RequestError,
   format: ErrorFormat,
   basicChallenge: boolean,
 ): FastifyReply {
@@ -156,7 +156,7 @@ export function handleClientError(
  */
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const err = toExchangeError(error);
+    const err = toRequestError(error);
     const cfg = request.routeOptions.config;
     if (err.code === "overloaded") {
       // Expected under load and not a fault of this request: one line, no stack.
@@ -175,7 +175,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
   });
   app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
     // The path is not echoed: a client may have put a credential in it.
-    const err = new ExchangeError("not_found", `no such endpoint for ${request.method}`);
+    const err = new RequestError("not_found", `no such endpoint for ${request.method}`);
     annotateAccessLog(request, { code: err.code }, "request rejected");
     return sendError(reply, err, "docker", false);
   });

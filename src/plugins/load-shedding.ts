@@ -22,7 +22,7 @@
  * The counts are per process (each `--workers` worker and each replica has its own).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteHandlerMethod } from "fastify";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import { annotateAccessLog } from "./access-log.js";
 import { sendError } from "./errors.js";
 import { LIMITED } from "./rate-limit.js";
@@ -60,7 +60,7 @@ function hasBody(request: FastifyRequest): boolean {
  */
 function timeOutBody(request: FastifyRequest, reply: FastifyReply, ms: number): void {
   if (reply.sent || reply.raw.headersSent) return;
-  const err = new ExchangeError("invalid_request", `the request body was not received within ${ms} ms`, {
+  const err = new RequestError("invalid_request", `the request body was not received within ${ms} ms`, {
     statusCode: 408,
   });
   const cfg = request.routeOptions.config;
@@ -85,7 +85,7 @@ export function registerLoadShedding(app: FastifyInstance, limits: LoadSheddingL
     const handler = route.handler as RouteHandlerMethod;
     route.handler = async function limited(this: FastifyInstance, request, reply) {
       if (inFlight >= max) {
-        throw new ExchangeError(
+        throw new RequestError(
           "overloaded",
           "the service is busy: too many requests in progress, retry shortly",
           {
@@ -112,7 +112,7 @@ export function registerLoadShedding(app: FastifyInstance, limits: LoadSheddingL
     const count = stalled.get(address) ?? 0;
     if (count >= limits.maxStalledRequestsPerAddress) {
       done(
-        new ExchangeError(
+        new RequestError(
           "rate_limited",
           "too many unfinished requests from this address: finish or close them first",
           { retryAfterSeconds: 1, logDetail: { stalled: count, max: limits.maxStalledRequestsPerAddress } },

@@ -5,7 +5,7 @@
  * benchmarks can build several apps in one process. Process-wide metrics (CPU, memory, event loop, GC:
  * prom-client's default collectors) are collected once per process and merged in at scrape time.
  *
- * Under `serve --workers N` every scrape answers the aggregate over all workers (`cluster-metrics.ts`):
+ * Under `serve --workers N` every scrape answers the aggregate over all workers (`src/cluster-metrics.ts`):
  * counters and histograms are summed; each gauge states how it combines (`aggregator`: the oldest key
  * age, the fewest keys, the earliest certificate expiry, ready only if every worker is).
  *
@@ -19,11 +19,11 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import type { ClusterKeySet } from "../authn/jwks.js";
 import { BUILD_INFO } from "../build-info.js";
 import type { RedisClient } from "../cache/redis.js";
+import { aggregatedMetrics, contributeRegistries, inClusterWorker } from "../cluster-metrics.js";
 import type { ErrorCode } from "../errors.js";
-import type { RealmStats } from "../token/realm.js";
-import type { SigningKey } from "../token/signing.js";
-import { aggregatedMetrics, contributeRegistries, inClusterWorker } from "./cluster-metrics.js";
-import { toExchangeError } from "./errors.js";
+import type { SigningKey } from "../jose/signing-key.js";
+import type { RealmStats } from "../realm/stats.js";
+import { toRequestError } from "./errors.js";
 
 /** Where `/metrics` reads live state from at scrape time. */
 export interface MetricSources {
@@ -294,7 +294,7 @@ export function registerMetrics(app: FastifyInstance, metrics: ServiceMetrics): 
     done();
   });
   app.addHook("onError", (request: FastifyRequest, _reply: FastifyReply, error: unknown, done) => {
-    metrics.denial(toExchangeError(error).code, routeLabel(request));
+    metrics.denial(toRequestError(error).code, routeLabel(request));
     done();
   });
   app.get("/metrics", async (request, reply) => {

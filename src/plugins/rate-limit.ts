@@ -14,10 +14,11 @@ import rateLimit from "@fastify/rate-limit";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { LRUCache } from "lru-cache";
 import { parseAuthorization } from "../authn/credentials.js";
+import { addressSubject, isServiceAccountSubject, rateLimitKey } from "../cache/keys.js";
 import { pauseRedis, type RedisClient, redisUsable } from "../cache/redis.js";
 import type { Config } from "../config/schema.js";
-import { ExchangeError } from "../errors.js";
-import type { TokenRealm } from "../token/realm.js";
+import { RequestError } from "../errors.js";
+import type { TokenRealm } from "../realm/realm.js";
 
 /** Paths that are rate limited (the token realm and the exchange endpoints). */
 export const LIMITED = /^\/(token|v1\/)/;
@@ -70,7 +71,7 @@ function hybridStore(redis: RedisClient | undefined, prefix: string) {
         cb(null, incrLocal(key, timeWindow));
         return;
       }
-      redis.eval(INCR_LUA, 1, `${prefix}rl:${key}`, String(timeWindow)).then(
+      redis.eval(INCR_LUA, 1, rateLimitKey(prefix, key), String(timeWindow)).then(
         (r) => {
           const [current, ttl] = r as [number, number];
           cb(null, { current, ttl });
@@ -110,17 +111,17 @@ export async function registerRateLimit(
     keyGenerator: (request: FastifyRequest) => {
       const credential = presentedCredential(request);
       const subject = credential ? realm.knownSubject(credential) : undefined;
-      return subject ?? `ip:${request.ip}`;
+      return subject ?? addressSubject(request.ip);
     },
     max: (_request: FastifyRequest, key: string) =>
-      key.startsWith("sa:") ? rl.maxPerServiceAccount : rl.maxPerAddress,
+      isServiceAccountSubject(key) ? rl.maxPerServiceAccount : rl.maxPerAddress,
     addHeadersOnExceeding: {
       "x-ratelimit-limit": false,
       "x-ratelimit-remaining": false,
       "x-ratelimit-reset": false,
     },
     errorResponseBuilder: (_request, context) =>
-      new ExchangeError(
+      new RequestError(
         "rate_limited",
         `too many requests: retry in ${Math.max(1, Math.ceil(context.ttl / 1000))} s`,
         {

@@ -11,10 +11,10 @@
  * (`authn/credentials.ts`, 401) and the service-account token (`authn/verify.ts`, 401).
  */
 import type { FastifyInstance } from "fastify";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 
 /** Longest accepted request target (path and query), bytes. */
-export const MAX_URL_BYTES = 8 * 1024;
+const MAX_URL_BYTES = 8 * 1024;
 /** Largest accepted header section (every name and value, plus their separators), bytes. */
 export const MAX_HEADER_BYTES = 16 * 1024;
 /**
@@ -31,7 +31,7 @@ export function registerRequestLimits(app: FastifyInstance): void {
     const url = request.raw.url ?? "";
     if (url.length > MAX_URL_BYTES) {
       done(
-        new ExchangeError("invalid_request", `request URL is longer than ${MAX_URL_BYTES} bytes`, {
+        new RequestError("invalid_request", `request URL is longer than ${MAX_URL_BYTES} bytes`, {
           statusCode: 414,
         }),
       );
@@ -43,7 +43,7 @@ export function registerRequestLimits(app: FastifyInstance): void {
     for (let i = 0; i < raw.length; i++) size += raw[i]!.length + 2;
     if (size > MAX_HEADER_BYTES) {
       done(
-        new ExchangeError("invalid_request", `request headers are larger than ${MAX_HEADER_BYTES} bytes`, {
+        new RequestError("invalid_request", `request headers are larger than ${MAX_HEADER_BYTES} bytes`, {
           statusCode: 431,
         }),
       );

@@ -4,9 +4,10 @@
  * registry, and per requested scope the granted actions and the rules that allowed or denied them.
  * Never the credential itself: only claims that are safe to show (names, uids, audiences, times).
  */
+
+import { type DerivedKind, derivedKindOf } from "../authn/derived.js";
 import type { ClusterReviewSummary, Identity } from "../authn/verify.js";
 import type { Action } from "../config/schema.js";
-import { type DerivedKind, derivedKindOf } from "../token/derived.js";
 import type { Policy, ScopeDecision } from "./engine.js";
 import { formatScope } from "./scope.js";
 
@@ -18,7 +19,7 @@ export type CredentialKind = "service-account token" | "exchange credential" | "
  * that name the workload, with its times in RFC 3339 and the credential's kind. `annotations` only for
  * exchange credentials from `/v1/credential-provider`.
  */
-export type ExplainedIdentity = Pick<
+type ExplainedIdentity = Pick<
   Identity,
   "cluster" | "namespace" | "serviceAccount" | "pod" | "node" | "subject" | "audiences" | "annotations"
 > & {
@@ -38,7 +39,7 @@ export type ExplainedIdentity = Pick<
 };
 
 /** The decision for one requested scope. */
-export interface ExplainedScope {
+interface ExplainedScope {
   /** The scope as requested (canonical action order). */
   scope: string;
   type: "repository" | "registry";

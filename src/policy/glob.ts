@@ -27,24 +27,22 @@
 import { ConfigError } from "../errors.js";
 
 /** Identity template variables a repository pattern may use, besides `${annotation:<key>}`. */
-export const TEMPLATE_VARIABLES = ["cluster", "namespace", "serviceAccount"] as const;
+const TEMPLATE_VARIABLES = ["cluster", "namespace", "serviceAccount"] as const;
 
 /** One identity template variable. */
 export type TemplateVariable = (typeof TEMPLATE_VARIABLES)[number];
 
 /** Prefix of the annotation template variable: `${annotation:<key>}`. */
-export const ANNOTATION_PREFIX = "annotation:";
+const ANNOTATION_PREFIX = "annotation:";
 
 /** Every template form, as shown in error messages. */
-export const TEMPLATE_FORMS = [...TEMPLATE_VARIABLES.map((v) => `\${${v}}`), "${annotation:<key>}"].join(
-  ", ",
-);
+const TEMPLATE_FORMS = [...TEMPLATE_VARIABLES.map((v) => `\${${v}}`), "${annotation:<key>}"].join(", ");
 
 /**
  * A Kubernetes annotation key (qualified name): an optional DNS-subdomain prefix and `/`, then a name of
  * at most 63 characters (alphanumerics, `-`, `_`, `.`; alphanumeric at both ends).
  */
-export const ANNOTATION_KEY =
+const ANNOTATION_KEY =
   /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 
 /** One path component of a repository name (distribution reference grammar, `path-component`). */

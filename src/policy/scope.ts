@@ -1,5 +1,5 @@
 /**
- * Docker registry scopes (distribution docs/spec/auth/scope.md; REFERENCE.md §3).
+ * Docker registry scopes (distribution docs/spec/auth/scope.md).
  *
  * Grammar: `type[(class)]:name:actions`. The name may itself contain one `:` (a registry host port, as in
  * `localhost:5000/foo`), so the type is what precedes the first `:`, the actions what follows the last
@@ -7,7 +7,7 @@
  * spaces inside one parameter; an empty scope is a login and yields no entry.
  */
 import { ACTIONS, type Action } from "../config/schema.js";
-import { ExchangeError, safeEcho as echo } from "../errors.js";
+import { safeEcho as echo, RequestError } from "../errors.js";
 
 /** One requested resource scope. */
 export interface Scope {
@@ -24,8 +24,9 @@ export const MAX_SCOPES = 32;
 /** Longest accepted repository name (distribution's reference grammar allows 255). */
 export const MAX_NAME_LENGTH = 255;
 
-// distribution reference grammar: path components of lower-case alphanumerics separated by ., _, __ or
-// runs of -; optionally prefixed by a domain with an optional port (REFERENCE.md §4, harbor#3015).
+// distribution reference grammar (distribution/reference `regexp.go`): path components of lower-case
+// alphanumerics separated by ., _, __ or runs of -; optionally prefixed by a domain with an optional port
+// (harbor#3015).
 const COMPONENT = "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
 const DOMAIN =
   "(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?/)";
@@ -39,13 +40,13 @@ export function canonicalActions(actions: Iterable<Action>): Action[] {
   return [...new Set(actions)].sort((a, b) => ORDER[a] - ORDER[b]);
 }
 
-function invalid(message: string): ExchangeError {
-  return new ExchangeError("invalid_scope", message);
+function invalid(message: string): RequestError {
+  return new RequestError("invalid_scope", message);
 }
 
 /**
  * Parses one scope token (no spaces).
- * @throws {ExchangeError} `invalid_scope` for a wrong shape, unknown type or action, or invalid name
+ * @throws {RequestError} `invalid_scope` for a wrong shape, unknown type or action, or invalid name
  */
 export function parseScope(token: string): Scope {
   const first = token.indexOf(":");
@@ -82,7 +83,7 @@ export function parseScope(token: string): Scope {
  * empty tokens are logins and are skipped. Scopes naming the same resource are merged (actions unioned),
  * keeping first-seen order.
  * @param values the raw `scope` parameter values (repeated parameters, in order)
- * @throws {ExchangeError} `invalid_scope` for any invalid token or more than {@link MAX_SCOPES} scopes
+ * @throws {RequestError} `invalid_scope` for any invalid token or more than {@link MAX_SCOPES} scopes
  */
 export function parseScopes(values: readonly string[]): Scope[] {
   const merged = new Map<string, Scope>();

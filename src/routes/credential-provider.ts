@@ -4,16 +4,16 @@
  * Body: a `CredentialProviderRequest` (credentialprovider.kubelet.k8s.io/v1) exactly as kubelet wrote it
  * to the plugin's stdin; answer: the `CredentialProviderResponse` the plugin prints. Errors in the
  * distribution format used by the GET realm (`{"errors":[{code, message, detail:{reason}}]}`).
- * Thin adapter: the work is in `credential-provider/exchange.ts`.
+ * Thin adapter: the work is in `realm/credential-provider.ts`.
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import type { CredentialProviderExchange } from "../credential-provider/exchange.js";
-import { ExchangeError } from "../errors.js";
+import { RequestError } from "../errors.js";
 import { auditToAccessLog } from "../plugins/access-log.js";
-import { noStore, requestMediaType } from "./token.js";
+import type { CredentialProviderExchange } from "../realm/credential-provider.js";
+import { noStore, requestMediaType } from "./params.js";
 
 /** The endpoint path. */
-export const CREDENTIAL_PROVIDER_PATH = "/v1/credential-provider";
+const CREDENTIAL_PROVIDER_PATH = "/v1/credential-provider";
 
 /**
  * Registers `POST /v1/credential-provider`.
@@ -28,13 +28,13 @@ export function registerCredentialProviderRoutes(
     { config: { errorFormat: "docker" } },
     async (request: FastifyRequest, reply) => {
       if (!exchange.enabled) {
-        throw new ExchangeError(
+        throw new RequestError(
           "not_found",
           "the credential-provider endpoint is not enabled (set credentialProvider in the config)",
         );
       }
       if (requestMediaType(request) !== "application/json") {
-        throw new ExchangeError(
+        throw new RequestError(
           "unsupported_media_type",
           `POST ${CREDENTIAL_PROVIDER_PATH} needs an application/json CredentialProviderRequest body`,
         );

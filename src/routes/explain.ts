@@ -15,11 +15,11 @@ import { requireAuthorization } from "../authn/credentials.js";
 import { annotateAccessLog } from "../plugins/access-log.js";
 import { credentialKind, explain } from "../policy/explain.js";
 import { parseScopes } from "../policy/scope.js";
-import type { TokenRealm } from "../token/realm.js";
-import { noStore, type Params, repeatedParam, requireService } from "./token.js";
+import type { TokenRealm } from "../realm/realm.js";
+import { noStore, type Params, repeatedParam, requireService } from "./params.js";
 
 /** The endpoint path. */
-export const EXPLAIN_PATH = "/v1/explain";
+const EXPLAIN_PATH = "/v1/explain";
 
 /**
  * Registers `GET /v1/explain`.

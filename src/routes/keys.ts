@@ -5,10 +5,10 @@
  * carries the same `kid` as the token headers and its certificate chain as `x5c`.
  */
 import type { FastifyInstance } from "fastify";
-import type { PublishedKey } from "../token/signing.js";
+import type { PublishedKey } from "../jose/signing-key.js";
 
 /** Builds the JWKS document for a set of signing keys (deduplicated by `kid`). */
-export function publicJwks(keys: Iterable<PublishedKey>): { keys: Array<Record<string, unknown>> } {
+function publicJwks(keys: Iterable<PublishedKey>): { keys: Array<Record<string, unknown>> } {
   const byKid = new Map<string, Record<string, unknown>>();
   for (const k of keys) {
     if (byKid.has(k.kid)) continue;

@@ -13,22 +13,23 @@
  *   audience `invalid_target`.
  * `scope` may repeat (containers/image) and/or be space-joined (containerd, docker).
  */
-import { ExchangeError, isExchangeError, safeEcho } from "../errors.js";
-import type { AuditSink } from "../plugins/access-log.js";
+
+import type { AuditSink } from "../audit.js";
+import { isRequestError, RequestError, safeEcho } from "../errors.js";
 import { parseScopes } from "../policy/scope.js";
-import type { IssueResult, TokenRealm } from "../token/realm.js";
-import { type Params, postResponse, repeatedParam, requireService, singleParam } from "./token.js";
+import type { IssueResult, TokenRealm } from "../realm/realm.js";
+import { type Params, postResponse, repeatedParam, requireService, singleParam } from "./params.js";
 
 /** RFC 6749 §4.3 resource owner password credentials grant. */
-export const GRANT_PASSWORD = "password";
+const GRANT_PASSWORD = "password";
 /** RFC 6749 §6 refresh grant. */
-export const GRANT_REFRESH_TOKEN = "refresh_token";
+const GRANT_REFRESH_TOKEN = "refresh_token";
 /** RFC 8693 §2.1 token exchange grant. */
-export const GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
+const GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 /** RFC 8693 §3 token type of a JWT (what a service-account token is). */
-export const TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt";
+const TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt";
 /** RFC 8693 §3 token type of an OAuth access token (what a registry token is). */
-export const TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token";
+const TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token";
 
 /** Where the request came from and where its audit record goes. */
 interface GrantContext {
@@ -40,7 +41,7 @@ interface GrantContext {
 function required(body: Params, name: string, what: string): string {
   const v = singleParam(body, name);
   if (v === undefined || v === "")
-    throw new ExchangeError("invalid_request", `parameter "${name}" (${what}) is required`);
+    throw new RequestError("invalid_request", `parameter "${name}" (${what}) is required`);
   return v;
 }
 
@@ -51,7 +52,7 @@ function withRefreshToken(body: Record<string, unknown>, r: IssueResult): Record
 /**
  * Runs the grant `grantType` of a parsed `POST /token` form.
  * @returns the JSON body of the successful answer
- * @throws {ExchangeError} `unsupported_grant_type`, `invalid_request`, `invalid_scope`, `invalid_target`,
+ * @throws {RequestError} `unsupported_grant_type`, `invalid_request`, `invalid_scope`, `invalid_target`,
  *   credential errors (rendered `invalid_grant`, or `invalid_request` for token exchange), `keys_unavailable`
  */
 export async function runGrant(
@@ -67,7 +68,7 @@ export async function runGrant(
     case GRANT_TOKEN_EXCHANGE:
       return tokenExchangeGrant(body, ctx);
     default:
-      throw new ExchangeError(
+      throw new RequestError(
         "unsupported_grant_type",
         `grant_type "${safeEcho(grantType, 60).replace(/[^\x20-\x7e]/g, "?")}" is not supported`,
       );
@@ -83,7 +84,7 @@ async function passwordGrant(body: Params, ctx: GrantContext): Promise<Record<st
   const scopes = parseScopes(repeatedParam(body, "scope"));
   const password = singleParam(body, "password");
   if (password === undefined || password === "") {
-    throw new ExchangeError(
+    throw new RequestError(
       "missing_credentials",
       'parameter "password" (the service-account token) is required',
     );
@@ -124,48 +125,48 @@ async function tokenExchangeGrant(body: Params, ctx: GrantContext): Promise<Reco
   const subjectToken = required(body, "subject_token", "the service-account token");
   const subjectType = required(body, "subject_token_type", TOKEN_TYPE_JWT);
   if (subjectType !== TOKEN_TYPE_JWT) {
-    throw new ExchangeError(
+    throw new RequestError(
       "invalid_request",
       `subject_token_type "${safeEcho(subjectType, 80)}" is not supported (use ${TOKEN_TYPE_JWT})`,
     );
   }
   const requested = singleParam(body, "requested_token_type");
   if (requested !== undefined && requested !== "" && requested !== TOKEN_TYPE_ACCESS_TOKEN) {
-    throw new ExchangeError(
+    throw new RequestError(
       "invalid_request",
       `requested_token_type "${safeEcho(requested, 80)}" is not supported (this service issues ${TOKEN_TYPE_ACCESS_TOKEN})`,
     );
   }
   if (singleParam(body, "actor_token") !== undefined) {
-    throw new ExchangeError("invalid_request", "actor_token (delegation) is not supported");
+    throw new RequestError("invalid_request", "actor_token (delegation) is not supported");
   }
   if (repeatedParam(body, "resource").length > 0) {
-    throw new ExchangeError(
+    throw new RequestError(
       "invalid_target",
       'resource is not supported: name the registry service in "audience"',
     );
   }
   const audiences = repeatedParam(body, "audience").filter((a) => a !== "");
   if (audiences.length > 1) {
-    throw new ExchangeError("invalid_target", "exactly one audience (the registry service) is supported");
+    throw new RequestError("invalid_target", "exactly one audience (the registry service) is supported");
   }
   // `service` (the distribution parameter) is accepted in place of `audience`; both must then agree.
   const service = singleParam(body, "service");
   if (audiences[0] !== undefined && service !== undefined && service !== "" && service !== audiences[0]) {
-    throw new ExchangeError(
+    throw new RequestError(
       "invalid_request",
       'parameters "audience" and "service" name different registries',
     );
   }
   const audience = audiences[0] ?? (service === "" ? undefined : service);
   if (audience === undefined) {
-    throw new ExchangeError("invalid_request", 'parameter "audience" (the registry service) is required');
+    throw new RequestError("invalid_request", 'parameter "audience" (the registry service) is required');
   }
   try {
     ctx.realm.registry(audience);
   } catch (err) {
-    if (isExchangeError(err) && err.code === "unknown_service") {
-      throw new ExchangeError(
+    if (isRequestError(err) && err.code === "unknown_service") {
+      throw new RequestError(
         "invalid_target",
         err.message,
         err.logDetail ? { logDetail: err.logDetail } : {},
@@ -185,8 +186,8 @@ async function tokenExchangeGrant(body: Params, ctx: GrantContext): Promise<Reco
     });
   } catch (err) {
     // RFC 8693 §2.2.2: an invalid or unacceptable subject_token is invalid_request (400), not invalid_grant.
-    if (isExchangeError(err) && err.statusCode === 401) {
-      throw new ExchangeError("invalid_request", `subject_token is not acceptable: ${err.message}`, {
+    if (isRequestError(err) && err.statusCode === 401) {
+      throw new RequestError("invalid_request", `subject_token is not acceptable: ${err.message}`, {
         logDetail: { reason: err.code, ...err.logDetail },
       });
     }

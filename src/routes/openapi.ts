@@ -8,7 +8,7 @@ import type { FastifyInstance } from "fastify";
 import { parse as parseYaml } from "yaml";
 
 /** Where the contract lives, relative to this module (`src/routes/` and `dist/routes/` alike). */
-export const OPENAPI_FILE = new URL("../../openapi/openapi.yaml", import.meta.url);
+const OPENAPI_FILE = new URL("../../openapi/openapi.yaml", import.meta.url);
 
 /**
  * Reads and parses the contract.

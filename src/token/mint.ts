@@ -1,15 +1,14 @@
 /**
- * Minting Docker registry bearer tokens (distribution docs/spec/auth/jwt.md, registry/auth/token/token.go;
- * REFERENCE.md §3).
+ * Minting Docker registry bearer tokens (distribution docs/spec/auth/jwt.md, registry/auth/token/token.go).
  *
  * Header `{alg, typ: "JWT", kid, x5c}`; claims `iss`, `sub`, `aud` (a STRING: v2.8 rejects an array),
  * `exp`, `nbf`, `iat` (integer seconds), `jti`, `access: [{type, name, actions}]`.
  * `nbf` is set a few seconds in the past against clock skew between us and the registry (docker_auth#41).
  */
 import { randomUUID } from "node:crypto";
-import { base64urlJson, signCompactJws } from "../authn/jws.js";
 import type { Action } from "../config/schema.js";
-import type { SigningKey } from "./signing.js";
+import { base64urlJson, signCompactJws } from "../jose/sign.js";
+import type { SigningKey } from "../jose/signing-key.js";
 
 /** One entry of the `access` claim. */
 export interface AccessEntry {
@@ -69,11 +68,11 @@ const encodedHeaders = new WeakMap<SigningKey, string>();
  * Signs a registry token with `key`. The lifetime is `ttlSeconds`, cut to `notAfter`.
  * @returns the token and its timestamps (`expiresAt - issuedAt` is the lifetime to report as `expires_in`)
  */
-export async function mintRegistryToken(key: SigningKey, req: MintRequest): Promise<MintedToken> {
+export function mintRegistryToken(key: SigningKey, req: MintRequest): MintedToken {
   const iat = Math.floor(req.nowMs / 1000);
   const exp = Math.floor(Math.min(iat + req.ttlSeconds, req.notAfter));
   const jti = randomUUID();
-  // Signed with node:crypto (authn/jws.ts): jose 6 signs through WebCrypto, which hands each signature to
+  // Signed with node:crypto (jose/sign.ts): jose 6 signs through WebCrypto, which hands each signature to
   // the libuv thread pool and costs 2.4x the CPU (bench/README.md).
   let header = encodedHeaders.get(key);
   if (header === undefined) {

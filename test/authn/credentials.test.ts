@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { MAX_AUTHORIZATION_LENGTH, parseAuthorization } from "../../src/authn/credentials.js";
-import { ExchangeError } from "../../src/errors.js";
+import { RequestError } from "../../src/errors.js";
+import { thrownBy } from "../helpers/errors.js";
 
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
 const JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
@@ -62,22 +63,17 @@ describe("parseAuthorization: rejected with malformed_credentials", () => {
     ["bare token without a scheme", JWT, "unsupported Authorization scheme (use Basic or Bearer)"],
     ["too long", `Bearer ${"a".repeat(MAX_AUTHORIZATION_LENGTH)}`, "Authorization header is too long"],
   ])("%s", (_name, header, message) => {
-    let caught: unknown;
-    try {
-      parseAuthorization(header);
-    } catch (err) {
-      caught = err;
-    }
-    expect(caught).toBeInstanceOf(ExchangeError);
-    expect((caught as ExchangeError).code).toBe("malformed_credentials");
-    expect((caught as ExchangeError).statusCode).toBe(401);
-    expect((caught as ExchangeError).message).toBe(message);
+    const caught = thrownBy(() => parseAuthorization(header));
+    expect(caught).toBeInstanceOf(RequestError);
+    expect((caught as RequestError).code).toBe("malformed_credentials");
+    expect((caught as RequestError).statusCode).toBe(401);
+    expect((caught as RequestError).message).toBe(message);
   });
 
   it("never puts the secret in the error message", () => {
     const secret = "s3cr3t-s3cr3t-s3cr3t-s3cr3t";
     for (const header of [`Basic ${b64(secret)}`, `Token ${secret}`, `Basic ${secret}!`]) {
-      expect(() => parseAuthorization(header)).toThrow(ExchangeError);
+      expect(() => parseAuthorization(header)).toThrow(RequestError);
       try {
         parseAuthorization(header);
       } catch (err) {

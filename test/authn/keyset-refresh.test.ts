@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ClusterKeySet } from "../../src/authn/jwks.js";
 import { ServiceAccountVerifier } from "../../src/authn/verify.js";
 import { parseConfig } from "../../src/config/load.js";
-import { ExchangeError } from "../../src/errors.js";
+import { RequestError } from "../../src/errors.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 
 const servers: Array<{ close: () => Promise<void> }> = [];
@@ -96,9 +96,9 @@ describe("ClusterKeySet", () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect(err).toBeInstanceOf(ExchangeError);
-    expect((err as ExchangeError).code).toBe("keys_unavailable");
-    expect((err as ExchangeError).statusCode).toBe(503);
+    expect(err).toBeInstanceOf(RequestError);
+    expect((err as RequestError).code).toBe("keys_unavailable");
+    expect((err as RequestError).statusCode).toBe(503);
   });
 
   it("notices a rotated key for tokens without a kid: one budgeted re-fetch, then the new key verifies", async () => {

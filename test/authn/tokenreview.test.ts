@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config/schema.js";
-import { generateSigningKeyFiles } from "../../src/token/signing.js";
+import { generateSigningKeyFiles } from "../../src/jose/signing-key.js";
 import { dockerError, oauthError } from "../helpers/credential-provider.js";
 import { SERVICE, signingKeyFiles } from "../helpers/fixtures.js";
 import {

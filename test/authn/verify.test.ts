@@ -15,11 +15,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
 import { MAX_TOKEN_LENGTH } from "../../src/authn/verify.js";
 import { LocalIssuer, type LocalTokenRequest, startLocalIssuerServer } from "../../src/local/issuer.js";
+import { NOW, NOW_S } from "../helpers/clock.js";
 import { AUDIENCE, basic, SERVICE, testConfig } from "../helpers/fixtures.js";
 
 /** Frozen "now": 2026-11-30T12:00:00Z (a whole second, so epoch seconds are exact). */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 const CHALLENGE = 'Basic realm="registry-token-exchange"';
 const SCOPE = "repository:team-a/app:pull,push";
 
@@ -394,7 +393,7 @@ describe("verification through GET /token", () => {
       );
     });
 
-    it("legacy Secret-based token (REFERENCE.md §1) is refused", async () => {
+    it("legacy Secret-based token (kubernetes pkg/serviceaccount/legacy.go) is refused", async () => {
       const legacy = {
         iss: "kubernetes/serviceaccount",
         "kubernetes.io/serviceaccount/namespace": "team-a",

@@ -1,7 +1,8 @@
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cacheKeyHash } from "../../src/cache/keys.js";
 import { createRedisClient, RedisStore } from "../../src/cache/redis.js";
-import { MemoryStore, secretKey } from "../../src/cache/store.js";
+import { MemoryStore } from "../../src/cache/store.js";
 import { TieredStore } from "../../src/cache/tiered.js";
 import { parseConfig } from "../../src/config/load.js";
 import { resolveTestRedis, type TestRedis } from "../helpers/redis.js";
@@ -44,7 +45,7 @@ describe("MemoryStore", () => {
   });
 
   it("hashes secrets into keys", () => {
-    expect(secretKey("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    expect(cacheKeyHash("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   });
 });
 

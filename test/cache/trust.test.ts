@@ -15,8 +15,8 @@ import { decodeProtectedHeader } from "jose";
 import pino from "pino";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
+import { cacheKeyHash } from "../../src/cache/keys.js";
 import { CacheSealer } from "../../src/cache/seal.js";
-import { secretKey } from "../../src/cache/store.js";
 import type { Config } from "../../src/config/schema.js";
 import { LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
 import { AUDIENCE, basic, SERVICE, testConfig } from "../helpers/fixtures.js";
@@ -108,7 +108,7 @@ describe("a Redis writer", () => {
     const plain = `${until}|${JSON.stringify(identity)}`;
     const attempts: Array<() => [string, string]> = [
       // the name an unkeyed hash gives, with the identity in the clear
-      () => [`id:${secretKey(forged)}:${suffix}`, plain],
+      () => [`id:${cacheKeyHash(forged)}:${suffix}`, plain],
       // the exact name, with the identity in the clear
       () => [exactName(), plain],
       // a real sealed entry copied under the forged credential's name
@@ -170,7 +170,7 @@ describe("a Redis writer", () => {
     expect((await tokenRequest(app, await teamA(server.issuer))).statusCode).toBe(200);
     const markers: Array<(kid: string) => [string, string]> = [
       // the name an unkeyed hash gives
-      (kid) => [`jwks-unknown:test:${secretKey(kid).slice(0, 32)}`, "1"],
+      (kid) => [`jwks-unknown:test:${cacheKeyHash(kid).slice(0, 32)}`, "1"],
       // the exact name, unsealed
       (kid) => [
         `jwks-unknown:test:${app.exchange.sealer.key("jwks-unknown", `${app.exchange.keySets[0]!.source}\u0000${kid}`)}`,

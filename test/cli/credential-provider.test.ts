@@ -9,7 +9,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCredentialProvider } from "../../src/credential-provider/plugin.js";
+import { runCredentialProvider } from "../../src/cli/credential-provider.js";
 import { freePort } from "../e2e/helpers/process.js";
 import { CP_API_VERSION, cpRequest } from "../helpers/credential-provider.js";
 import {

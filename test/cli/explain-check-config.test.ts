@@ -1,6 +1,6 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: policy templates such as ${namespace} are data, not JS templates
 /**
- * `registry-token-exchange check-config` (src/policy/commands.ts): exact output and exit codes for a
+ * `registry-token-exchange check-config` (src/cli/commands.ts): exact output and exit codes for a
  * clean config, warnings (exit 0, or 2 with `--strict`), errors (exit 2), `jwksFile` key sets checked
  * offline, cluster keys fetched only with `--fetch-keys` (exit 1 when that fails), and the real command
  * line in a child process.
@@ -12,9 +12,9 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkConfigCommand } from "../../src/cli/commands.js";
+import { loadSigningKey } from "../../src/jose/signing-key.js";
 import { LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { checkConfigCommand } from "../../src/policy/commands.js";
-import { loadSigningKey } from "../../src/token/signing.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
 import { localhostCertificate, REPO_ROOT } from "../helpers/plugin.js";
 

@@ -1,6 +1,6 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: policy templates such as ${namespace} are data, not JS templates
 /**
- * `registry-token-exchange explain` (src/policy/commands.ts): exact output on a frozen clock, offline by
+ * `registry-token-exchange explain` (src/cli/commands.ts): exact output on a frozen clock, offline by
  * default (the signature is not checked and the output says so first, the claims are), against a
  * `jwksFile` without contacting anything, against a live issuer only with `--fetch-keys`; the refusals
  * and usage errors with their exit codes; and the real command line in a child process.
@@ -10,13 +10,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ExplainOptions, explainCommand } from "../../src/cli/commands.js";
 import { LocalIssuer, stableUid, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { type ExplainOptions, explainCommand } from "../../src/policy/commands.js";
+import { NOW } from "../helpers/clock.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
 import { REPO_ROOT } from "../helpers/plugin.js";
 
 /** Frozen "now": 2026-11-30T12:00:00Z. */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 const now = () => NOW;
 const SERVICE = "registry.example.com";
 const PROD_ISSUER = "https://kubernetes.default.svc.cluster.local";

@@ -12,10 +12,10 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkConfigCommand } from "../../src/cli/commands.js";
 import { loadConfigFile, parseConfig } from "../../src/config/load.js";
 import { apiServerAudiences } from "../../src/config/schema.js";
 import { ConfigError } from "../../src/errors.js";
-import { checkConfigCommand } from "../../src/policy/commands.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
 
 const ISSUER = "https://oidc.example.com/cluster-a";

@@ -9,10 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { checkConfigCommand } from "../../src/cli/commands.js";
 import { attributeProblems, mergeConfigLayers } from "../../src/config/layers.js";
 import { inspectConfigFile, loadConfigFile } from "../../src/config/load.js";
 import { ConfigError } from "../../src/errors.js";
-import { checkConfigCommand } from "../../src/policy/commands.js";
 
 const merged = (...docs: unknown[]) =>
   mergeConfigLayers(docs.map((doc, i) => ({ file: `/cfg/${i}.yaml`, doc }))).doc;

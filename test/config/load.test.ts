@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { deepFreeze, loadConfigFile, redactLine } from "../../src/config/load.js";
-import { ConfigError } from "../../src/errors.js";
+import { configProblems } from "../helpers/errors.js";
 
 let dir: string;
 
@@ -62,15 +62,7 @@ function write(text: string, name = "config.yaml"): string {
   return file;
 }
 
-function problems(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as ConfigError).problems;
-  }
-  throw new Error("expected a ConfigError");
-}
+const problems = configProblems;
 
 describe("loadConfigFile", () => {
   it("resolves relative paths against the config file's folder and freezes the result", () => {

@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { dottedPath, parseConfig } from "../../src/config/load.js";
 import { ConfigError } from "../../src/errors.js";
+import { thrownBy } from "../helpers/errors.js";
 
 type Raw = {
   [k: string]: unknown;
@@ -30,14 +31,10 @@ function minimal(): Raw {
 }
 
 function problems(raw: unknown, env: Record<string, string | undefined> = {}): string[] {
-  try {
-    parseConfig(raw, env);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    expect((err as ConfigError).message).toBe((err as ConfigError).problems.join("\n"));
-    return (err as ConfigError).problems;
-  }
-  throw new Error("expected a ConfigError");
+  const err = thrownBy(() => parseConfig(raw, env));
+  expect(err).toBeInstanceOf(ConfigError);
+  expect((err as ConfigError).message).toBe((err as ConfigError).problems.join("\n"));
+  return (err as ConfigError).problems;
 }
 
 describe("parseConfig: defaults", () => {

@@ -12,7 +12,7 @@ import {
   loadConfigFile,
   parseConfig,
 } from "../../src/config/load.js";
-import { ConfigError } from "../../src/errors.js";
+import { configProblems } from "../helpers/errors.js";
 
 const KEY = { keyFile: "k", certFile: "c" };
 
@@ -26,15 +26,7 @@ function raw(cluster: Record<string, unknown> = {}) {
   };
 }
 
-function problems(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  throw new Error("no ConfigError");
-}
+const problems = configProblems;
 
 describe("clusters[].verification, annotations, apiServer, review", () => {
   it("defaults to offline verification, caller-asserted annotations, a 10 s review cache and a 2 s budget", () => {

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load.js";
-import { ConfigError } from "../../src/errors.js";
+import { configProblems } from "../helpers/errors.js";
 
 type Raw = {
   clusters: Array<Record<string, unknown>>;
@@ -28,13 +28,7 @@ function minimal(): Raw {
 }
 
 function problems(raw: unknown): string[] {
-  try {
-    parseConfig(raw);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as ConfigError).problems;
-  }
-  throw new Error("expected a ConfigError");
+  return configProblems(() => parseConfig(raw));
 }
 
 describe("credentialProvider and registries[].hosts", () => {

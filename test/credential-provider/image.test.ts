@@ -3,12 +3,12 @@
  * duration strings kubelet parses (`time.ParseDuration`).
  */
 import { describe, expect, it } from "vitest";
+import { parseImageReference } from "../../src/policy/image.js";
 import {
   cacheSeconds,
   goDuration,
   parseCredentialProviderRequest,
-} from "../../src/credential-provider/exchange.js";
-import { parseImageReference } from "../../src/credential-provider/image.js";
+} from "../../src/realm/credential-provider.js";
 import { kubeletKeyMatches } from "../helpers/credential-provider.js";
 
 const DIGEST = `sha256:${"0123456789abcdef".repeat(4)}`;

@@ -1,6 +1,6 @@
 /**
  * `registries[].audiences` on the credential-provider path (src/config/schema.ts
- * `credentialProviderAudiencesFor`, src/credential-provider/exchange.ts, src/token/realm.ts). A registry
+ * `credentialProviderAudiencesFor`, src/realm/credential-provider.ts, src/realm/realm.ts). A registry
  * that restricts the audiences of the tokens used at it gets the same restriction for exchange
  * credentials: it is served at `/v1/credential-provider` only for the provider audiences it names itself
  * (`registries[].credentialProviderAudiences`), never for the global `credentialProvider.audiences`; and
@@ -15,11 +15,11 @@ import { parseConfig } from "../../src/config/load.js";
 import { ConfigError } from "../../src/errors.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { validatePolicy } from "../../src/policy/validate.js";
+import { NOW } from "../helpers/clock.js";
 import { CP_AUDIENCE, cpRequest, dockerError, REGISTRY_HOST } from "../helpers/credential-provider.js";
 import { AUDIENCE, basic, SERVICE, signingKeyFiles, testConfig } from "../helpers/fixtures.js";
 import { resolveTestRedis } from "../helpers/redis.js";
 
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 /** The provider audience of the restricted registry (a kubelet provider entry of its own). */
 const OWN_PROVIDER_AUDIENCE = "rte-provider-registry-test";
 

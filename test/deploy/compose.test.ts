@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { buildProgram } from "../../src/cli.js";
+import { buildProgram } from "../../src/cli/index.js";
 import { type LocalSetup, prepareLocalMode } from "../../src/local/mode.js";
 
 const root = new URL("../..", import.meta.url).pathname;

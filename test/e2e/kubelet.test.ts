@@ -18,7 +18,7 @@ import { Writable } from "node:stream";
 import { decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { createLogger } from "../../src/plugins/logging.js";
+import { createLogger } from "../../src/logging.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 import { CP_AUDIENCE, cpRequest, credentialProviderOverrides } from "../helpers/credential-provider.js";
 import { AUDIENCE, signingKeyFiles, testConfig } from "../helpers/fixtures.js";

@@ -18,9 +18,9 @@ import { join } from "node:path";
 import { decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { libtrustKeyId } from "../../src/jose/kid.js";
+import { generateSigningKeyFiles, loadSigningKey } from "../../src/jose/signing-key.js";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { libtrustKeyId } from "../../src/token/keyid.js";
-import { generateSigningKeyFiles, loadSigningKey } from "../../src/token/signing.js";
 import { AUDIENCE, basic, SERVICE, STANDARD_RULES } from "../helpers/fixtures.js";
 import {
   freePort,

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
 import { parseAuthorization } from "../../src/authn/credentials.js";
 import { ACTIONS } from "../../src/config/schema.js";
-import { ExchangeError } from "../../src/errors.js";
+import { RequestError } from "../../src/errors.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { formatScope, MAX_SCOPES, parseScope, parseScopes } from "../../src/policy/scope.js";
 import { CP_API_VERSION, CP_AUDIENCE, credentialProviderOverrides } from "../helpers/credential-provider.js";
@@ -84,12 +84,12 @@ const REPOSITORY_NAME =
   /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]{1,5})?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
 
 function expectOnly(err: unknown, code: string, status: number): void {
-  expect(err).toBeInstanceOf(ExchangeError);
-  expect((err as ExchangeError).code).toBe(code);
-  expect((err as ExchangeError).statusCode).toBe(status);
+  expect(err).toBeInstanceOf(RequestError);
+  expect((err as RequestError).code).toBe(code);
+  expect((err as RequestError).statusCode).toBe(status);
   // Messages are one safe line: control characters are never echoed.
   // biome-ignore lint/suspicious/noControlCharactersInRegex: that is what is checked
-  expect((err as ExchangeError).message).not.toMatch(/[\u0000-\u001f\u007f]/);
+  expect((err as RequestError).message).not.toMatch(/[\u0000-\u001f\u007f]/);
 }
 
 describe("scope parser", () => {

@@ -18,14 +18,13 @@ import { decodeJwt, type JWTHeaderParameters, type JWTPayload, SignJWT } from "j
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
 import { type LocalIssuer, type LocalTokenRequest, startLocalIssuerServer } from "../../src/local/issuer.js";
+import { NOW, NOW_S } from "../helpers/clock.js";
 import { CP_API_VERSION, CP_AUDIENCE, OTHER_SERVICE, REGISTRY_HOST } from "../helpers/credential-provider.js";
 import { basic, capturingLogger, SERVICE, signingKeyFiles, testConfig } from "../helpers/fixtures.js";
 import { expectMatchesSpec } from "../helpers/openapi.js";
 import { SecretLedger } from "./helpers/secrets.js";
 
 /** Frozen "now": 2026-11-30T12:00:00Z. */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 const CHALLENGE = 'Basic realm="registry-token-exchange"';
 const IMAGE = `${REGISTRY_HOST}/team-a/app:v1`;
 const SCOPE = "repository:team-a/app:pull";

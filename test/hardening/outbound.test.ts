@@ -20,7 +20,7 @@ import { join } from "node:path";
 import type { LightMyRequestResponse } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
-import { kubernetesKeyId } from "../../src/authn/kid.js";
+import { kubernetesKeyId } from "../../src/jose/kid.js";
 import { LocalIssuer } from "../../src/local/issuer.js";
 import { AUDIENCE, basic, capturingLogger, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { expectMatchesSpec } from "../helpers/openapi.js";

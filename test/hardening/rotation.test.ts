@@ -22,9 +22,10 @@ import { buildApp } from "../../src/app.js";
 import { parseConfig, resolveFiles } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
 import { ConfigError } from "../../src/errors.js";
+import { libtrustKeyId } from "../../src/jose/kid.js";
+import { generateSigningKeyFiles, loadSigningKey } from "../../src/jose/signing-key.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
-import { libtrustKeyId } from "../../src/token/keyid.js";
-import { generateSigningKeyFiles, loadSigningKey } from "../../src/token/signing.js";
+import { NOW } from "../helpers/clock.js";
 import { CP_AUDIENCE, cpRequest, REGISTRY_HOST } from "../helpers/credential-provider.js";
 import { AUDIENCE, basic, SERVICE, STANDARD_RULES, testConfig } from "../helpers/fixtures.js";
 import { expectMatchesSpec } from "../helpers/openapi.js";
@@ -33,8 +34,6 @@ const cleanup: Array<() => unknown> = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
-
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 
 function tokenRequest(
   app: FastifyInstance,

@@ -43,7 +43,7 @@ export type ApiFailure =
   | { slowMs: number };
 
 /** One request the stand-in received. */
-export interface ApiRequest {
+interface ApiRequest {
   method: string;
   path: string;
   authorization: string | undefined;
@@ -83,7 +83,7 @@ const STATUS_REASON: Record<number, string> = {
 };
 
 /** A `metav1.Status` failure body. */
-export function statusBody(code: number, message: string, details?: Record<string, unknown>) {
+function statusBody(code: number, message: string, details?: Record<string, unknown>) {
   return {
     kind: "Status",
     apiVersion: "v1",

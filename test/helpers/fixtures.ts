@@ -11,9 +11,10 @@ import pino from "pino";
 import { type AppDeps, buildApp } from "../../src/app.js";
 import { parseConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
+import { generateSigningKeyFiles } from "../../src/jose/signing-key.js";
 import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer.js";
-import { createLogger } from "../../src/plugins/logging.js";
-import { generateSigningKeyFiles } from "../../src/token/signing.js";
+import { createLogger } from "../../src/logging.js";
+import { NOW } from "./clock.js";
 
 /** The registry service used by most tests. */
 export const SERVICE = "registry.test";
@@ -104,4 +105,25 @@ export async function testEnv(overrides: Record<string, unknown> = {}, deps: App
 /** `Authorization: Basic` for a token as the password. */
 export function basic(token: string, username = "x"): string {
   return `Basic ${Buffer.from(`${username}:${token}`).toString("base64")}`;
+}
+
+/**
+ * A maker of service-account tokens (namespace `team-a`, audience {@link AUDIENCE}, issued at the frozen
+ * `NOW`). Each call gets its own service account, `<prefix>-<n>`, unless one is given: the realm reuses
+ * registry tokens per service account and granted access, and tests assert freshly minted claims.
+ */
+export function saTokenMaker(
+  prefix: string,
+): (env: TestEnv, req?: Partial<Parameters<TestEnv["issuer"]["mint"]>[0]>) => Promise<string> {
+  let accounts = 0;
+  return (env, req = {}) => {
+    accounts += 1;
+    return env.issuer.mint({
+      namespace: "team-a",
+      serviceAccount: `${prefix}-${accounts}`,
+      audiences: [AUDIENCE],
+      nowMs: NOW,
+      ...req,
+    });
+  };
 }

@@ -26,7 +26,7 @@ export const hasKubectl = (() => {
 })();
 
 /** The environment of a pod (in-cluster API server defaults). */
-export const IN_CLUSTER_ENV = { KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443" };
+const IN_CLUSTER_ENV = { KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443" };
 
 /**
  * Renders a kustomization folder with `kubectl kustomize` and parses the documents as Kubernetes does
@@ -61,7 +61,7 @@ export interface MountedLayer {
  * volume mounts to a projected ConfigMap item of `docs`.
  * @throws {Error} when a `--config` path is not a mounted ConfigMap item
  */
-export function mountedConfigLayers(
+function mountedConfigLayers(
   docs: readonly Obj[],
   deployment = "registry-token-exchange",
 ): MountedLayer[] {

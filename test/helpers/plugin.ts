@@ -19,7 +19,7 @@ import { testConfig } from "./fixtures.js";
 /** The repository root. */
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** The POSIX sh plugin. */
-export const SH_PLUGIN = join(REPO_ROOT, "deploy/kubelet/registry-token-exchange-credential-provider.sh");
+const SH_PLUGIN = join(REPO_ROOT, "deploy/kubelet/registry-token-exchange-credential-provider.sh");
 
 /** Which plugin: the Node one (`src/bin.ts credential-provider` via tsx) or the sh + curl one. */
 export type PluginKind = "node" | "sh";
@@ -34,7 +34,7 @@ export interface PluginRun {
 }
 
 /** The command line for `kind` with plugin `args`. */
-export function pluginCommand(kind: PluginKind, args: readonly string[]): [string, string[]] {
+function pluginCommand(kind: PluginKind, args: readonly string[]): [string, string[]] {
   if (kind === "sh") return ["sh", [SH_PLUGIN, ...args]];
   return [
     process.execPath,

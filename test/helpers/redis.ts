@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { Redis } from "ioredis";
 
 /** The one-line how-to printed when no Redis can be found. */
-export const NO_REDIS_MESSAGE =
+const NO_REDIS_MESSAGE =
   "no Redis for the tests: set REDIS_URL=redis://127.0.0.1:6379, start a Docker engine, or install redis-server (apt-get install redis-server)";
 
 /** A free TCP port on 127.0.0.1. */

@@ -23,7 +23,7 @@ import { basic, capturingLogger, SERVICE, signingKeyFiles } from "./fixtures.js"
 /** 2026-12-03T08:55:00Z: every fixture token (including kubelet's, iat 08:54:41Z) is valid. */
 export const TR_NOW = 1_796_288_100_000;
 /** The credential-provider audience kubelet requested in the captures. */
-export const TR_CP_AUDIENCE = "rte-provider";
+const TR_CP_AUDIENCE = "rte-provider";
 /** The registry host of the kubelet capture. */
 export const TR_REGISTRY_HOST = "127.0.0.1:15001";
 /** The annotation the captured ServiceAccount carries. */
@@ -45,7 +45,7 @@ export const TOKENS = {
 };
 
 /** The policy of these tests: team-a pulls its own repositories; publishers (by annotation) pull releases. */
-export const TR_RULES = [
+const TR_RULES = [
   {
     name: "team-a pulls its repositories",
     match: { namespace: "team-a" },

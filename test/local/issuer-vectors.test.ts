@@ -6,7 +6,7 @@
  */
 import { createPublicKey, type JsonWebKey } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { kubernetesKeyId } from "../../src/authn/kid.js";
+import { kubernetesKeyId } from "../../src/jose/kid.js";
 import { LocalIssuer } from "../../src/local/issuer.js";
 import { K8S_ISSUER, k8sFixture, k8sJson } from "../helpers/apiserver.js";
 

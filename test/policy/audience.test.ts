@@ -6,6 +6,7 @@
  */
 import { decodeJwt } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NOW } from "../helpers/clock.js";
 import {
   AUDIENCE,
   basic,
@@ -15,7 +16,6 @@ import {
   testEnv,
 } from "../helpers/fixtures.js";
 
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 const A = "registry-a.example.com";
 const B = "registry-b.example.com";
 

@@ -12,6 +12,7 @@ import type { RuleConfig } from "../../src/config/schema.js";
 import { ConfigError } from "../../src/errors.js";
 import { Policy } from "../../src/policy/engine.js";
 import { parseScope, parseScopes, type Scope } from "../../src/policy/scope.js";
+import { thrownBy } from "../helpers/errors.js";
 
 /** Validates raw rules through the real schema (defaults applied). */
 function compileRules(rules: unknown[]): RuleConfig[] {
@@ -656,12 +657,7 @@ describe("Policy construction", () => {
         ],
       },
     ]);
-    let caught: unknown;
-    try {
-      new Policy(rules);
-    } catch (err) {
-      caught = err;
-    }
+    const caught = thrownBy(() => new Policy(rules));
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).problems).toEqual([
       'policy.rules[1].deny[1].repository: unknown template variable "${team}" (known: ${cluster}, ${namespace}, ${serviceAccount}, ${annotation:<key>})',

@@ -15,6 +15,7 @@ import {
   type TemplateValues,
   usesAnnotations,
 } from "../../src/policy/glob.js";
+import { thrownBy } from "../helpers/errors.js";
 
 const values: TemplateValues = { cluster: "prod", namespace: "team-a", serviceAccount: "builder" };
 
@@ -141,12 +142,7 @@ describe("templates", () => {
     ["x/${}", "${}"],
     ["${namespace}/${pod}", "${pod}"],
   ])("unknown variable in %s -> ConfigError naming %s and the dotted path", (pattern, variable) => {
-    let caught: unknown;
-    try {
-      parseRepositoryPattern(pattern, "policy.rules[3].deny[1].repository");
-    } catch (err) {
-      caught = err;
-    }
+    const caught = thrownBy(() => parseRepositoryPattern(pattern, "policy.rules[3].deny[1].repository"));
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).problems).toEqual([
       `policy.rules[3].deny[1].repository: unknown template variable "${variable}" (known: \${cluster}, \${namespace}, \${serviceAccount}, \${annotation:<key>})`,
@@ -170,12 +166,7 @@ describe("templates", () => {
     ["${annotation:example.com/}/**", "${annotation:example.com/}"],
     ["${annotation:-team}/**", "${annotation:-team}"],
   ])("invalid annotation key in %s -> ConfigError naming %s", (pattern, template) => {
-    let caught: unknown;
-    try {
-      parseRepositoryPattern(pattern, "policy.rules[0].allow[0].repository");
-    } catch (err) {
-      caught = err;
-    }
+    const caught = thrownBy(() => parseRepositoryPattern(pattern, "policy.rules[0].allow[0].repository"));
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).problems).toEqual([
       `policy.rules[0].allow[0].repository: "${template}" does not name a valid annotation key (a Kubernetes annotation key: [prefix/]name)`,

@@ -1,9 +1,9 @@
 /**
- * Scope parsing (distribution docs/spec/auth/scope.md; REFERENCE.md §3 and §4): table-driven, in the style
+ * Scope parsing (distribution docs/spec/auth/scope.md, distribution/reference grammar): table-driven, in the style
  * of docker_auth's acl_test. Every rejection is asserted by its `code`, status and exact message.
  */
 import { describe, expect, it } from "vitest";
-import { ExchangeError } from "../../src/errors.js";
+import { RequestError } from "../../src/errors.js";
 import {
   canonicalActions,
   formatScope,
@@ -13,6 +13,7 @@ import {
   parseScopes,
   type Scope,
 } from "../../src/policy/scope.js";
+import { thrownBy } from "../helpers/errors.js";
 
 const repo = (name: string, ...actions: Scope["actions"]): Scope => ({ type: "repository", name, actions });
 
@@ -265,14 +266,9 @@ describe("parseScopes: rejections", () => {
     },
   ];
   it.each(cases)("$name", ({ values, message }) => {
-    let caught: unknown;
-    try {
-      parseScopes(values);
-    } catch (err) {
-      caught = err;
-    }
-    expect(caught).toBeInstanceOf(ExchangeError);
-    const err = caught as ExchangeError;
+    const caught = thrownBy(() => parseScopes(values));
+    expect(caught).toBeInstanceOf(RequestError);
+    const err = caught as RequestError;
     expect(err.code).toBe("invalid_scope");
     expect(err.statusCode).toBe(400);
     expect(err.message).toBe(message);

@@ -11,6 +11,7 @@ import type { Config } from "../../src/config/schema.js";
 import { ConfigError } from "../../src/errors.js";
 import { Policy } from "../../src/policy/engine.js";
 import { loadPolicy, validatePolicy } from "../../src/policy/validate.js";
+import { thrownBy } from "../helpers/errors.js";
 import { capturingLogger, testConfig } from "../helpers/fixtures.js";
 
 const KEY = { keyFile: "k", certFile: "c" };
@@ -438,15 +439,12 @@ describe("policy checks of the schema (refused by parseConfig)", () => {
 
 describe("loadPolicy (start-up)", () => {
   it("refuses errors with every error line", () => {
-    let caught: unknown;
-    try {
+    const caught = thrownBy(() => {
       loadPolicy(
         config({ rules: [{ name: "r", match: { cluster: "nope", service: "nope" }, allow: [pull("x")] }] }),
         () => {},
       );
-    } catch (err) {
-      caught = err;
-    }
+    });
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).problems).toEqual([
       'policy.rules[0].match.cluster: no cluster is named "nope" (clusters: "prod", "dev")',

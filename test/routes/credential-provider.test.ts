@@ -5,6 +5,7 @@
  */
 import { decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NOW, NOW_S } from "../helpers/clock.js";
 import {
   CP_API_VERSION,
   CP_AUDIENCE,
@@ -19,8 +20,6 @@ import {
 import { AUDIENCE, basic, capturingLogger, SERVICE, type TestEnv, testEnv } from "../helpers/fixtures.js";
 
 /** Frozen "now": 2026-11-30T12:00:00Z. */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 
 let accounts = 0;
 

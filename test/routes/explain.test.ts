@@ -8,6 +8,7 @@
 import { decodeJwt } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalIssuer, stableUid } from "../../src/local/issuer.js";
+import { NOW } from "../helpers/clock.js";
 import {
   CP_AUDIENCE,
   cpRequest,
@@ -19,7 +20,6 @@ import { AUDIENCE, basic, capturingLogger, SERVICE, type TestEnv, testEnv } from
 import { expectMatchesSpec } from "../helpers/openapi.js";
 
 /** Frozen "now": 2026-11-30T12:00:00Z. */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
 
 const RULES = [
   {

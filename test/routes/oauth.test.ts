@@ -5,6 +5,7 @@
  */
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NOW, NOW_S } from "../helpers/clock.js";
 import {
   CP_AUDIENCE,
   cpRequest,
@@ -14,28 +15,15 @@ import {
   oauthError,
   type SaClaims,
 } from "../helpers/credential-provider.js";
-import { AUDIENCE, basic, SERVICE, type TestEnv, testEnv } from "../helpers/fixtures.js";
+import { basic, SERVICE, saTokenMaker, type TestEnv, testEnv } from "../helpers/fixtures.js";
 
 /** Frozen "now": 2026-11-30T12:00:00Z. */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 const ISSUED_AT = "2026-11-30T12:00:00Z";
 const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt";
 const ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token";
 
-let accounts = 0;
-
-function saToken(env: TestEnv, req: Partial<Parameters<TestEnv["issuer"]["mint"]>[0]> = {}): Promise<string> {
-  accounts += 1;
-  return env.issuer.mint({
-    namespace: "team-a",
-    serviceAccount: `oauth-${accounts}`,
-    audiences: [AUDIENCE],
-    nowMs: NOW,
-    ...req,
-  });
-}
+const saToken = saTokenMaker("oauth");
 
 function get(env: TestEnv, params: Array<[string, string]>, authorization?: string) {
   return env.app.inject({

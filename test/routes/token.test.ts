@@ -1,8 +1,17 @@
 import { X509Certificate } from "node:crypto";
 import { decodeJwt, decodeProtectedHeader, importJWK, type JWK, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { libtrustKeyId } from "../../src/token/keyid.js";
-import { AUDIENCE, basic, capturingLogger, SERVICE, type TestEnv, testEnv } from "../helpers/fixtures.js";
+import { libtrustKeyId } from "../../src/jose/kid.js";
+import { NOW, NOW_S } from "../helpers/clock.js";
+import {
+  AUDIENCE,
+  basic,
+  capturingLogger,
+  SERVICE,
+  saTokenMaker,
+  type TestEnv,
+  testEnv,
+} from "../helpers/fixtures.js";
 
 describe("GET /token", () => {
   let env: TestEnv;
@@ -44,26 +53,9 @@ describe("GET /token", () => {
 /* ------------------------------------------------------------------------------------------------------ */
 
 /** Frozen "now": 2026-11-30T12:00:00Z. */
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 const ISSUED_AT = "2026-11-30T12:00:00Z";
 
-let accounts = 0;
-
-/**
- * A service-account token. Each call gets its own service account unless one is given: the realm reuses
- * registry tokens per service account and granted access, and these tests assert freshly minted claims.
- */
-function saToken(env: TestEnv, req: Partial<Parameters<TestEnv["issuer"]["mint"]>[0]> = {}): Promise<string> {
-  accounts += 1;
-  return env.issuer.mint({
-    namespace: "team-a",
-    serviceAccount: `builder-${accounts}`,
-    audiences: [AUDIENCE],
-    nowMs: NOW,
-    ...req,
-  });
-}
+const saToken = saTokenMaker("builder");
 
 function query(params: Array<[string, string]>): string {
   return new URLSearchParams(params).toString();
@@ -609,6 +601,10 @@ describe("secrets in the URL path", () => {
       const sa = await saToken(env);
       const res = await env.app.inject({ method: "GET", url: `/token/${sa}` });
       expect(res.statusCode).toBe(404);
+      // The request IS logged (its access line, with the 404), so the next check has something to read.
+      const accessLines = lines.filter((line) => line.includes('"statusCode":404'));
+      expect(accessLines).toHaveLength(1);
+      expect(accessLines[0]).toContain('"method":"GET"');
       expect(lines.join("")).not.toContain(sa.slice(0, 40));
     } finally {
       await env.close();

@@ -1,25 +1,24 @@
 /**
- * Derived credentials (exchange credentials and refresh tokens, `src/token/derived.ts`): minting, the
+ * Derived credentials (exchange credentials and refresh tokens, `src/token/derived.ts` and `src/authn/derived.ts`): minting, the
  * verifier's exact checks, and routing by `typ` that trusts nothing else of an unverified token.
  */
 import { generateKeyPairSync } from "node:crypto";
 import { decodeJwt, decodeProtectedHeader, SignJWT } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { Identity } from "../../src/authn/verify.js";
-import type { RegistryConfig } from "../../src/config/schema.js";
 import {
   DERIVED_CLOCK_SKEW_SECONDS,
   derivedAudience,
   derivedIssuer,
   derivedKindOf,
-  mintDerived,
   verifyDerived,
-} from "../../src/token/derived.js";
-import { loadSigningKey, type SigningKey } from "../../src/token/signing.js";
+} from "../../src/authn/derived.js";
+import type { Identity } from "../../src/authn/verify.js";
+import type { RegistryConfig } from "../../src/config/schema.js";
+import { loadSigningKey, type SigningKey } from "../../src/jose/signing-key.js";
+import { mintDerived } from "../../src/token/derived.js";
+import { NOW, NOW_S } from "../helpers/clock.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
 
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 const CLUSTERS = new Set(["prod"]);
 /** Fingerprint of the cluster key that verified the source token (a Kubernetes key ID). */
 const CLUSTER_KEY = "Qm9ndXMgY2x1c3RlciBrZXkgZmluZ2VycHJpbnQgMDAx";

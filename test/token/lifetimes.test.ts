@@ -1,6 +1,6 @@
 /**
- * Lifetimes that match what Kubernetes issues (src/authn/verify.ts `effectiveExpiry`, src/token/realm.ts,
- * src/credential-provider/exchange.ts):
+ * Lifetimes that match what Kubernetes issues (src/authn/verify.ts `effectiveExpiry`, src/realm/realm.ts,
+ * src/realm/credential-provider.ts):
  * - kube-apiserver's extended tokens (`--service-account-extend-token-expiration`, kubernetes
  *   `pkg/serviceaccount/claims.go`) carry `exp` a year out and `kubernetes.io.warnafter` = the end of the
  *   lifetime asked for: `warnafter` is the expiry here, of the token and of everything derived from it
@@ -23,7 +23,7 @@ import { decodeJwt, SignJWT } from "jose";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
-import { kubernetesKeyId } from "../../src/authn/kid.js";
+import { kubernetesKeyId } from "../../src/jose/kid.js";
 import { basic, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { resolveTestRedis } from "../helpers/redis.js";
 

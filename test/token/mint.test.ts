@@ -1,5 +1,5 @@
 /**
- * Registry token minting (src/token/mint.ts) and signing keys (src/token/signing.ts): header
+ * Registry token minting (src/token/mint.ts) and signing keys (src/jose/signing-key.ts): header
  * `{alg, typ, kid, x5c}`, claims per distribution's token.go, `aud` a string, `nbf` 5 s in the past,
  * `exp` capped by the presented credential's `exp`, the key loaded from PEM files and checked.
  */
@@ -10,18 +10,17 @@ import { join } from "node:path";
 import { decodeProtectedHeader, jwtVerify } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/errors.js";
-import { libtrustKeyId } from "../../src/token/keyid.js";
-import { mintRegistryToken, NOT_BEFORE_SKEW_SECONDS } from "../../src/token/mint.js";
+import { libtrustKeyId } from "../../src/jose/kid.js";
 import {
   algorithmFor,
   generateSigningKeyFiles,
   loadSigningKey,
   type SigningKey,
-} from "../../src/token/signing.js";
+} from "../../src/jose/signing-key.js";
+import { mintRegistryToken, NOT_BEFORE_SKEW_SECONDS } from "../../src/token/mint.js";
+import { NOW, NOW_S } from "../helpers/clock.js";
+import { thrownBy } from "../helpers/errors.js";
 import { signingKeyFiles } from "../helpers/fixtures.js";
-
-const NOW = Date.UTC(2026, 10, 30, 12, 0, 0);
-const NOW_S = NOW / 1000;
 
 let key: SigningKey;
 beforeAll(async () => {
@@ -127,12 +126,7 @@ describe("loadSigningKey", () => {
     const bad = join(dir, "key.pem");
     writeFileSync(bad, "hello");
     const { certFile } = await signingKeyFiles();
-    let caught: unknown;
-    try {
-      loadSigningKey(bad, certFile, "registries[0].signingKey");
-    } catch (err) {
-      caught = err;
-    }
+    const caught = thrownBy(() => loadSigningKey(bad, certFile, "registries[0].signingKey"));
     expect(caught).toBeInstanceOf(ConfigError);
     expect((caught as ConfigError).problems).toHaveLength(1);
     expect((caught as ConfigError).problems[0]).toMatch(

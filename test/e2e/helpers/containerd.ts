@@ -12,9 +12,9 @@ import { join } from "node:path";
 import { canConnect, childEnv, ManagedProcess, type RunResult, run, waitUntil } from "./process.js";
 
 /** The namespace the suite's images live in. */
-export const CTR_NAMESPACE = "e2e";
+const CTR_NAMESPACE = "e2e";
 /** The snapshotter used for unpacking (no mounts needed). */
-export const SNAPSHOTTER = "native";
+const SNAPSHOTTER = "native";
 
 /** Plugins that are not needed for pulls and can fail to start in a sandbox. */
 const DISABLED_PLUGINS = [
@@ -39,7 +39,7 @@ export interface Containerd {
  * Writes a minimal containerd config (v2) into `dir`.
  * @returns the config file path
  */
-export function writeContainerdConfig(dir: string): string {
+function writeContainerdConfig(dir: string): string {
   const file = join(dir, "config.toml");
   writeFileSync(
     file,

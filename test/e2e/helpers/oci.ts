@@ -16,7 +16,7 @@ import { gzipSync } from "node:zlib";
 import { pack } from "tar-stream";
 
 /** An OCI content descriptor. */
-export interface Descriptor {
+interface Descriptor {
   mediaType: string;
   digest: string;
   size: number;
@@ -46,7 +46,7 @@ export interface LayerFile {
 const sha256 = (data: Uint8Array): string => `sha256:${createHash("sha256").update(data).digest("hex")}`;
 
 /** Builds an uncompressed tar of `files` (ustar, mode 0644, fixed mtime so the bytes are reproducible). */
-export async function tarOf(files: readonly LayerFile[]): Promise<Buffer> {
+async function tarOf(files: readonly LayerFile[]): Promise<Buffer> {
   const tar = pack();
   const chunks: Buffer[] = [];
   const done = new Promise<Buffer>((resolve, reject) => {
@@ -67,7 +67,7 @@ export async function tarOf(files: readonly LayerFile[]): Promise<Buffer> {
 }
 
 /** The image-spec platform names for this machine (what containerd matches a plain manifest against). */
-export function hostPlatform(): { os: string; architecture: string } {
+function hostPlatform(): { os: string; architecture: string } {
   const arch: Record<string, string> = {
     x64: "amd64",
     arm64: "arm64",

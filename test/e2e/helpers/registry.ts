@@ -31,7 +31,7 @@ export interface RegistryServer {
  *   several certificates); default: the shared test signing certificate
  * @returns the config file path
  */
-export async function writeRegistryConfig(
+async function writeRegistryConfig(
   dir: string,
   port: number,
   realm: string,

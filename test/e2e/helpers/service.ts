@@ -8,12 +8,12 @@
  */
 import { Writable } from "node:stream";
 import { type LocalIssuer, startLocalIssuerServer } from "../../../src/local/issuer.js";
-import { createLogger } from "../../../src/plugins/logging.js";
+import { createLogger } from "../../../src/logging.js";
 import { startServer } from "../../../src/server.js";
 import { AUDIENCE, testConfig } from "../../helpers/fixtures.js";
 
 /** A request the service logged as completed. */
-export interface LoggedRequest {
+interface LoggedRequest {
   method: string;
   path: string;
   statusCode: number;

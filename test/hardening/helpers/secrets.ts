@@ -9,7 +9,7 @@
  */
 
 /** Length of the pieces looked for. */
-export const PIECE = 20;
+const PIECE = 20;
 
 /** The secrets of a test and every {@link PIECE}-character window of them. */
 export class SecretLedger {

@@ -1,7 +1,7 @@
 /**
- * Compact JWS (RFC 7515 §7.1) signing and verification with node:crypto, for the JWTs this service
- * verifies on every request (service-account tokens, its own exchange credentials and refresh tokens) and
- * signs (registry tokens, exchange credentials, refresh tokens).
+ * Compact JWS (RFC 7515 §7.1) verification with node:crypto, for the JWTs this service verifies on every
+ * request (service-account tokens, its own exchange credentials and refresh tokens). Signing is in
+ * `jose/sign.ts`.
  *
  * Why not jose here: jose 6 signs and verifies only through WebCrypto, which hands every operation to the
  * libuv thread pool and back; node:crypto's one-shot `sign`/`verify` run on the calling thread and cost
@@ -15,12 +15,13 @@
  * - registered claims are checked as RFC 7519 §4.1 says, with a clock tolerance in seconds:
  *   `exp` <= now - tolerance is expired, `nbf` > now + tolerance is not yet valid.
  */
-import { type KeyObject, sign, verify } from "node:crypto";
+import { type KeyObject, verify } from "node:crypto";
 
 /** The JWS algorithms this service signs and verifies. */
 export type JwsAlgorithm = "RS256" | "RS384" | "RS512" | "ES256" | "ES384" | "ES512";
 
-interface AlgorithmSpec {
+/** How an algorithm signs: hash, key type and (EC) curve and signature length. */
+export interface AlgorithmSpec {
   hash: string;
   keyType: "rsa" | "ec";
   /** OpenSSL name of the curve (`KeyObject.asymmetricKeyDetails.namedCurve`), EC only. */
@@ -29,7 +30,8 @@ interface AlgorithmSpec {
   signatureLength?: number;
 }
 
-const ALGORITHMS: Readonly<Record<JwsAlgorithm, AlgorithmSpec>> = {
+/** The algorithms of {@link JwsAlgorithm} (RFC 7518 §3.3, §3.4). */
+export const ALGORITHMS: Readonly<Record<JwsAlgorithm, AlgorithmSpec>> = {
   RS256: { hash: "sha256", keyType: "rsa" },
   RS384: { hash: "sha384", keyType: "rsa" },
   RS512: { hash: "sha512", keyType: "rsa" },
@@ -130,35 +132,6 @@ export function verifyJwsSignature(jws: DecodedJws, alg: JwsAlgorithm, key: KeyO
   } catch {
     return false;
   }
-}
-
-/** base64url of the JSON of `value`. */
-export function base64urlJson(value: unknown): string {
-  return Buffer.from(JSON.stringify(value)).toString("base64url");
-}
-
-/**
- * Signs a compact JWS with node:crypto (synchronous).
- * @param encodedHeader the protected header, already base64url JSON (callers cache it per key); its
- *   `alg` must be `alg`
- * @param payload the claims, serialised here
- * @param privateKey a key of the type (and curve) `alg` needs
- * @throws {Error} from node:crypto when the key does not fit `alg`
- */
-export function signCompactJws(
-  encodedHeader: string,
-  payload: Record<string, unknown>,
-  alg: JwsAlgorithm,
-  privateKey: KeyObject,
-): string {
-  const spec = ALGORITHMS[alg];
-  const input = `${encodedHeader}.${base64urlJson(payload)}`;
-  const signature = sign(
-    spec.hash,
-    Buffer.from(input),
-    spec.keyType === "ec" ? { key: privateKey, dsaEncoding: "ieee-p1363" } : privateKey,
-  );
-  return `${input}.${signature.toString("base64url")}`;
 }
 
 /** What {@link checkClaims} requires of a claims set. */

@@ -11,10 +11,10 @@
  * literal prefix of the image path. The key this service answers is the image's own `host[:port]`, which
  * therefore matches every image on that registry host.
  */
-import { ExchangeError, safeEcho } from "../errors.js";
+import { RequestError, safeEcho } from "../errors.js";
 
 /** Docker Hub's registry host, for references without a domain. */
-export const DOCKER_HUB = "docker.io";
+const DOCKER_HUB = "docker.io";
 
 /** A parsed image reference. */
 export interface ImageReference {
@@ -37,8 +37,8 @@ const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/;
 /** Longest accepted reference, characters. */
 const MAX_REFERENCE_LENGTH = 512;
 
-function invalid(image: string, why: string): ExchangeError {
-  return new ExchangeError(
+function invalid(image: string, why: string): RequestError {
+  return new RequestError(
     "invalid_request",
     `image "${safeEcho(image)}" is not a valid image reference: ${why}`,
   );
@@ -46,7 +46,7 @@ function invalid(image: string, why: string): ExchangeError {
 
 /**
  * Parses an image reference.
- * @throws {ExchangeError} `invalid_request` (400) naming what is wrong
+ * @throws {RequestError} `invalid_request` (400) naming what is wrong
  */
 export function parseImageReference(image: string): ImageReference {
   if (image === "") throw invalid(image, "it is empty");

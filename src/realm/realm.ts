@@ -3,27 +3,23 @@
  * HTTP-free so that the routes, the CLI and tests share one path.
  */
 
-import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
+import { type AuditSink, auditSinkOr, issuedRecord } from "../audit.js";
 import type { ClusterReviewer } from "../authn/review.js";
 import { type Identity, OWN_KEY_PREFIX, type ServiceAccountVerifier } from "../authn/verify.js";
 import { CacheSealer } from "../cache/seal.js";
-import { type CacheStore, secretKey } from "../cache/store.js";
+import type { CacheStore } from "../cache/store.js";
 import { type Config, credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
-import { ExchangeError, safeEcho } from "../errors.js";
-import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
+import { RequestError, safeEcho } from "../errors.js";
+import type { PublishedKey, SigningKey } from "../jose/signing-key.js";
 import type { Policy, ScopeDecision } from "../policy/engine.js";
 import { formatScope, type Scope } from "../policy/scope.js";
-import { DERIVED_KINDS, type DerivedKind, derivedKindOf, mintDerived, verifyDerived } from "./derived.js";
-import { type AccessEntry, mintRegistryToken } from "./mint.js";
-import type { PublishedKey, SigningKey } from "./signing.js";
-
-/**
- * How a credential was presented: as a password (Basic, Bearer, `grant_type=password`, RFC 8693
- * `subject_token`), which takes a service-account token or an exchange credential, or as the
- * `refresh_token` of `grant_type=refresh_token`, which takes only a refresh token.
- */
-export type CredentialUse = "password" | "refresh";
+import { type DerivedCredential, mintDerived } from "../token/derived.js";
+import type { AccessEntry } from "../token/mint.js";
+import { type CredentialUse, verifyCredential } from "./credentials.js";
+import { IdentityCache } from "./identity-cache.js";
+import type { RealmStats } from "./stats.js";
+import { IssuedTokens } from "./token-reuse.js";
 
 /** A request for a registry token. */
 export interface IssueRequest {
@@ -68,22 +64,6 @@ export interface IssueResult {
   refreshToken?: string | undefined;
 }
 
-/** Cache counters, for metrics and the benchmark. */
-export interface RealmStats {
-  identityHits: number;
-  identityMisses: number;
-  tokenHits: number;
-  tokenMisses: number;
-}
-
-/** A cached registry token: the token and its timestamps (it is short-lived by construction). */
-interface CachedToken {
-  token: string;
-  jti: string;
-  issuedAt: number;
-  expiresAt: number;
-}
-
 /** Dependencies of a {@link TokenRealm}. */
 export interface RealmDeps {
   config: Config;
@@ -120,21 +100,15 @@ export interface RealmDeps {
 /** A credential must have at least this much lifetime left to be exchanged, seconds. */
 export const MIN_CREDENTIAL_LIFETIME_SECONDS = 60;
 
-/** Identity cache entries are kept at most this long even for long-lived tokens, ms. */
-const IDENTITY_CACHE_MAX_MS = 10 * 60 * 1000;
-
 /** Authenticates, authorizes and mints. See the module doc. */
 export class TokenRealm {
   readonly #deps: RealmDeps;
   readonly #registries: ReadonlyMap<string, RegistryConfig>;
-  /** Fingerprint of the trust configuration, part of every identity-cache key. */
-  readonly #trust: string;
   readonly #clusters: ReadonlySet<string>;
   readonly #now: () => number;
   readonly #sealer: CacheSealer;
-  readonly #subjects = new LRUCache<string, string>({ max: 50_000 });
-  /** Identity-cache key suffix per verification scope (a few: one per registry and use). */
-  readonly #scopeKeys = new Map<string, string>();
+  readonly #identities: IdentityCache;
+  readonly #tokens: IssuedTokens;
   /** Cache counters since start. */
   readonly stats: RealmStats;
 
@@ -146,33 +120,19 @@ export class TokenRealm {
     this.#clusters = new Set(deps.config.clusters.map((c) => c.name));
     this.#now = deps.now ?? Date.now;
     this.#sealer = deps.sealer ?? CacheSealer.ephemeral();
-    // Everything a verification depended on: a reload that changes any of it (a cluster removed, an issuer
-    // or audience changed) makes every cached identity a miss, so it is verified again under the new trust.
-    const cfg = deps.config;
-    this.#trust = secretKey(
-      JSON.stringify([
-        cfg.clusters.map((c) => [c.name, c.issuer, c.audiences, c.algorithms]),
-        cfg.registries.map((r) => [
-          r.service,
-          r.issuer,
-          r.audiences ?? null,
-          r.credentialProviderAudiences ?? null,
-          r.refreshTokenMaxTtlSeconds,
-        ]),
-        cfg.credentialProvider?.audiences ?? null,
-      ]),
-    ).slice(0, 16);
+    this.#identities = new IdentityCache(deps.config, deps.store, this.#sealer, this.stats, this.#now);
+    this.#tokens = new IssuedTokens(deps.store, this.#sealer, this.stats, deps.config.cache.reuseTokens);
   }
 
   /**
    * The registry config for `service`.
-   * @throws {ExchangeError} `unknown_service` (400) when this realm does not serve it
+   * @throws {RequestError} `unknown_service` (400) when this realm does not serve it
    */
   registry(service: string): RegistryConfig {
     const r = this.#registries.get(service);
     if (!r) {
       // The served services stay in the log: a stranger need not learn every registry behind this realm.
-      throw new ExchangeError(
+      throw new RequestError(
         "unknown_service",
         `unknown service "${safeEcho(service, 100)}": not served here`,
         {
@@ -187,9 +147,9 @@ export class TokenRealm {
    * Verifies a credential for use at `registry`, with a cache that never outlives it: entries are named
    * by an HMAC of the credential and sealed to it (`cache/seal.ts`), so only a caller presenting the
    * credential can read one, and a forged or altered entry is a miss. As a `password`: an exchange credential of this registry (chosen by its `typ` header,
-   * see `derived.ts`), else a service-account token (the registry's `audiences` if set, else the
+   * see `authn/derived.ts`), else a service-account token (the registry's `audiences` if set, else the
    * cluster's). As `refresh`: only a refresh token of this registry.
-   * @throws {ExchangeError} credential errors from the verifiers, or `keys_unavailable`
+   * @throws {RequestError} credential errors from the verifiers, or `keys_unavailable`
    */
   async authenticate(
     credential: string,
@@ -197,11 +157,21 @@ export class TokenRealm {
     use: CredentialUse = "password",
   ): Promise<Identity> {
     const scope = use === "password" ? registry.service : `${use}\u0000${registry.service}`;
-    const identity = await this.#cachedIdentity(
+    const identity = await this.#identities.get(
       credential,
       scope,
-      () => this.#verify(credential, registry, use),
-      registry,
+      () =>
+        verifyCredential(credential, registry, use, {
+          config: this.#deps.config,
+          verifier: this.#deps.verifier,
+          ownKeys:
+            this.#deps.verificationKeys?.get(registry.service) ??
+            this.#deps.signingKeys.get(registry.service)!,
+          clusters: this.#clusters,
+          reviewFollows: this.#deps.reviewer !== undefined,
+          nowMs: this.#now(),
+        }),
+      (cached) => this.#stillTrusted(cached, registry),
     );
     return this.#reviewed(credential, identity, registry.audiences, false);
   }
@@ -236,13 +206,13 @@ export class TokenRealm {
    * of `registry`, against the credential-provider audiences of that registry
    * ({@link credentialProviderAudiencesFor}, never a registry's `audiences`). Only service-account tokens:
    * an exchange credential cannot buy another one.
-   * @throws {ExchangeError} `access_denied` when `registry` is not served through the credential provider;
+   * @throws {RequestError} `access_denied` when `registry` is not served through the credential provider;
    *   credential errors from the verifier, or `keys_unavailable`
    */
   async authenticateForExchange(token: string, registry: RegistryConfig): Promise<Identity> {
     const audiences = credentialProviderAudiencesFor(this.#deps.config, registry);
     if (audiences.length === 0) {
-      throw new ExchangeError(
+      throw new RequestError(
         "access_denied",
         `registry "${registry.service}" is not served through the credential provider`,
         {
@@ -253,11 +223,12 @@ export class TokenRealm {
         },
       );
     }
-    const identity = await this.#cachedIdentity(
+    const identity = await this.#identities.get(
       token,
       `\u0000credential-provider\u0000${registry.service}`,
       () =>
         this.#deps.verifier.verify(token, audiences, { reviewFollows: this.#deps.reviewer !== undefined }),
+      (cached) => this.#stillTrusted(cached, undefined),
     );
     return this.#reviewed(token, identity, audiences, true);
   }
@@ -270,86 +241,15 @@ export class TokenRealm {
   /**
    * Mints an exchange credential (the password kubelet gets from `/v1/credential-provider`) for
    * `identity` at `registry`, valid until `expiresAt` at the latest and never past the identity's token.
-   * @throws {ExchangeError} `token_expired` when the service-account token is about to expire
+   * @throws {RequestError} `token_expired` when the service-account token is about to expire
    */
-  async mintExchangeCredential(registry: RegistryConfig, identity: Identity, expiresAt: number) {
+  mintExchangeCredential(
+    registry: RegistryConfig,
+    identity: Identity,
+    expiresAt: number,
+  ): Promise<DerivedCredential> {
     const key = this.#deps.signingKeys.get(registry.service)!;
     return mintDerived("exchange", key, registry, identity, expiresAt, this.#now());
-  }
-
-  /**
-   * Routes a credential to its verifier; the unverified `typ` header only chooses which one. A derived
-   * credential is accepted only while the cluster key that vouched for its source token is still in the
-   * cluster's trusted key set (checked on every use: a cache hit checks it too, see #stillTrusted).
-   */
-  async #verify(credential: string, registry: RegistryConfig, use: CredentialUse): Promise<Identity> {
-    const kind: DerivedKind | undefined = derivedKindOf(credential);
-    const derived = async (k: DerivedKind) => {
-      const identity = await verifyDerived(
-        k,
-        this.#deps.verificationKeys?.get(registry.service) ?? this.#deps.signingKeys.get(registry.service)!,
-        registry,
-        credential,
-        this.#clusters,
-        this.#now(),
-      );
-      if (!(await this.#deps.verifier.trustsClusterKey(identity))) {
-        throw new ExchangeError(
-          "unknown_key",
-          `${DERIVED_KINDS[k].label} was derived from a token signed by a key that cluster "${identity.cluster}" no longer trusts`,
-        );
-      }
-      return identity;
-    };
-    if (use === "refresh") {
-      if (kind !== "refresh") {
-        throw new ExchangeError(
-          "malformed_token",
-          "refresh_token is not a refresh token issued by this service",
-        );
-      }
-      const identity = await derived("refresh");
-      // Re-checked on every use, as for exchange credentials: the audience its source token was accepted
-      // for (a service-account token's, or an exchange credential's provider audience) must still be.
-      const cluster = this.#deps.config.clusters.find((c) => c.name === identity.cluster);
-      const accepted = [
-        ...(registry.audiences ?? cluster?.audiences ?? []),
-        ...credentialProviderAudiencesFor(this.#deps.config, registry),
-      ];
-      if (!identity.audiences.some((a) => accepted.includes(a))) {
-        throw new ExchangeError(
-          "invalid_audience",
-          "refresh token was derived from a token whose audience this registry does not accept",
-        );
-      }
-      // The cap holds for refresh tokens minted under an earlier, longer setting too.
-      return {
-        ...identity,
-        expiresAt: Math.min(identity.expiresAt, identity.issuedAt + registry.refreshTokenMaxTtlSeconds),
-      };
-    }
-    if (kind === "exchange") {
-      const identity = await derived("exchange");
-      // Re-checked on every use: a registry that restricts its audiences (or a config that stopped
-      // serving it through the credential provider) refuses credentials minted under other audiences.
-      const accepted = credentialProviderAudiencesFor(this.#deps.config, registry);
-      if (!identity.audiences.some((a) => accepted.includes(a))) {
-        throw new ExchangeError(
-          "invalid_audience",
-          "exchange credential was derived from a token whose audience this registry does not accept",
-        );
-      }
-      return identity;
-    }
-    if (kind === "refresh") {
-      throw new ExchangeError(
-        "malformed_credentials",
-        "a refresh token is accepted only as refresh_token with grant_type=refresh_token",
-      );
-    }
-    return this.#deps.verifier.verify(credential, registry.audiences, {
-      reviewFollows: this.#deps.reviewer !== undefined,
-    });
   }
 
   /**
@@ -367,67 +267,19 @@ export class TokenRealm {
     return keys.some((k) => `${OWN_KEY_PREFIX}${k.kid}` === own);
   }
 
-  async #cachedIdentity(
-    credential: string,
-    scope: string,
-    verify: () => Promise<Identity>,
-    registry?: RegistryConfig,
-  ): Promise<Identity> {
-    const credentialHash = secretKey(credential);
-    let scopeKey = this.#scopeKeys.get(scope);
-    if (scopeKey === undefined) {
-      scopeKey = secretKey(`${scope}\u0000${this.#trust}`).slice(0, 16);
-      if (this.#scopeKeys.size < 1_000) this.#scopeKeys.set(scope, scopeKey);
-    }
-    // Named by an HMAC of the credential and sealed to it: a store reader learns nothing usable, and an
-    // entry written without the service secret (or for another credential) opens as a miss.
-    const key = `id:${this.#sealer.key("identity", credential)}:${scopeKey}`;
-    const nowMs = this.#now();
-    const cached = parseCached<Identity>(this.#sealer.open(key, await this.#deps.store.get(key), credential));
-    if (
-      cached &&
-      typeof cached.expiresAt === "number" &&
-      cached.expiresAt * 1000 > nowMs &&
-      cached.serviceAccount &&
-      // Its cluster may have been removed by a reload, or the key that verified it (from the cluster's
-      // JWKS, or from this registry's published keys).
-      this.#stillTrusted(cached, registry)
-    ) {
-      this.stats.identityHits++;
-      if (!this.#subjects.has(credentialHash)) {
-        this.#subjects.set(credentialHash, subjectKey(cached), {
-          ttl: cached.expiresAt * 1000 - nowMs,
-        });
-      }
-      return cached;
-    }
-    this.stats.identityMisses++;
-    const identity = await verify();
-    // A token of a `verification: tokenReview` cluster has only had its claims read (no key verified it:
-    // `verificationKey` is unset) and is authenticated by the review that follows: never stored, nor used
-    // to key rate limits, so a forged token neither fills the cache nor counts against the account it names.
-    if (identity.verificationKey === undefined) return identity;
-    const ttl = Math.min(identity.expiresAt * 1000 - nowMs, IDENTITY_CACHE_MAX_MS);
-    if (ttl > 0) {
-      await this.#deps.store.set(key, this.#sealer.seal(key, JSON.stringify(identity), credential), ttl);
-    }
-    this.#subjects.set(credentialHash, subjectKey(identity), { ttl: Math.max(1, ttl) });
-    return identity;
-  }
-
   /**
    * The rate-limit key of an already verified credential (`sa:<cluster>/<namespace>/<name>`), or
    * `undefined` when this instance has not verified it yet. Never verifies; never throws.
    */
   knownSubject(credential: string): string | undefined {
-    return this.#subjects.get(secretKey(credential));
+    return this.#identities.knownSubject(credential);
   }
 
   /**
    * Everything `issue` decides, without minting anything (`GET /v1/explain`): the registry, the verified
    * identity (refused exactly as `issue` refuses it) and the policy decision per requested scope.
    * @returns also the policy that decided, so an explanation can name the rules that applied
-   * @throws {ExchangeError} `unknown_service`, credential errors, `token_expired`, `keys_unavailable`
+   * @throws {RequestError} `unknown_service`, credential errors, `token_expired`, `keys_unavailable`
    */
   async authorize(req: Pick<IssueRequest, "credential" | "use" | "service" | "scopes">): Promise<{
     registry: RegistryConfig;
@@ -441,7 +293,7 @@ export class TokenRealm {
     // cannot be derived from a credential about to expire; also catches tokens inside the exp leeway.
     const remaining = identity.expiresAt - Math.floor(this.#now() / 1000);
     if (remaining < MIN_CREDENTIAL_LIFETIME_SECONDS) {
-      throw new ExchangeError(
+      throw new RequestError(
         "token_expired",
         `the presented credential expires in ${Math.max(0, remaining)} s; at least ${MIN_CREDENTIAL_LIFETIME_SECONDS} s are needed`,
       );
@@ -453,7 +305,7 @@ export class TokenRealm {
   /**
    * Issues a registry token: authenticate, evaluate the policy, mint. Partial or empty access is not an
    * error: the token carries exactly the granted actions.
-   * @throws {ExchangeError} `unknown_service`, credential errors, `keys_unavailable`
+   * @throws {RequestError} `unknown_service`, credential errors, `keys_unavailable`
    */
   async issue(req: IssueRequest): Promise<IssueResult> {
     const { registry, identity, decisions } = await this.authorize(req);
@@ -463,30 +315,30 @@ export class TokenRealm {
       actions: d.granted,
     }));
     const nowMs = this.#now();
-    const minted = await this.#mintOrReuse(registry, identity, access, nowMs);
+    const minted = await this.#tokens.mintOrReuse(
+      registry,
+      this.#deps.signingKeys.get(registry.service)!,
+      identity,
+      access,
+      nowMs,
+    );
     const grantedScope = decisions
       .filter((d) => d.granted.length > 0)
       .map((d) => formatScope({ ...d.requested, actions: d.granted }))
       .join(" ");
     this.#deps.onIssue?.({ service: registry.service, reused: minted.cached });
     auditSinkOr(req.audit, this.#deps.logger)(
-      {
-        decision: "issued",
-        time: new Date(nowMs).toISOString(),
-        cluster: identity.cluster,
-        namespace: identity.namespace,
-        serviceAccount: identity.serviceAccount.name,
-        pod: identity.pod?.name,
+      issuedRecord({
+        nowMs,
+        identity,
         service: registry.service,
         requested: req.scopes.map(formatScope),
-        granted: grantedScope === "" ? [] : grantedScope.split(" "),
-        rules: [...new Set(decisions.flatMap((d) => d.allowedBy))],
-        deniedBy: [...new Set(decisions.flatMap((d) => d.deniedBy))],
+        grantedScope,
+        decisions,
         jti: minted.jti,
         cacheHit: minted.cached,
-        saTokenId: identity.tokenId,
         client: req.clientAddress,
-      },
+      }),
       "token issued",
     );
     return {
@@ -526,91 +378,5 @@ export class TokenRealm {
         : {};
     const notAfter = Math.floor(nowMs / 1000) + registry.refreshTokenMaxTtlSeconds;
     return (await mintDerived("refresh", key, registry, { ...identity, ...source }, notAfter, nowMs)).token;
-  }
-
-  /**
-   * Reuses an issued token for the same service account, registry and granted access while at least half
-   * its lifetime remains and it does not outlive the presented credential; otherwise mints a new one.
-   */
-  async #mintOrReuse(
-    registry: RegistryConfig,
-    identity: Identity,
-    access: AccessEntry[],
-    nowMs: number,
-  ): Promise<CachedToken & { cached: boolean }> {
-    const reuse = this.#deps.config.cache.reuseTokens;
-    const granted = access
-      .filter((a) => a.actions.length > 0)
-      .map((a) => `${a.type}:${a.name}:${a.actions.join(",")}`)
-      .sort();
-    const key = this.#deps.signingKeys.get(registry.service)!;
-    // The signing key's kid is part of the key: after a switch of signing keys (a rotation), a token
-    // signed by the previous key is never handed out again, so the registry can stop trusting it at once.
-    // Named by an HMAC and sealed with the service secret: a store reader can neither use the token nor
-    // tell whose it is; an entry written without the secret, or moved to another name, is a miss.
-    const cacheKey = `tok:${this.#sealer.key(
-      "token",
-      JSON.stringify([
-        identity.cluster,
-        identity.namespace,
-        identity.serviceAccount.name,
-        identity.serviceAccount.uid,
-        registry.service,
-        registry.issuer,
-        granted,
-        key.kid,
-      ]),
-    )}`;
-    const now = Math.floor(nowMs / 1000);
-    const halfTtl = registry.tokenTtlSeconds / 2;
-    if (reuse) {
-      const hit = parseCached<CachedToken>(this.#sealer.open(cacheKey, await this.#deps.store.get(cacheKey)));
-      if (
-        hit &&
-        typeof hit.token === "string" &&
-        hit.expiresAt - now >= halfTtl &&
-        hit.expiresAt <= identity.expiresAt &&
-        hit.issuedAt <= now
-      ) {
-        this.stats.tokenHits++;
-        return { ...hit, cached: true };
-      }
-      this.stats.tokenMisses++;
-    }
-    const minted = await mintRegistryToken(key, {
-      issuer: registry.issuer,
-      audience: registry.service,
-      subject: identity.subject,
-      access,
-      ttlSeconds: registry.tokenTtlSeconds,
-      notAfter: identity.expiresAt,
-      nowMs,
-    });
-    const entry: CachedToken = {
-      token: minted.token,
-      jti: minted.jti,
-      issuedAt: minted.issuedAt,
-      expiresAt: minted.expiresAt,
-    };
-    const reusableMs = (minted.expiresAt - halfTtl) * 1000 - nowMs;
-    if (reuse && reusableMs >= 1000) {
-      await this.#deps.store.set(cacheKey, this.#sealer.seal(cacheKey, JSON.stringify(entry)), reusableMs);
-    }
-    return { ...entry, cached: false };
-  }
-}
-
-function subjectKey(identity: Identity): string {
-  return `sa:${identity.cluster}/${identity.namespace}/${identity.serviceAccount.name}`;
-}
-
-/** Parses a cached JSON value; a corrupt entry is a miss, never an error. */
-function parseCached<T>(text: string | undefined): T | undefined {
-  if (text === undefined) return undefined;
-  try {
-    const v = JSON.parse(text) as unknown;
-    return v !== null && typeof v === "object" ? (v as T) : undefined;
-  } catch {
-    return undefined;
   }
 }

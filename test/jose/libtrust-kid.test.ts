@@ -1,5 +1,5 @@
 /**
- * The libtrust key ID (src/token/keyid.ts) that distribution v2.8 matches a token's `kid` against:
+ * The libtrust key ID (src/jose/kid.ts) that distribution v2.8 matches a token's `kid` against:
  * SHA-256 of the DER SPKI, first 30 bytes, base32 without padding, 12 groups of 4 joined by `:`.
  * Vectors: the test fixtures of realityone/libtrust-py (tests/fixtures/public.pem and ec-public.pem with
  * tests/test_rsa_key.py and tests/test_ec_key.py), a port of docker/libtrust's keyIDFromCryptoKey.
@@ -7,7 +7,7 @@
 import { createPublicKey, generateKeyPairSync } from "node:crypto";
 import { calculateJwkThumbprint, type JWK } from "jose";
 import { describe, expect, it } from "vitest";
-import { libtrustKeyId } from "../../src/token/keyid.js";
+import { libtrustKeyId } from "../../src/jose/kid.js";
 
 const LIBTRUST_RSA_PUBLIC = `-----BEGIN PUBLIC KEY-----
 MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAwq1mCmgn460MC6MnCqra
@@ -63,7 +63,7 @@ describe("libtrustKeyId: shape", () => {
     expect(libtrustKeyId(privateKey)).toBe(id);
   });
 
-  it("is not the RFC 7638 thumbprint, which v2.8 rejects (REFERENCE.md §3)", async () => {
+  it("is not the RFC 7638 thumbprint, which v2.8 rejects (distribution registry/auth/token/token.go)", async () => {
     const jwk = createPublicKey(LIBTRUST_EC_PUBLIC).export({ format: "jwk" }) as JWK;
     const thumbprint = await calculateJwkThumbprint(jwk, "sha256");
     expect(thumbprint).not.toBe(LIBTRUST_EC_KID);

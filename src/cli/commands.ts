@@ -1,5 +1,5 @@
 /**
- * The `explain` and `check-config` commands (wired in `cli.ts`), returning their output instead of
+ * The `explain` and `check-config` commands (wired in `cli/index.ts`), returning their output instead of
  * printing it so tests can assert it exactly.
  *
  * `explain --config FILE --token FILE|- [--scope S]... [--service S] [--fetch-keys]` runs the service's own
@@ -23,21 +23,22 @@ import { generateKeyPairSync, type KeyObject, sign } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { decodeJwt } from "jose";
 import pino from "pino";
-import { ClusterKeySet, parseJwks, type VerificationKey } from "../authn/jwks.js";
-import { isJwsAlgorithm, type JwsAlgorithm } from "../authn/jws.js";
+import { derivedKindOf } from "../authn/derived.js";
+import { parseJwks, type VerificationKey } from "../authn/jwk.js";
+import { ClusterKeySet } from "../authn/jwks.js";
 import { classifyTlsFailure, tlsAdvice } from "../authn/tls-advice.js";
-import { ServiceAccountVerifier } from "../authn/verify.js";
+import { ServiceAccountVerifier, type VerificationKeySource } from "../authn/verify.js";
 import { MemoryStore } from "../cache/store.js";
 import { inspectConfigFile, loadConfigFile } from "../config/load.js";
 import { type ClusterConfig, type Config, SERVICE_ACCOUNT_ALGORITHMS } from "../config/schema.js";
-import { ConfigError, ExchangeError } from "../errors.js";
-import { derivedKindOf } from "../token/derived.js";
-import { TokenRealm } from "../token/realm.js";
-import { loadPublishedKey, loadSigningKey, type SigningKey } from "../token/signing.js";
-import { Policy } from "./engine.js";
-import { credentialKind, explain, formatExplanation } from "./explain.js";
-import { parseScopes } from "./scope.js";
-import { validatePolicy } from "./validate.js";
+import { ConfigError, RequestError } from "../errors.js";
+import { isJwsAlgorithm, type JwsAlgorithm } from "../jose/jws.js";
+import { loadPublishedKey, loadSigningKey, type SigningKey } from "../jose/signing-key.js";
+import { Policy } from "../policy/engine.js";
+import { credentialKind, explain, formatExplanation } from "../policy/explain.js";
+import { parseScopes } from "../policy/scope.js";
+import { validatePolicy } from "../policy/validate.js";
+import { TokenRealm } from "../realm/realm.js";
 
 /** What a command printed and its exit code. */
 export interface CommandResult {
@@ -68,7 +69,7 @@ async function readProcessStdin(): Promise<string> {
  * `eyJ`, or longer than a path usually is): such a value is never echoed in an error, not even to its
  * owner's terminal (terminals are logged and screens shared).
  */
-export function looksLikeCredential(value: string): boolean {
+function looksLikeCredential(value: string): boolean {
   return value.length > 200 || value.includes("eyJ") || /^[\w-]+\.[\w-]+\.[\w-]*$/.test(value.trim());
 }
 
@@ -193,15 +194,16 @@ function resign(token: string): { token: string; key: KeyObject } | undefined {
  * A stand-in for a cluster's key set that offers only `key`: used offline for clusters whose keys cannot
  * be read without contacting them. It never fetches anything.
  */
-function offlineKeySet(cluster: ClusterConfig, key: KeyObject | undefined): ClusterKeySet {
-  const stub = {
+function offlineKeySet(cluster: ClusterConfig, key: KeyObject | undefined): VerificationKeySource {
+  return {
     cluster,
     candidates: async (kid: string | undefined): Promise<VerificationKey[]> =>
       key === undefined ? [] : [{ kid: kid ?? "", kty: key.asymmetricKeyType === "ec" ? "EC" : "RSA", key }],
     refreshAfterMiss: async () => false,
+    hasKey: () => false,
+    trustsKey: async () => false,
     close: async () => {},
   };
-  return stub as unknown as ClusterKeySet;
 }
 
 /**
@@ -235,7 +237,7 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
   try {
     scopes = parseScopes(opts.scope ?? []);
   } catch (err) {
-    if (err instanceof ExchangeError) return usage(`explain: ${err.message}`);
+    if (err instanceof RequestError) return usage(`explain: ${err.message}`);
     throw err;
   }
   let token: string;
@@ -304,7 +306,7 @@ export async function explainCommand(opts: ExplainOptions, deps: CommandDeps = {
     const body = formatExplanation(explain(result, credentialKind(token), now()));
     return { stdout: `${label("signature")}${signature}\n${body}`, stderr, code: 0 };
   } catch (err) {
-    if (!(err instanceof ExchangeError)) throw err;
+    if (!(err instanceof RequestError)) throw err;
     // The operator holds the config: show the detail the service keeps for its log.
     if (err.code === "unknown_service")
       return usage(`explain: ${err.message} (this config serves ${served})`);
@@ -359,7 +361,7 @@ export async function checkConfigCommand(
         lines.push(`${at}: ${set.keys.length} key(s) fetched\n`);
       } catch (err) {
         const reason =
-          err instanceof ExchangeError ? String(err.logDetail?.reason ?? err.message) : String(err);
+          err instanceof RequestError ? String(err.logDetail?.reason ?? err.message) : String(err);
         // A certificate that is not trusted: say which key fixes it.
         const tls = classifyTlsFailure(reason);
         const advice = tls ? tlsAdvice(tls, "the cluster's certificate", `clusters[${i}].caFile`) : reason;

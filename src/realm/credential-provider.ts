@@ -9,7 +9,7 @@
  * `credentialProvider.audiences`; a registry that restricts `audiences` without provider audiences of its
  * own is refused; never a registry audience) and require it to be pod-bound (kubelet's
  * always are) -> evaluate the policy for `pull` on the image's repository -> mint an exchange credential
- * (`token/derived.ts`) bound to the identity, its annotations and that registry.
+ * (`token/derived.ts`, verified in `authn/derived.ts`) bound to the identity, its annotations and that registry.
  *
  * The answer is exactly what kubelet's strict decoder accepts (staging/src/k8s.io/kubelet/pkg/apis/
  * credentialprovider/v1/types.go): `apiVersion`, `kind`, `cacheKeyType`, `cacheDuration`, `auth`, nothing
@@ -20,22 +20,22 @@
  */
 
 import type { Logger } from "pino";
+import { type AuditSink, auditSinkOr } from "../audit.js";
 import type { Identity } from "../authn/verify.js";
 import type { Config, RegistryConfig } from "../config/schema.js";
-import { ExchangeError, safeEcho } from "../errors.js";
-import { type AuditSink, auditSinkOr } from "../plugins/access-log.js";
+import { RequestError, safeEcho } from "../errors.js";
 import type { Policy } from "../policy/engine.js";
-import { MIN_CREDENTIAL_LIFETIME_SECONDS, type TokenRealm } from "../token/realm.js";
-import { parseImageReference } from "./image.js";
+import { parseImageReference } from "../policy/image.js";
+import { MIN_CREDENTIAL_LIFETIME_SECONDS, type TokenRealm } from "./realm.js";
 
 /** The only API version that carries a service-account token (kubelet refuses tokenAttributes otherwise). */
-export const CREDENTIAL_PROVIDER_API_VERSION = "credentialprovider.kubelet.k8s.io/v1";
+const CREDENTIAL_PROVIDER_API_VERSION = "credentialprovider.kubelet.k8s.io/v1";
 /** The username of every answer (ignored by `/token`; no `:` so Basic auth stays unambiguous). */
-export const EXCHANGE_USERNAME = "registry-token-exchange";
+const EXCHANGE_USERNAME = "registry-token-exchange";
 /** Most annotations accepted. */
-export const MAX_ANNOTATIONS = 32;
+const MAX_ANNOTATIONS = 32;
 /** Longest accepted annotation value, characters. */
-export const MAX_ANNOTATION_VALUE = 1024;
+const MAX_ANNOTATION_VALUE = 1024;
 
 /** Kubernetes qualified name (an annotation key): optional DNS-subdomain prefix, then a name of <= 63. */
 const ANNOTATION_KEY =
@@ -65,7 +65,7 @@ export function goDuration(seconds: number): string {
 }
 
 /** Seconds kept between the end of kubelet's cache entry and the point where `/token` refuses the credential. */
-export const CACHE_SAFETY_MARGIN_SECONDS = 10;
+const CACHE_SAFETY_MARGIN_SECONDS = 10;
 
 /**
  * How long kubelet may cache a credential that expires in `remainingSeconds`: half of it, rounded down,
@@ -78,8 +78,8 @@ export function cacheSeconds(remainingSeconds: number): number {
   return Math.max(0, Math.min(Math.floor(remainingSeconds / 2), usable));
 }
 
-function bad(message: string): ExchangeError {
-  return new ExchangeError("invalid_request", message);
+function bad(message: string): RequestError {
+  return new RequestError("invalid_request", message);
 }
 
 /** A validated `CredentialProviderRequest`. */
@@ -92,7 +92,7 @@ interface ParsedRequest {
 /**
  * Validates a decoded JSON body as a v1 `CredentialProviderRequest`. Unknown fields are ignored (a newer
  * kubelet may add some); the known ones must have their documented types.
- * @throws {ExchangeError} `invalid_request` (400) with a message naming the field
+ * @throws {RequestError} `invalid_request` (400) with a message naming the field
  */
 export function parseCredentialProviderRequest(body: unknown): ParsedRequest {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
@@ -146,7 +146,7 @@ export function parseCredentialProviderRequest(body: unknown): ParsedRequest {
  * Every annotation key the policy can look at: `match.annotations` keys and `${annotation:<key>}`
  * templates in allow and deny entries.
  */
-export function policyAnnotationKeys(config: Config): Set<string> {
+function policyAnnotationKeys(config: Config): Set<string> {
   const keys = new Set<string>();
   for (const rule of config.policy.rules) {
     for (const k of Object.keys(rule.match.annotations ?? {})) keys.add(k);
@@ -197,12 +197,12 @@ export class CredentialProviderExchange {
 
   /**
    * The registry serving image host `host` (compared case-insensitively).
-   * @throws {ExchangeError} `unknown_service` (400)
+   * @throws {RequestError} `unknown_service` (400)
    */
   registryForHost(host: string): RegistryConfig {
     const r = this.#byHost.get(host.toLowerCase());
     if (!r) {
-      throw new ExchangeError(
+      throw new RequestError(
         "unknown_service",
         `image registry "${safeEcho(host, 100)}" is not served by this token realm (add it to registries[].hosts)`,
       );
@@ -213,7 +213,7 @@ export class CredentialProviderExchange {
   /**
    * Exchanges a `CredentialProviderRequest` body for a `CredentialProviderResponse`. The audit record
    * (`"exchange credential issued"` / `"... denied"`) goes to `audit` when given, else to the logger.
-   * @throws {ExchangeError} `not_found` when not configured; `invalid_request` / `unknown_service` (400);
+   * @throws {RequestError} `not_found` when not configured; `invalid_request` / `unknown_service` (400);
    *   credential errors (401); `access_denied` (403) when the policy grants no `pull` on the image;
    *   `keys_unavailable` (503)
    */
@@ -224,7 +224,7 @@ export class CredentialProviderExchange {
   ): Promise<CredentialProviderResponse> {
     const cp = this.#deps.config.credentialProvider;
     if (!cp) {
-      throw new ExchangeError(
+      throw new RequestError(
         "not_found",
         "the credential-provider endpoint is not enabled (set credentialProvider in the config)",
       );
@@ -234,7 +234,7 @@ export class CredentialProviderExchange {
     const registry = this.registryForHost(image.host);
     const verified = await this.#deps.realm.authenticateForExchange(req.token, registry);
     if (!verified.pod) {
-      throw new ExchangeError(
+      throw new RequestError(
         "missing_claim",
         "service-account token is not bound to a pod (kubelet requests pod-bound tokens for credential providers)",
       );
@@ -248,7 +248,7 @@ export class CredentialProviderExchange {
     ]);
     if (!decision || decision.granted.length === 0) {
       this.#audit(audit, "denied", identity, registry, image.repository, clientAddress);
-      throw new ExchangeError(
+      throw new RequestError(
         "access_denied",
         `service account ${identity.namespace}/${identity.serviceAccount.name} of cluster "${identity.cluster}" may not pull "${image.repository}" from "${registry.service}"`,
       );
@@ -257,7 +257,7 @@ export class CredentialProviderExchange {
     const left = Math.min(cp.credentialTtlSeconds, verified.expiresAt - Math.floor(nowMs / 1000));
     if (left < MIN_CREDENTIAL_LIFETIME_SECONDS) {
       // The credential would be refused at /token before anyone could use it.
-      throw new ExchangeError(
+      throw new RequestError(
         "token_expired",
         `service-account token expires in ${Math.max(0, left)} s; at least ${MIN_CREDENTIAL_LIFETIME_SECONDS} s are needed`,
       );

@@ -5,7 +5,7 @@
  * that worker answered with its own counters, Prometheus would see them jump between the workers' values
  * (and count resets). Instead the worker that receives the scrape asks the primary, which collects every
  * worker's registries with prom-client's {@link AggregatorRegistry} (counters and histograms summed,
- * gauges as each declares: `aggregator` in `metrics.ts`) and answers with the aggregated exposition text.
+ * gauges as each declares: `aggregator` in `plugins/metrics.ts`) and answers with the aggregated exposition text.
  *
  * Messages (over the cluster IPC channel, never the network): a worker sends
  * `{ type: "rte:metrics-request", id }`; the primary answers `{ type: "rte:metrics-response", id, body }`

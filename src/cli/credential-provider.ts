@@ -11,7 +11,7 @@
  * - fails at once on anything else (4xx, TLS errors, an unknown host) with one line on stderr; a
  *   certificate that is not trusted names the option that fixes it (`--ca-file`), in the same words as
  *   the sh plugin (`authn/tls-advice.ts`);
- * - exits 0 on success, 1 on any failure, 2 on a usage error (the CLI in `cli.ts`), like the sh plugin;
+ * - exits 0 on success, 1 on any failure, 2 on a usage error (the CLI in `cli/index.ts`), like the sh plugin;
  * - never prints or logs the service-account token or the credential except the answer on stdout.
  */
 import { readFileSync } from "node:fs";
@@ -19,8 +19,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, request } from "undici";
 import { classifyTlsFailure, tlsAdvice } from "../authn/tls-advice.js";
 
-/** Options of the plugin (the CLI flags). */
-export interface PluginOptions {
+/** Options of the credential provider (exec plugin): the CLI flags. */
+export interface CredentialProviderOptions {
   /** Base URL of the service, e.g. `https://rte.example.com` (a path prefix is kept). */
   url: string;
   /** PEM CA bundle to trust for the service's TLS certificate. */
@@ -31,19 +31,16 @@ export interface PluginOptions {
   attemptTimeoutSeconds: number;
 }
 
-/** Defaults: 50 s total (kubelet kills exec plugins after 60 s), 10 s per attempt. */
-export const PLUGIN_DEFAULTS = { timeoutSeconds: 50, attemptTimeoutSeconds: 10 } as const;
-
 /** Largest request accepted on stdin and largest answer accepted from the service, bytes. */
-export const MAX_PLUGIN_BYTES = 1024 * 1024;
+const MAX_CREDENTIAL_PROVIDER_BYTES = 1024 * 1024;
 
-/** A plugin failure; `message` is the one line printed on stderr (never contains a secret). */
-export class PluginError extends Error {
-  override name = "PluginError";
+/** A failure of the credential provider (exec plugin); `message` is the one line printed on stderr (never contains a secret). */
+export class CredentialProviderError extends Error {
+  override name = "CredentialProviderError";
 }
 
 /** Clock and sleep, replaceable in tests. */
-export interface PluginDeps {
+export interface CredentialProviderDeps {
   /** Clock, epoch milliseconds. */
   now?: () => number;
   /** Waits `ms` milliseconds. */
@@ -67,16 +64,17 @@ const TRANSIENT_CODES = new Set([
 ]);
 
 /** The endpoint URL for a base URL (`https://h/prefix` -> `https://h/prefix/v1/credential-provider`). */
-export function endpointUrl(base: string): URL {
+function endpointUrl(base: string): URL {
   let url: URL;
   try {
     url = new URL(base);
   } catch {
-    throw new PluginError(`--url ${JSON.stringify(base.slice(0, 200))} is not an absolute URL`);
+    throw new CredentialProviderError(`--url ${JSON.stringify(base.slice(0, 200))} is not an absolute URL`);
   }
-  if (url.protocol !== "https:" && url.protocol !== "http:") throw new PluginError("--url must be http(s)");
+  if (url.protocol !== "https:" && url.protocol !== "http:")
+    throw new CredentialProviderError("--url must be http(s)");
   if (url.search || url.hash || url.username || url.password) {
-    throw new PluginError("--url must not carry a query, fragment or credentials");
+    throw new CredentialProviderError("--url must not carry a query, fragment or credentials");
   }
   url.pathname = `${url.pathname.replace(/\/+$/, "")}/v1/credential-provider`;
   return url;
@@ -88,7 +86,7 @@ function checkRequest(input: string): { apiVersion: string } {
   try {
     req = JSON.parse(input);
   } catch {
-    throw new PluginError("stdin is not a JSON CredentialProviderRequest");
+    throw new CredentialProviderError("stdin is not a JSON CredentialProviderRequest");
   }
   const r = req as { kind?: unknown; apiVersion?: unknown } | null;
   if (
@@ -97,7 +95,7 @@ function checkRequest(input: string): { apiVersion: string } {
     r.kind !== "CredentialProviderRequest" ||
     typeof r.apiVersion !== "string"
   ) {
-    throw new PluginError("stdin is not a CredentialProviderRequest (kind/apiVersion missing)");
+    throw new CredentialProviderError("stdin is not a CredentialProviderRequest (kind/apiVersion missing)");
   }
   return { apiVersion: r.apiVersion };
 }
@@ -179,9 +177,9 @@ async function attempt(
     let size = 0;
     for await (const chunk of res.body) {
       size += (chunk as Buffer).length;
-      if (size > MAX_PLUGIN_BYTES) {
+      if (size > MAX_CREDENTIAL_PROVIDER_BYTES) {
         res.body.destroy();
-        return { reason: `answer larger than ${MAX_PLUGIN_BYTES} bytes`, transient: false };
+        return { reason: `answer larger than ${MAX_CREDENTIAL_PROVIDER_BYTES} bytes`, transient: false };
       }
       chunks.push(chunk as Buffer);
     }
@@ -216,12 +214,12 @@ async function attempt(
 /**
  * Sends `input` (the `CredentialProviderRequest` from stdin) to the service and returns what to print on
  * stdout, retrying transient failures within `options.timeoutSeconds`.
- * @throws {PluginError} one-line reason (invalid input or options, a permanent error, or the deadline)
+ * @throws {CredentialProviderError} one-line reason (invalid input or options, a permanent error, or the deadline)
  */
 export async function runCredentialProvider(
   input: string,
-  options: PluginOptions,
-  deps: PluginDeps = {},
+  options: CredentialProviderOptions,
+  deps: CredentialProviderDeps = {},
 ): Promise<string> {
   const now = deps.now ?? Date.now;
   const wait = deps.sleep ?? ((ms: number) => sleep(ms));
@@ -232,7 +230,7 @@ export async function runCredentialProvider(
     try {
       ca = readFileSync(options.caFile, "utf8");
     } catch (err) {
-      throw new PluginError(
+      throw new CredentialProviderError(
         `--ca-file ${options.caFile}: ${(err as NodeJS.ErrnoException).code ?? "unreadable"}`,
       );
     }
@@ -254,7 +252,7 @@ export async function runCredentialProvider(
       const result = await attempt(url, input, apiVersion, agent, Math.min(perAttemptMs, remaining));
       if (result.output !== undefined) return result.output;
       lastReason = result.reason ?? "unknown failure";
-      if (!result.transient) throw new PluginError(`${url.href}: ${oneLine(lastReason)}`);
+      if (!result.transient) throw new CredentialProviderError(`${url.href}: ${oneLine(lastReason)}`);
       // Back-off as in the sh plugin: 1, 2, 4, 5, 5... s; a longer Retry-After wins, up to 10 s.
       let delay = Math.min(5000, 1000 * 2 ** (n - 1));
       if (result.retryAfterSeconds !== undefined)
@@ -263,7 +261,7 @@ export async function runCredentialProvider(
       if (now() + delay >= deadline) break;
       await wait(delay);
     }
-    throw new PluginError(
+    throw new CredentialProviderError(
       `${url.href}: gave up after ${attempts} attempt(s) in ${Math.round((now() - start) / 1000)} s: ${oneLine(lastReason)}`,
     );
   } finally {
@@ -273,7 +271,7 @@ export async function runCredentialProvider(
 
 /**
  * Reads all of `stream` as UTF-8 (kubelet closes stdin after writing the request).
- * @throws {PluginError} when it is empty or larger than {@link MAX_PLUGIN_BYTES}
+ * @throws {CredentialProviderError} when it is empty or larger than {@link MAX_CREDENTIAL_PROVIDER_BYTES}
  */
 export async function readAll(stream: AsyncIterable<Buffer | string>): Promise<string> {
   const chunks: Buffer[] = [];
@@ -281,11 +279,12 @@ export async function readAll(stream: AsyncIterable<Buffer | string>): Promise<s
   for await (const chunk of stream) {
     const b = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
     size += b.length;
-    if (size > MAX_PLUGIN_BYTES) throw new PluginError(`stdin is larger than ${MAX_PLUGIN_BYTES} bytes`);
+    if (size > MAX_CREDENTIAL_PROVIDER_BYTES)
+      throw new CredentialProviderError(`stdin is larger than ${MAX_CREDENTIAL_PROVIDER_BYTES} bytes`);
     chunks.push(b);
   }
   const text = Buffer.concat(chunks).toString("utf8");
   if (text.trim() === "")
-    throw new PluginError("stdin is empty: expected a CredentialProviderRequest from kubelet");
+    throw new CredentialProviderError("stdin is empty: expected a CredentialProviderRequest from kubelet");
   return text;
 }

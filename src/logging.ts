@@ -36,7 +36,7 @@ const CONTAINERS = ["", "headers", "req.headers", "err", "detail"];
  * (bench/README.md). Nothing the service logs is built from a raw request: the request serializer keeps
  * only safe fields, and the hostile-input suite checks that no credential reaches a line.
  */
-export const REDACT_PATHS: readonly string[] = CONTAINERS.flatMap((container) =>
+const REDACT_PATHS: readonly string[] = CONTAINERS.flatMap((container) =>
   SECRET_FIELDS.map((field) => {
     if (container === "") return field.replace(/^\["(.*)"\]$/, "$1");
     return field.startsWith("[") ? `${container}${field}` : `${container}.${field}`;
@@ -51,7 +51,7 @@ const SAFE_QUERY = new Set(["service", "scope", "client_id", "offline_token", "a
  * matched route pattern (`/token`), never as sent: a client may paste a credential into a path, and an
  * unmatched path is logged as `(no route)`.
  */
-export function serializeRequest(req: FastifyRequest): Record<string, unknown> {
+function serializeRequest(req: FastifyRequest): Record<string, unknown> {
   const url = req.url ?? "";
   const q = url.indexOf("?");
   const out: Record<string, unknown> = {

@@ -1,5 +1,5 @@
 /**
- * Compact JWS with node:crypto (src/authn/jws.ts): the RFC 7515 A.3 ES256 vector, interoperability with
+ * Compact JWS with node:crypto (src/jose/jws.ts, src/jose/sign.ts): the RFC 7515 A.3 ES256 vector, interoperability with
  * jose in both directions for every algorithm, every way a signature must fail, the format errors, and
  * the registered-claim checks at their exact boundaries.
  */
@@ -7,15 +7,14 @@ import { createPublicKey, generateKeyPairSync, type JsonWebKeyInput, type KeyObj
 import { compactVerify, SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import {
-  base64urlJson,
   checkClaims,
   decodeCompactJws,
   type JwsAlgorithm,
   JwsFormatError,
   keyFitsAlgorithm,
-  signCompactJws,
   verifyJwsSignature,
-} from "../../src/authn/jws.js";
+} from "../../src/jose/jws.js";
+import { base64urlJson, signCompactJws } from "../../src/jose/sign.js";
 
 // RFC 7515 Appendix A.3: ES256, the JWK of Figure 21 (public part) and the JWS of A.3.1.
 const RFC7515_A3 = {

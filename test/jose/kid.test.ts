@@ -1,12 +1,12 @@
 /**
- * Kubernetes' service-account key ID (src/authn/kid.ts) against the published vectors of kubernetes
+ * Kubernetes' service-account key ID (src/jose/kid.ts) against the published vectors of kubernetes
  * `pkg/serviceaccount/jwt_test.go` (rsaPublicKey/rsaKeyID, ecdsaPublicKey/ecdsaKeyID, and the EC private
  * key whose public half is ecdsaPublicKey): base64url(SHA-256(DER SPKI)), no padding.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { calculateJwkThumbprint, type JWK } from "jose";
 import { describe, expect, it } from "vitest";
-import { kubernetesKeyId } from "../../src/authn/kid.js";
+import { kubernetesKeyId } from "../../src/jose/kid.js";
 import { LocalIssuer } from "../../src/local/issuer.js";
 
 // kubernetes/kubernetes pkg/serviceaccount/jwt_test.go: rsaPublicKey, rsaKeyID.

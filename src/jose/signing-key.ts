@@ -3,13 +3,13 @@
  * together, choosing the JWS algorithm, and generating a key + self-signed certificate for local mode.
  *
  * Why a certificate: distribution v2.8 trusts token keys only through its `rootcertbundle`; it verifies the
- * `x5c` chain or looks the libtrust `kid` up among the bundle's certificates (REFERENCE.md §3).
+ * `x5c` chain or looks the libtrust `kid` up among the bundle's certificates (distribution `registry/auth/token/token.go`, docs/spec/auth/jwt.md).
  */
 import { createPrivateKey, createPublicKey, type KeyObject, webcrypto, X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "../errors.js";
-import { libtrustKeyId } from "./keyid.js";
+import { libtrustKeyId } from "./kid.js";
 
 /** JWS algorithms distribution v2.8 and v3 both accept for token signatures. */
 export type SigningAlgorithm = "ES256" | "ES384" | "ES512" | "RS256";

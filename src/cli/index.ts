@@ -21,21 +21,21 @@ import cluster from "node:cluster";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
-import { versionLine } from "./build-info.js";
-import { loadConfigFile } from "./config/load.js";
-import { ConfigError } from "./errors.js";
-import { LocalIssuer } from "./local/issuer.js";
+import { versionLine } from "../build-info.js";
+import { contributeRegistries } from "../cluster-metrics.js";
+import { loadConfigFile } from "../config/load.js";
+import { ConfigError } from "../errors.js";
+import { generateSigningKeyFiles, loadSigningKey } from "../jose/signing-key.js";
+import { LocalIssuer } from "../local/issuer.js";
 import {
   LOCAL_CREDENTIAL_PROVIDER_AUDIENCE,
   LOCAL_ISSUER_PREFIX,
   LOCAL_SERVICE,
   prepareLocalMode,
-} from "./local/mode.js";
-import { contributeRegistries } from "./plugins/cluster-metrics.js";
-import { createLogger } from "./plugins/logging.js";
-import { type CommandResult, checkConfigCommand, explainCommand } from "./policy/commands.js";
-import { runWorkers, startServer } from "./server.js";
-import { generateSigningKeyFiles, loadSigningKey } from "./token/signing.js";
+} from "../local/mode.js";
+import { createLogger } from "../logging.js";
+import { runWorkers, startServer } from "../server.js";
+import { type CommandResult, checkConfigCommand, explainCommand } from "./commands.js";
 
 const DEFAULT_STATE_DIR = ".local";
 
@@ -53,7 +53,7 @@ function collect(value: string, previous: string[] = []): string[] {
  * A usage error as it may be printed: the value of any `--option=value` and anything shaped like a JWT
  * are masked (`--password=***`), so no credential typed in the wrong place is echoed.
  */
-export function maskCredentials(text: string): string {
+function maskCredentials(text: string): string {
   return text.replace(/(--[\w-]+=)[^\s'"]+/g, "$1***").replace(/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, "***");
 }
 
@@ -280,7 +280,9 @@ export function buildProgram(): Command {
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .action(async (opts: { url: string; caFile?: string; timeout: number; attemptTimeout: number }) => {
       // Loaded lazily: the plugin runs once per image pull and needs none of the server's modules.
-      const { PluginError, readAll, runCredentialProvider } = await import("./credential-provider/plugin.js");
+      const { CredentialProviderError, readAll, runCredentialProvider } = await import(
+        "./credential-provider.js"
+      );
       let output: string;
       try {
         output = await runCredentialProvider(await readAll(process.stdin), {
@@ -290,7 +292,7 @@ export function buildProgram(): Command {
           attemptTimeoutSeconds: opts.attemptTimeout,
         });
       } catch (err) {
-        if (!(err instanceof PluginError)) throw err;
+        if (!(err instanceof CredentialProviderError)) throw err;
         // The sh plugin's words and prefix, so kubelet's log reads the same whichever plugin runs.
         process.stderr.write(`registry-token-exchange-credential-provider: ${err.message}\n`);
         process.exit(1);
