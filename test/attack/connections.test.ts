@@ -8,7 +8,7 @@
  * `server.headersTimeoutMs` said; the service now sets `handshakeTimeout` to `server.headersTimeoutMs`
  * (docs/security-attack-review.md, finding 3).
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -16,9 +16,10 @@ import { connect as tlsConnect } from "node:tls";
 import { afterEach, describe, expect, it } from "vitest";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { freePort } from "../helpers/redis.js";
+import { spawnServe } from "../helpers/serve-process.js";
 import { generateTestPki, writeConfigFile } from "../server/helpers.js";
 
-const cleanup: Array<() => Promise<void> | void> = [];
+const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
@@ -29,29 +30,8 @@ async function serve(server: Record<string, unknown>): Promise<{ port: number; c
   cleanup.push(() => issuer.close());
   const port = await freePort();
   const file = await writeConfigFile(issuer.url, { host: "127.0.0.1", port, ...server });
-  const child = spawn(process.execPath, ["--import", "tsx", "src/bin.ts", "serve", "--config", file], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  cleanup.push(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once("exit", () => resolve());
-        child.kill("SIGKILL");
-      }),
-  );
-  let out = "";
-  child.stdout!.on("data", (d) => {
-    out += String(d);
-  });
-  child.stderr!.on("data", (d) => {
-    out += String(d);
-  });
-  const deadline = Date.now() + 30_000;
-  while (!out.includes("registry-token-exchange started")) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`serve did not start:\n${out}`);
-    await sleep(50);
-  }
+  const { child, waitFor } = spawnServe(["serve", "--config", file], { cleanup });
+  await waitFor("registry-token-exchange started");
   return { port, child };
 }
 
@@ -75,7 +55,7 @@ async function silentConnections(open: () => Socket, n: number): Promise<{ close
     s.on("error", () => {});
     s.once("close", () => closed++);
   }
-  cleanup.push(() => {
+  cleanup.push(async () => {
     for (const s of sockets) s.destroy();
   });
   return { closed: () => closed };

@@ -2,7 +2,7 @@
  * Config reload without restart: atomic swap, a bad file refused with the old version serving, requests
  * in flight finishing on the version they started with, key caches carried over, SIGHUP and file watch.
  */
-import { spawn } from "node:child_process";
+
 import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { decodeJwt } from "jose";
@@ -16,6 +16,7 @@ import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { reloadConfig, startServer } from "../../src/server.js";
 import { AUDIENCE, basic, capturingLogger, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { freePort } from "../helpers/redis.js";
+import { spawnServe } from "../helpers/serve-process.js";
 import { startSlowIssuer, writeConfigFile } from "./helpers.js";
 
 const cleanup: Array<() => Promise<unknown>> = [];
@@ -173,28 +174,7 @@ describe("SIGHUP", () => {
       { host: "127.0.0.1", port },
       { policy: { rules: PULL_ONLY } },
     );
-    const child = spawn(process.execPath, ["--import", "tsx", "src/bin.ts", "serve", "--config", file], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    cleanup.push(
-      () =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null) return resolve();
-          child.once("exit", () => resolve());
-          child.kill("SIGKILL");
-        }),
-    );
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += String(d);
-    });
-    const waitFor = async (text: string) => {
-      const deadline = Date.now() + 20_000;
-      while (!out.includes(text)) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for "${text}"; output:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
+    const { child, waitFor } = spawnServe(["serve", "--config", file], { stderr: false, cleanup });
     await waitFor("Server listening");
     const sa = await issuer.issuer.mint({ namespace: "team-a", serviceAccount: "ci", audiences: [AUDIENCE] });
     const actions = async () => {
@@ -231,35 +211,15 @@ describe("config layers (--config repeated)", () => {
     const overlay = join(dirname(base), "overlay.yaml");
     // The overlay changes one key of the base's cluster; the rest (issuer, audiences) comes from the base.
     writeFileSync(overlay, stringify({ clusters: [{ name: "test", allowCrossHostJwksUri: false }] }));
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", "src/bin.ts", "serve", "--config", base, "--config", overlay],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    cleanup.push(
-      () =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null) return resolve();
-          child.once("exit", () => resolve());
-          child.kill("SIGKILL");
-        }),
-    );
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += String(d);
+    const { child, output, waitFor } = spawnServe(["serve", "--config", base, "--config", overlay], {
+      cleanup,
     });
-    child.stderr.on("data", (d) => {
-      out += String(d);
-    });
-    const waitFor = async (text: string) => {
-      const deadline = Date.now() + 20_000;
-      while (!out.includes(text)) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for "${text}"; output:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
     await waitFor("Server listening");
-    const started = JSON.parse(out.split("\n").find((l) => l.includes("registry-token-exchange started"))!);
+    const started = JSON.parse(
+      output()
+        .split("\n")
+        .find((l) => l.includes("registry-token-exchange started"))!,
+    );
     expect(started.configFile).toBe(`${base}, ${overlay}`);
     const sa = await issuer.issuer.mint({ namespace: "team-a", serviceAccount: "ci", audiences: [AUDIENCE] });
     const actions = async () => {
@@ -287,7 +247,11 @@ describe("config layers (--config repeated)", () => {
     writeFileSync(overlay, stringify({ policy: { rules: [{ allow: [] }] } }));
     child.kill("SIGHUP");
     await waitFor("config reload refused");
-    const refused = JSON.parse(out.split("\n").find((l) => l.includes("config reload refused"))!);
+    const refused = JSON.parse(
+      output()
+        .split("\n")
+        .find((l) => l.includes("config reload refused"))!,
+    );
     expect(refused.problems).toEqual([
       `${overlay}: policy.rules[0]: has no name; the entries of policy.rules merge by name`,
     ]);

@@ -6,7 +6,7 @@
  * that no longer lists the key. A reload while the issuer cannot be reached refuses rather than trusting
  * the keys loaded before it. (The runbook is docs/runbook-leaked-cluster-key.md.)
  */
-import { type ChildProcess, spawn } from "node:child_process";
+
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,6 +27,7 @@ import {
 } from "../helpers/credential-provider.js";
 import { AUDIENCE, basic, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { freePort, SpawnedRedis } from "../helpers/redis.js";
+import { spawnServe } from "../helpers/serve-process.js";
 import { writeConfigFile } from "./helpers.js";
 
 /** A non-URL issuer: old clusters whose keys come only from a `jwksFile`. */
@@ -42,33 +43,8 @@ function rsaKey(): KeyObject {
 }
 
 /** A running `serve --config` child with its stdout collected. */
-function serve(file: string): {
-  child: ChildProcess;
-  waitFor: (text: string, count?: number) => Promise<void>;
-} {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/bin.ts", "serve", "--config", file], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  cleanup.push(
-    () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
-        child.once("exit", () => resolve());
-        child.kill("SIGKILL");
-      }),
-  );
-  let out = "";
-  child.stdout!.on("data", (d) => {
-    out += String(d);
-  });
-  const waitFor = async (text: string, count = 1) => {
-    const deadline = Date.now() + 30_000;
-    while (out.split(text).length - 1 < count) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for "${text}"; output:\n${out}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
-  return { child, waitFor };
+function serve(file: string) {
+  return spawnServe(["serve", "--config", file], { stderr: false, cleanup });
 }
 
 describe.each([

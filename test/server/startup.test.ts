@@ -3,7 +3,6 @@
  * clusters with their key source, registries, cache, credential provider), and SIGHUP in local mode,
  * which keeps serving and says why nothing is reloaded (it used to end the process: Node's default action).
  */
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startupSummary } from "../../src/server.js";
 import { testConfig } from "../helpers/fixtures.js";
 import { freePort } from "../helpers/redis.js";
+import { spawnServe } from "../helpers/serve-process.js";
 
 const cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -54,36 +54,13 @@ describe("serve --local", () => {
   it("SIGHUP keeps the server running and logs why the config is not reloaded", async () => {
     const port = await freePort();
     const stateDir = mkdtempSync(join(tmpdir(), "rte-local-hup-"));
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", "src/bin.ts", "serve", "--local", "--state-dir", stateDir],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PORT: String(port) } },
-    );
-    cleanup.push(
-      () =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null) return resolve();
-          child.once("exit", () => resolve());
-          child.kill("SIGKILL");
-        }),
-    );
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += String(d);
+    const { child, output, waitFor } = spawnServe(["serve", "--local", "--state-dir", stateDir], {
+      env: { ...process.env, PORT: String(port) },
+      cleanup,
     });
-    child.stderr.on("data", (d) => {
-      out += String(d);
-    });
-    const waitFor = async (text: string) => {
-      const deadline = Date.now() + 20_000;
-      while (!out.includes(text)) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for "${text}"; output:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
     await waitFor("LOCAL MODE on");
-    expect(out).toContain("(generated at each start; SIGHUP does not reload it)");
-    const started = out
+    expect(output()).toContain("(generated at each start; SIGHUP does not reload it)");
+    const started = output()
       .split("\n")
       .filter((l) => l.startsWith("{"))
       .map((l) => JSON.parse(l) as Record<string, unknown>)
