@@ -12,7 +12,14 @@ import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
 import { parseConfig } from "../../src/config/load.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
-import { AUDIENCE, basic, SERVICE, STANDARD_RULES, signingKeyFiles } from "../helpers/fixtures.js";
+import {
+  AUDIENCE,
+  basic,
+  refreshGrantBody,
+  SERVICE,
+  STANDARD_RULES,
+  signingKeyFiles,
+} from "../helpers/fixtures.js";
 
 const closers: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -48,12 +55,7 @@ function refreshGrant(a: FastifyInstance, refresh: string) {
     method: "POST",
     url: "/token",
     headers: { "content-type": "application/x-www-form-urlencoded" },
-    payload: new URLSearchParams({
-      grant_type: "refresh_token",
-      service: SERVICE,
-      refresh_token: refresh,
-      scope: "repository:team-a/app:pull",
-    }).toString(),
+    payload: refreshGrantBody(refresh, "repository:team-a/app:pull"),
   });
 }
 

@@ -16,7 +16,7 @@ import {
   credentialProviderOverrides,
   REGISTRY_HOST,
 } from "../helpers/credential-provider.js";
-import { AUDIENCE, basic, SERVICE, testConfig } from "../helpers/fixtures.js";
+import { AUDIENCE, basic, refreshGrantBody, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { resolveTestRedis, type TestRedis } from "../helpers/redis.js";
 
 let redis: TestRedis;
@@ -290,13 +290,7 @@ describe("cache hygiene", () => {
       method: "POST",
       url: "/token",
       headers: { "content-type": "application/x-www-form-urlencoded" },
-      payload: new URLSearchParams({
-        grant_type: "refresh_token",
-        refresh_token: refreshToken,
-        service: SERVICE,
-        client_id: "test",
-        scope: "repository:team-a/third:pull",
-      }).toString(),
+      payload: refreshGrantBody(refreshToken, "repository:team-a/third:pull"),
     });
     expect(viaRefresh.statusCode).toBe(200);
     const secrets: Record<string, string> = {

@@ -127,3 +127,18 @@ export function saTokenMaker(
     });
   };
 }
+
+/**
+ * The form body of a `grant_type=refresh_token` POST to `/token` (distribution docs/spec/auth/oauth.md) for
+ * {@link SERVICE}, with `client_id=test`.
+ * @param scope space-separated scopes; none asks for a login token
+ */
+export function refreshGrantBody(refreshToken: string, scope?: string): string {
+  return new URLSearchParams({
+    grant_type: "refresh_token",
+    refresh_token: refreshToken,
+    service: SERVICE,
+    client_id: "test",
+    ...(scope === undefined ? {} : { scope }),
+  }).toString();
+}

@@ -25,7 +25,7 @@ import {
   oauthError,
   REGISTRY_HOST,
 } from "../helpers/credential-provider.js";
-import { AUDIENCE, basic, SERVICE, testConfig } from "../helpers/fixtures.js";
+import { AUDIENCE, basic, refreshGrantBody, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { freePort, SpawnedRedis } from "../helpers/redis.js";
 import { spawnServe } from "../helpers/serve-process.js";
 import { writeConfigFile } from "./helpers.js";
@@ -83,13 +83,7 @@ describe.each([
       fetch(`${base}/token`, {
         method: "POST",
         headers: { "content-type": "application/x-www-form-urlencoded" },
-        body: new URLSearchParams({
-          grant_type: "refresh_token",
-          refresh_token: refreshToken,
-          service: SERVICE,
-          client_id: "test",
-          scope: "repository:team-a/app:pull",
-        }).toString(),
+        body: refreshGrantBody(refreshToken, "repository:team-a/app:pull"),
       });
     const offline = async (credential: string) => {
       const res = await fetch(`${base}/token?service=${SERVICE}&offline_token=true&client_id=test`, {
@@ -213,12 +207,7 @@ describe.each([
         method: "POST",
         url: "/token",
         headers: { "content-type": "application/x-www-form-urlencoded" },
-        payload: new URLSearchParams({
-          grant_type: "refresh_token",
-          refresh_token: refreshToken,
-          service: SERVICE,
-          client_id: "test",
-        }).toString(),
+        payload: refreshGrantBody(refreshToken),
       });
     const offline = async (credential: string) => {
       const res = await inject({

@@ -24,7 +24,7 @@ import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app.js";
 import { kubernetesKeyId } from "../../src/jose/kid.js";
-import { basic, SERVICE, testConfig } from "../helpers/fixtures.js";
+import { basic, refreshGrantBody, SERVICE, testConfig } from "../helpers/fixtures.js";
 import { resolveTestRedis } from "../helpers/redis.js";
 
 const FIXTURES = new URL("../fixtures/kubernetes-1.36/", import.meta.url);
@@ -129,13 +129,7 @@ function refreshGrant(a: FastifyInstance, refreshToken: string) {
     method: "POST",
     url: "/token",
     headers: { "content-type": "application/x-www-form-urlencoded" },
-    payload: new URLSearchParams({
-      grant_type: "refresh_token",
-      refresh_token: refreshToken,
-      service: SERVICE,
-      client_id: "test",
-      scope: "repository:team-a/app:pull",
-    }).toString(),
+    payload: refreshGrantBody(refreshToken, "repository:team-a/app:pull"),
   });
 }
 
