@@ -61,10 +61,7 @@ export interface MountedLayer {
  * volume mounts to a projected ConfigMap item of `docs`.
  * @throws {Error} when a `--config` path is not a mounted ConfigMap item
  */
-function mountedConfigLayers(
-  docs: readonly Obj[],
-  deployment = "registry-token-exchange",
-): MountedLayer[] {
+function mountedConfigLayers(docs: readonly Obj[], deployment = "registry-token-exchange"): MountedLayer[] {
   const dep = docs.find((d) => d.kind === "Deployment" && d.metadata.name === deployment);
   if (!dep) throw new Error(`no Deployment ${deployment}`);
   const pod = dep.spec.template.spec;
