@@ -31,25 +31,22 @@ import { reviewKey, serviceAccountKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig, Config } from "../config/schema.js";
-import { RequestError, safeEcho } from "../errors.js";
+import { safeEcho } from "../errors.js";
+import {
+  ApiServerStatus,
+  type KubeApiCall,
+  type KubeApiOutcome,
+  type ReviewClusterStatus,
+} from "./api-status.js";
 import {
   KubeApiClient,
   KubeApiError,
-  type KubeApiFailure,
   type ServiceAccountObject,
   type TokenReviewStatus,
 } from "./kube-api.js";
 import { type CachedReview, disagrees, extraOf, jtiOf, refused } from "./review-answer.js";
+import { openSource, parseObject, sealSource } from "./review-source.js";
 import type { ClusterReviewSummary, Identity } from "./verify.js";
-
-/** Which API call a metric or log line is about. */
-export type KubeApiCall = "tokenreview" | "serviceaccount";
-
-/**
- * Outcome of one API call, for metrics: `authenticated` / `refused` (TokenReview answered), `ok`
- * (ServiceAccount read), or a {@link KubeApiFailure}.
- */
-type KubeApiOutcome = "authenticated" | "refused" | "ok" | KubeApiFailure;
 
 /** Dependencies of {@link ClusterReviewer}. */
 export interface ReviewerDeps {
@@ -70,37 +67,11 @@ export interface ReviewerDeps {
   onCacheLookup?: (cluster: string, call: KubeApiCall, hit: boolean) => void;
 }
 
-/** Per-cluster state of the API server as last seen, for `/readyz`. */
-export interface ReviewClusterStatus {
-  verification: ClusterConfig["verification"];
-  annotations: ClusterConfig["annotations"];
-  /** `ok` after a successful call, `failing` after a failed one, `unknown` before any. */
-  state: "ok" | "failing" | "unknown";
-  /** RFC 3339 time of the last successful call. */
-  lastSuccess?: string | undefined;
-  /** The last failure: its category, HTTP status and time. */
-  lastFailure?: { failure: KubeApiFailure; status?: number | undefined; at: string } | undefined;
-}
-
-/** A reviewed token's sealed form inside a derived credential. */
-interface SealedSource {
-  /** The service-account token. */
-  t: string;
-  /** The audiences it is reviewed for. */
-  a: string[];
-}
-
 /** A cached ServiceAccount read (sealed), with its own expiry like {@link CachedReview.until}. */
 interface CachedServiceAccount {
   sa: ServiceAccountObject;
   until: number;
 }
-
-/** The `seal` name (additional data) of review sources inside derived credentials. */
-const SOURCE_NAME = "derived-source";
-
-/** Longest `Retry-After` passed on to clients, seconds. */
-const MAX_RETRY_AFTER_SECONDS = 60;
 
 /** Reviews tokens and reads ServiceAccounts for the clusters that ask for it. See the module doc. */
 export class ClusterReviewer {
@@ -109,12 +80,13 @@ export class ClusterReviewer {
   readonly #clusters = new Map<string, ClusterConfig>();
   readonly #clients = new Map<string, KubeApiClient>();
   readonly #inFlight = new Map<string, Promise<unknown>>();
-  readonly #status = new Map<string, ReviewClusterStatus>();
+  readonly #api: ApiServerStatus;
 
   /** @param deps config, cache, sealer, logger, clock, metric hooks */
   constructor(deps: ReviewerDeps) {
     this.#deps = deps;
     this.#now = deps.now ?? Date.now;
+    this.#api = new ApiServerStatus(deps.logger, this.#now, deps.onApiCall);
     for (const c of deps.config.clusters) {
       this.#clusters.set(c.name, c);
       if (c.apiServer && (c.verification !== "offline" || c.annotations === "fromCluster")) {
@@ -127,11 +99,7 @@ export class ClusterReviewer {
             timeoutMs: c.review.timeoutMs,
           }),
         );
-        this.#status.set(c.name, {
-          verification: c.verification,
-          annotations: c.annotations,
-          state: "unknown",
-        });
+        this.#api.track(c);
       }
     }
   }
@@ -149,7 +117,7 @@ export class ClusterReviewer {
 
   /** State of each cluster's API server as last seen (only clusters that talk to it). */
   status(): Record<string, ReviewClusterStatus> {
-    return Object.fromEntries([...this.#status].map(([k, v]) => [k, { ...v }]));
+    return this.#api.snapshot();
   }
 
   /**
@@ -157,8 +125,7 @@ export class ClusterReviewer {
    * service secret, so neither the holder of the credential nor a thief can extract the token.
    */
   sealSource(token: string, audiences: readonly string[]): string {
-    const value: SealedSource = { t: token, a: [...audiences] };
-    return this.#deps.sealer.seal(SOURCE_NAME, JSON.stringify(value));
+    return sealSource(this.#deps.sealer, token, audiences);
   }
 
   /**
@@ -186,7 +153,10 @@ export class ClusterReviewer {
     let token = credential;
     let asked = [...audiences];
     if (derived) {
-      const opened = this.#openSource(identity.reviewSource);
+      const opened = openSource(
+        [this.#deps.sealer, ...(this.#deps.previousSealers ?? [])],
+        identity.reviewSource,
+      );
       if (!opened) {
         throw refused("this credential carries no token the cluster can review; request a new one", {
           cluster: cluster.name,
@@ -274,29 +244,8 @@ export class ClusterReviewer {
     await Promise.all([...this.#clients.values()].map((c) => c.close()));
   }
 
-  #openSource(sealed: string | undefined): SealedSource | undefined {
-    if (sealed === undefined) return undefined;
-    let text = this.#deps.sealer.open(SOURCE_NAME, sealed);
-    for (const previous of this.#deps.previousSealers ?? []) {
-      if (text !== undefined) break;
-      text = previous.open(SOURCE_NAME, sealed);
-    }
-    const v = this.#openJson<SealedSource>(text);
-    return v && typeof v.t === "string" && Array.isArray(v.a) ? v : undefined;
-  }
-
   #openCached<T>(key: string, sealed: string | undefined, credential?: string): T | undefined {
-    return this.#openJson<T>(this.#deps.sealer.open(key, sealed, credential));
-  }
-
-  #openJson<T>(text: string | undefined): T | undefined {
-    if (text === undefined) return undefined;
-    try {
-      const v = JSON.parse(text) as unknown;
-      return v !== null && typeof v === "object" ? (v as T) : undefined;
-    } catch {
-      return undefined;
-    }
+    return parseObject<T>(this.#deps.sealer.open(key, sealed, credential));
   }
 
   async #singleFlight<T>(key: string, call: () => Promise<T>): Promise<T> {
@@ -325,15 +274,15 @@ export class ClusterReviewer {
     try {
       status = await this.#client(cluster).reviewToken(token, asked);
     } catch (err) {
-      throw this.#apiFailure(cluster, "tokenreview", err);
+      throw this.#api.failed(cluster, "tokenreview", err);
     }
-    this.#succeeded(cluster);
+    this.#api.succeeded(cluster);
     const user = status.user ?? {};
     const audiences = Array.isArray(status.audiences)
       ? status.audiences.filter((a): a is string => typeof a === "string")
       : [];
     if (status.authenticated !== true || !audiences.some((a) => asked.includes(a))) {
-      this.#deps.onApiCall?.(cluster.name, "tokenreview", "refused");
+      this.#api.called(cluster, "tokenreview", "refused");
       const why = typeof status.error === "string" ? status.error.slice(0, 300) : "not authenticated";
       this.#deps.logger.info(
         { cluster: cluster.name, reviewError: why, jti: jtiOf(token) },
@@ -344,7 +293,7 @@ export class ClusterReviewer {
         reason: why,
       });
     }
-    this.#deps.onApiCall?.(cluster.name, "tokenreview", "authenticated");
+    this.#api.called(cluster, "tokenreview", "authenticated");
     return {
       asked: askedKey,
       username: typeof user.username === "string" ? user.username : "",
@@ -361,80 +310,19 @@ export class ClusterReviewer {
         identity.namespace,
         identity.serviceAccount.name,
       );
-      this.#succeeded(cluster);
-      this.#deps.onApiCall?.(cluster.name, "serviceaccount", "ok");
+      this.#api.succeeded(cluster);
+      this.#api.called(cluster, "serviceaccount", "ok");
       return sa;
     } catch (err) {
       if (err instanceof KubeApiError && err.failure === "not_found") {
-        this.#succeeded(cluster);
-        this.#deps.onApiCall?.(cluster.name, "serviceaccount", "not_found");
+        this.#api.succeeded(cluster);
+        this.#api.called(cluster, "serviceaccount", "not_found");
         throw refused(
           `service account ${identity.namespace}/${identity.serviceAccount.name} no longer exists in cluster "${cluster.name}"`,
           { cluster: cluster.name, reason: "serviceaccount not found" },
         );
       }
-      throw this.#apiFailure(cluster, "serviceaccount", err);
+      throw this.#api.failed(cluster, "serviceaccount", err);
     }
   }
-
-  #succeeded(cluster: ClusterConfig): void {
-    const s = this.#status.get(cluster.name);
-    if (s) {
-      s.state = "ok";
-      s.lastSuccess = new Date(this.#now()).toISOString();
-    }
-  }
-
-  #apiFailure(cluster: ClusterConfig, call: KubeApiCall, err: unknown): RequestError {
-    const e =
-      err instanceof KubeApiError
-        ? err
-        : new KubeApiError("unreachable", err instanceof Error ? err.message : String(err));
-    this.#deps.onApiCall?.(cluster.name, call, e.failure);
-    const s = this.#status.get(cluster.name);
-    if (s) {
-      s.state = "failing";
-      s.lastFailure = { failure: e.failure, status: e.status, at: new Date(this.#now()).toISOString() };
-    }
-    this.#deps.logger.warn(
-      { cluster: cluster.name, call, failure: e.failure, status: e.status, detail: e.message },
-      "kubernetes API call failed",
-    );
-    const logDetail = { cluster: cluster.name, call, failure: e.failure, status: e.status };
-    if (e.failure === "rate_limited") {
-      return new RequestError("rate_limited", "the API server is rate limiting this service; retry later", {
-        logDetail,
-        retryAfterSeconds: Math.min(MAX_RETRY_AFTER_SECONDS, e.retryAfterSeconds ?? 1),
-      });
-    }
-    return new RequestError(
-      "token_review_unavailable",
-      `the API server cannot review the token right now (${e.failure})`,
-      { logDetail, cause: err },
-    );
-  }
-}
-
-/** One RBAC permission (rbac.authorization.k8s.io/v1 PolicyRule, one verb on one resource). */
-export interface ApiPermission {
-  apiGroup: string;
-  resource: string;
-  verb: string;
-}
-
-/**
- * The RBAC the service's own service account needs in the cluster(s) of `config`: `create` on
- * `tokenreviews` (authentication.k8s.io) when a cluster reviews tokens, `get` on `serviceaccounts` when
- * one reads annotations from the cluster; nothing for offline clusters. deploy/kubernetes/overlays/
- * tokenreview grants exactly this (a test compares them).
- */
-export function requiredApiPermissions(config: Pick<Config, "clusters">): ApiPermission[] {
-  const out: ApiPermission[] = [];
-  if (config.clusters.some((c) => c.verification !== "offline")) {
-    out.push({ apiGroup: "authentication.k8s.io", resource: "tokenreviews", verb: "create" });
-  }
-  if (config.clusters.some((c) => c.annotations === "fromCluster")) {
-    out.push({ apiGroup: "", resource: "serviceaccounts", verb: "get" });
-  }
-  return out;
 }

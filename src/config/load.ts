@@ -2,107 +2,22 @@
  * Loading the configuration: YAML text -> zod validation -> file paths resolved -> frozen {@link Config}.
  * Nothing else in the service reads `process.env` or the config file.
  */
-import { accessSync, constants, readFileSync } from "node:fs";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parseDocument } from "yaml";
-import type { z } from "zod";
 import { ConfigError } from "../errors.js";
-import { knownKeysAt, suggestKey, unitOfKey } from "./hints.js";
+import { checkFiles, resolveFiles } from "./files.js";
 import { attributeProblems, mergeConfigLayers } from "./layers.js";
+import { issueLines, yamlProblems } from "./problems.js";
 import { type Config, configSchema, usesApiServer } from "./schema.js";
+
+export { resolveFiles } from "./files.js";
+export { dottedPath, redactLine } from "./problems.js";
 
 /** Where a pod finds its service-account token and the cluster CA (mounted by kubelet). */
 export const IN_CLUSTER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /** The cluster CA bundle mounted next to {@link IN_CLUSTER_TOKEN_FILE}. */
 export const IN_CLUSTER_CA_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
-
-/** Formats a zod issue path as a dotted path with indices: `registries[0].signingKey.keyFile`. */
-export function dottedPath(path: ReadonlyArray<PropertyKey>): string {
-  let out = "";
-  for (const seg of path) {
-    if (typeof seg === "number") out += `[${seg}]`;
-    else out += out === "" ? String(seg) : `.${String(seg)}`;
-  }
-  return out === "" ? "(root)" : out;
-}
-
-/** The value at a zod issue path in the raw document, if any. */
-function valueAt(raw: unknown, path: ReadonlyArray<PropertyKey>): unknown {
-  let v = raw;
-  for (const seg of path) {
-    if (v === null || typeof v !== "object") return undefined;
-    v = (v as Record<PropertyKey, unknown>)[seg];
-  }
-  return v;
-}
-
-function issueLines(error: z.ZodError, raw: unknown): string[] {
-  return error.issues.flatMap((issue) => {
-    const path = [...issue.path];
-    let message = issue.message;
-    if (issue.code === "unrecognized_keys") {
-      // Each unknown key with the key that was probably meant, if one is close.
-      const known = knownKeysAt(path);
-      const keys = issue.keys.map((k) => {
-        const meant = suggestKey(k, known);
-        return `"${k}"${meant ? ` (did you mean "${meant}"?)` : ""}`;
-      });
-      return [`${dottedPath(path)}: unknown key${issue.keys.length > 1 ? "s" : ""} ${keys.join(", ")}`];
-    }
-    const key = path.at(-1);
-    if (issue.code === "invalid_type" && valueAt(raw, path) === undefined) {
-      message = "is required";
-    } else if (issue.code === "invalid_type" && issue.expected === "number" && typeof key === "string") {
-      // A value is echoed only for a numeric key (at most 40 characters): elsewhere it could be a secret.
-      const unit = unitOfKey(key);
-      const got = valueAt(raw, path);
-      const shown = typeof got === "string" ? `"${got.slice(0, 40)}"` : typeof got;
-      const duration = typeof got === "string" ? /^(\d+)\s*([smhd])$/.exec(got) : null;
-      const factor = { s: 1, m: 60, h: 3600, d: 86_400 } as Record<string, number>;
-      const hint =
-        unit === "seconds" && duration
-          ? ` (durations are plain numbers: ${got as string} is ${Number(duration[1]) * factor[duration[2]!]!})`
-          : "";
-      message = `must be a number${unit ? ` of ${unit}` : ""}, got ${shown}${hint}`;
-    } else if (typeof key === "string" && unitOfKey(key) && /^Too (small|big)/.test(message)) {
-      message = `${message} (${unitOfKey(key)})`;
-    }
-    return [`${dottedPath(path)}: ${message}`];
-  });
-}
-
-/**
- * A config line as it may be shown in an error: a URL's user information (`redis://:secret@host`), the
- * value of a key naming a secret, and anything shaped like a JWT are masked, so an error never echoes a
- * credential, not even to the terminal of the config's owner.
- */
-export function redactLine(line: string): string {
-  return line
-    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s"']*@/gi, "$1***@")
-    .replace(/((?:password|passwd|secret|token|credential)[\w-]*["']?\s*:\s*)\S.*$/i, "$1***")
-    .replace(/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, "***");
-}
-
-/**
- * One line per YAML syntax error: the file, the position, the message, and the offending line itself
- * (`(yaml) config.yaml: Nested mappings are not allowed in compact mappings at line 3, column 13; line 3:
- * "registries: {"`).
- */
-function yamlProblems(
-  file: string,
-  text: string,
-  errors: ReadonlyArray<Error & { linePos?: unknown }>,
-): string[] {
-  const lines = text.split(/\r?\n/);
-  return errors.map((err) => {
-    const first = err.message.split("\n")[0]!.replace(/:\s*$/, "");
-    const pos = (err.linePos as Array<{ line: number; col: number }> | undefined)?.[0];
-    const source = pos ? lines[pos.line - 1] : undefined;
-    const shown =
-      source === undefined ? "" : `; line ${pos!.line}: ${JSON.stringify(redactLine(source).slice(0, 200))}`;
-    return `(yaml) ${file}: ${first}${shown}`;
-  });
-}
 
 /**
  * Validates an already-parsed config object (e.g. from YAML) against the schema.
@@ -153,91 +68,6 @@ function applyInClusterDefaults(cfg: Config, env: Record<string, string | undefi
     };
   });
   if (problems.length > 0) throw new ConfigError(problems);
-}
-
-/** Every config key that names a file, with its dotted path; used to resolve and check them. */
-function filePaths(
-  cfg: Config,
-): Array<{ path: string; get: () => string | undefined; set: (v: string) => void }> {
-  const out: Array<{ path: string; get: () => string | undefined; set: (v: string) => void }> = [];
-  cfg.clusters.forEach((c, i) => {
-    for (const key of ["jwksFile", "caFile", "bearerTokenFile"] as const) {
-      out.push({ path: `clusters[${i}].${key}`, get: () => c[key], set: (v) => (c[key] = v) });
-    }
-    const api = c.apiServer;
-    if (api) {
-      for (const key of ["caFile", "bearerTokenFile"] as const) {
-        out.push({
-          path: `clusters[${i}].apiServer.${key}`,
-          get: () => api[key],
-          set: (v) => (api[key] = v),
-        });
-      }
-    }
-  });
-  cfg.registries.forEach((r, i) => {
-    for (const key of ["keyFile", "certFile"] as const) {
-      out.push({
-        path: `registries[${i}].signingKey.${key}`,
-        get: () => r.signingKey[key],
-        set: (v) => (r.signingKey[key] = v),
-      });
-    }
-    r.publishedKeys?.forEach((p, j) => {
-      for (const key of ["keyFile", "certFile"] as const) {
-        out.push({
-          path: `registries[${i}].publishedKeys[${j}].${key}`,
-          get: () => p[key],
-          set: (v) => (p[key] = v),
-        });
-      }
-    });
-  });
-  if (cfg.cache.redisPasswordFile !== undefined) {
-    const cache = cfg.cache;
-    out.push({
-      path: "cache.redisPasswordFile",
-      get: () => cache.redisPasswordFile,
-      set: (v) => (cache.redisPasswordFile = v),
-    });
-  }
-  if (cfg.server.tls) {
-    const tls = cfg.server.tls;
-    out.push({ path: "server.tls.certFile", get: () => tls.certFile, set: (v) => (tls.certFile = v) });
-    out.push({ path: "server.tls.keyFile", get: () => tls.keyFile, set: (v) => (tls.keyFile = v) });
-  }
-  return out;
-}
-
-/**
- * Resolves every file path in `cfg` against `baseDir` and checks each is readable.
- * @throws {ConfigError} `path: file not found (resolved)` for each missing or unreadable file
- */
-export function resolveFiles(cfg: Config, baseDir: string): void {
-  const problems = checkFiles(cfg, baseDir).problems;
-  if (problems.length > 0) throw new ConfigError(problems);
-}
-
-/**
- * Resolves every file path in `cfg` against `baseDir` (in place) and lists those that cannot be read.
- * @returns one `path: file not found or not readable (resolved)` line per such file, and their resolved paths
- */
-function checkFiles(cfg: Config, baseDir: string): { problems: string[]; missing: Set<string> } {
-  const problems: string[] = [];
-  const missing = new Set<string>();
-  for (const f of filePaths(cfg)) {
-    const value = f.get();
-    if (typeof value !== "string") continue;
-    const abs = isAbsolute(value) ? value : resolve(baseDir, value);
-    f.set(abs);
-    try {
-      accessSync(abs, constants.R_OK);
-    } catch {
-      problems.push(`${f.path}: file not found or not readable (${abs})`);
-      missing.add(abs);
-    }
-  }
-  return { problems, missing };
 }
 
 /** Recursively freezes a value so no stage can mutate the shared config. */

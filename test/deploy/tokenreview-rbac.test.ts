@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { type ApiPermission, requiredApiPermissions } from "../../src/authn/review.js";
+import { type ApiPermission, requiredApiPermissions } from "../../src/authn/api-permissions.js";
 import type { Config } from "../../src/config/schema.js";
 import { configChanges, hasKubectl, kustomize, loadRenderedConfig, type Obj } from "../helpers/kustomize.js";
 
