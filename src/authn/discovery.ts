@@ -9,8 +9,10 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { Logger } from "pino";
 import type { ClusterConfig } from "../config/schema.js";
 import { JsonFetcher } from "./fetch.js";
+import { parseJwks, type VerificationKey } from "./jwk.js";
 import { keysUnavailable } from "./keys-unavailable.js";
 
 /**
@@ -79,7 +81,7 @@ export function clusterFetcher(cluster: ClusterConfig): JsonFetcher | undefined 
  * @returns the document (unparsed JSON) and the `Cache-Control` max-age of a fetched one, seconds
  * @throws {RequestError} `keys_unavailable` (see `authn/keys-unavailable.ts`)
  */
-export async function readJwksDocument(
+async function readJwksDocument(
   cluster: ClusterConfig,
   fetcher: JsonFetcher | undefined,
 ): Promise<{ doc: unknown; maxAgeSeconds: number | undefined }> {
@@ -136,4 +138,40 @@ async function jwksUriOf(c: ClusterConfig, fetcher: JsonFetcher): Promise<string
     );
   }
   return jwksUrl.toString();
+}
+
+/** One fetch of a cluster's JWKS: its usable keys, the document as fetched, and how long to trust it. */
+export interface FetchedKeys {
+  keys: VerificationKey[];
+  /** The JWKS document (public keys only), as shared with other replicas. */
+  raw: unknown;
+  /** `Cache-Control: max-age` bounded by `jwks.minTtlSeconds` and `jwks.maxTtlSeconds`, seconds. */
+  ttlSeconds: number;
+}
+
+/**
+ * Reads the cluster's JWKS ({@link readJwksDocument}) and imports its keys; unusable keys are skipped with
+ * a warning (`parseJwks`).
+ * @throws {RequestError} `keys_unavailable` when it cannot be read, is not a JWKS, or has no usable key
+ */
+export async function fetchClusterKeys(
+  c: ClusterConfig,
+  fetcher: JsonFetcher | undefined,
+  log: Logger,
+): Promise<FetchedKeys> {
+  const { doc, maxAgeSeconds } = await readJwksDocument(c, fetcher);
+  let keys: VerificationKey[];
+  try {
+    keys = parseJwks(doc, (index, reason) =>
+      log.warn({ cluster: c.name, index, reason }, "JWKS key skipped"),
+    );
+  } catch (err) {
+    throw keysUnavailable({ reason: (err as Error).message });
+  }
+  if (keys.length === 0) throw keysUnavailable({ reason: "JWKS has no usable keys" });
+  const ttlSeconds = Math.min(
+    c.jwks.maxTtlSeconds,
+    Math.max(c.jwks.minTtlSeconds, maxAgeSeconds ?? c.jwks.minTtlSeconds),
+  );
+  return { keys, raw: doc, ttlSeconds };
 }

@@ -14,67 +14,15 @@
  * Where keys come from: `authn/discovery.ts`; how replicas share them: `authn/key-sharing.ts`. Key sets
  * read from a `jwksFile` are never shared: the file is the source.
  */
-import type { Logger } from "pino";
-import type { CacheSealer } from "../cache/seal.js";
-import type { CacheStore } from "../cache/store.js";
 import type { ClusterConfig } from "../config/schema.js";
 import { RequestError } from "../errors.js";
-import { clusterFetcher, readJwksDocument, trustSource } from "./discovery.js";
+import { clusterFetcher, fetchClusterKeys, trustSource } from "./discovery.js";
 import type { JsonFetcher } from "./fetch.js";
-import { jwkFitsAlgorithm, parseJwks, type VerificationKey } from "./jwk.js";
+import { jwkFitsAlgorithm, type VerificationKey } from "./jwk.js";
+import type { KeySetDeps, KeySetStatus, Loaded } from "./key-set-state.js";
 import { KeySetSharing } from "./key-sharing.js";
 import { keysUnavailable } from "./keys-unavailable.js";
 import { UnknownKidBudget } from "./unknown-kid.js";
-
-/** Health of a cluster's key set, for readiness and metrics. */
-export interface KeySetStatus {
-  /** Whether keys are loaded and usable. */
-  ready: boolean;
-  /** Number of usable keys. */
-  keys: number;
-  /** Epoch ms of the last successful fetch, if any. */
-  fetchedAt?: number | undefined;
-  /** True when the last fetch failed and stale keys are serving. */
-  stale: boolean;
-  /** Last fetch error (log-safe), if the last attempt failed. */
-  lastError?: string | undefined;
-}
-
-/** Dependencies of a {@link ClusterKeySet}. */
-export interface KeySetDeps {
-  logger: Logger;
-  /**
-   * The shared (Redis) tier, when replicas run: key sets fetched by one replica are adopted by the
-   * others, re-fetches are single-flight across replicas through a short lock, and unknown `kid`s are
-   * remembered for all. Read directly (never through a memory tier) so a newer document is seen at once.
-   */
-  shared?: CacheStore | undefined;
-  /**
-   * Seals what is shared in Redis (key sets, unknown-`kid` markers) with the service secret; the
-   * shared tier is used only with a sealer (and never for a `jwksFile` cluster).
-   */
-  sealer?: CacheSealer | undefined;
-  /** Clock in epoch milliseconds (frozen in tests). */
-  now?: () => number;
-  /** Called after every fetch attempt, for metrics. */
-  onFetch?: (cluster: string, outcome: "ok" | "error") => void;
-}
-
-interface Loaded {
-  keys: VerificationKey[];
-  /** The JWKS document as fetched (public keys only), shared with other replicas. */
-  raw: unknown;
-  /**
-   * When the fetch that produced this set was sent, epoch ms: the set shows the cluster's keys as of
-   * about then, so it proves a `kid` unknown only to a miss at or before this time.
-   */
-  requestedAt: number;
-  /** When the fetch completed, epoch ms. */
-  fetchedAt: number;
-  expiresAt: number;
-  /** The {@link ClusterKeySet.invalidate} epoch the set was loaded in; an older one does not count. */
-  epoch: number;
-}
 
 /** How long after a failed fetch the next one may start (requests meanwhile fail fast), ms. */
 const RETRY_BACKOFF_MS = 2_000;
@@ -398,24 +346,11 @@ export class ClusterKeySet {
     const requestedAt = this.#deps.now();
     const epoch = this.#epoch;
     try {
-      const { doc, maxAgeSeconds: maxAge } = await readJwksDocument(c, this.#fetcher);
-      let keys: VerificationKey[];
-      try {
-        keys = parseJwks(doc, (index, reason) =>
-          log.warn({ cluster: c.name, index, reason }, "JWKS key skipped"),
-        );
-      } catch (err) {
-        throw keysUnavailable({ reason: (err as Error).message });
-      }
-      if (keys.length === 0) throw keysUnavailable({ reason: "JWKS has no usable keys" });
+      const { keys, raw, ttlSeconds: ttl } = await fetchClusterKeys(c, this.#fetcher, log);
       const now = this.#deps.now();
-      const ttl = Math.min(
-        c.jwks.maxTtlSeconds,
-        Math.max(c.jwks.minTtlSeconds, maxAge ?? c.jwks.minTtlSeconds),
-      );
       const loaded: Loaded = {
         keys,
-        raw: doc,
+        raw,
         requestedAt,
         fetchedAt: now,
         expiresAt: now + ttl * 1000,
