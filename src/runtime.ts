@@ -27,8 +27,9 @@ import { ServiceAccountVerifier } from "./authn/verify.js";
 import { CacheSealer } from "./cache/seal.js";
 import type { CacheStore } from "./cache/store.js";
 import type { Config } from "./config/schema.js";
+import { ConfigError } from "./errors.js";
 import { libtrustKeyId } from "./jose/kid.js";
-import { loadPublishedKey, loadSigningKey, type PublishedKey, type SigningKey } from "./jose/signing-key.js";
+import { loadRegistryKeys, type PublishedKey, type SigningKey } from "./jose/signing-key.js";
 import type { ServiceMetrics } from "./plugins/metrics.js";
 import type { Policy } from "./policy/engine.js";
 import { loadPolicy } from "./policy/validate.js";
@@ -82,22 +83,10 @@ const RETIRE_GRACE_MS = 30_000;
  * @throws {ConfigError} for an invalid signing key or policy
  */
 export function buildRuntime(config: Config, base: RuntimeBase, previous?: Runtime): Runtime {
-  const signingKeys = new Map<string, SigningKey>(
-    config.registries.map((r, i) => [
-      r.service,
-      loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`),
-    ]),
-  );
-  const publishedKeys = new Map<string, PublishedKey[]>(
-    config.registries.map((r, i) => {
-      const keys: PublishedKey[] = [signingKeys.get(r.service)!];
-      r.publishedKeys?.forEach((p, j) => {
-        const key = loadPublishedKey(p.certFile, p.keyFile, `registries[${i}].publishedKeys[${j}]`);
-        if (!keys.some((k) => k.kid === key.kid)) keys.push(key);
-      });
-      return [r.service, keys];
-    }),
-  );
+  const keys = loadRegistryKeys(config.registries);
+  if (keys.problems.length > 0) throw new ConfigError(keys.problems);
+  const signingKeys = keys.signing;
+  const publishedKeys = keys.published;
   const policy = loadPolicy(config, (warning) => base.logger.warn(`config warning: ${warning}`));
   const sealer = sealerOf([...signingKeys.values()]);
   // A key set is reused only under the same sealer (its shared entries are sealed with it) and for the

@@ -3,7 +3,7 @@ import pino from "pino";
 import { loadConfigFile } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 import { ConfigError } from "../errors.js";
-import { loadPublishedKey, loadSigningKey, type SigningKey } from "../jose/signing-key.js";
+import { loadRegistryKeys, type SigningKey } from "../jose/signing-key.js";
 
 /** What a command printed and its exit code. */
 export interface CommandResult {
@@ -52,28 +52,9 @@ export function loadSigningKeys(
   lines?: string[],
   missingFiles: ReadonlySet<string> = new Set(),
 ): Map<string, SigningKey> {
-  const keys = new Map<string, SigningKey>();
-  config.registries.forEach((r, i) => {
-    // A file already reported as unreadable is not reported again as an unreadable key.
-    if (missingFiles.has(r.signingKey.keyFile) || missingFiles.has(r.signingKey.certFile)) return;
-    try {
-      const key = loadSigningKey(r.signingKey.keyFile, r.signingKey.certFile, `registries[${i}].signingKey`);
-      keys.set(r.service, key);
-      lines?.push(`registries[${i}] (${r.service}): signing key ${key.alg}, kid ${key.kid}\n`);
-    } catch (err) {
-      if (!(err instanceof ConfigError)) throw err;
-      problems.push(...err.problems);
-    }
-    r.publishedKeys?.forEach((p, j) => {
-      if (missingFiles.has(p.keyFile ?? "") || missingFiles.has(p.certFile)) return;
-      try {
-        const key = loadPublishedKey(p.certFile, p.keyFile, `registries[${i}].publishedKeys[${j}]`);
-        lines?.push(`registries[${i}] (${r.service}): published key ${key.alg}, kid ${key.kid}\n`);
-      } catch (err) {
-        if (!(err instanceof ConfigError)) throw err;
-        problems.push(...err.problems);
-      }
-    });
-  });
-  return keys;
+  const keys = loadRegistryKeys(config.registries, missingFiles, (i, service, kind, key) =>
+    lines?.push(`registries[${i}] (${service}): ${kind} key ${key.alg}, kid ${key.kid}\n`),
+  );
+  problems.push(...keys.problems);
+  return keys.signing;
 }

@@ -125,7 +125,7 @@ export function loadSigningKey(keyFile: string, certFile: string, where: string)
  * @throws {ConfigError} when a file is unreadable, not PEM, of an unsupported type, or the key and
  *   certificate do not belong together
  */
-export function loadPublishedKey(certFile: string, keyFile: string | undefined, where: string): PublishedKey {
+function loadPublishedKey(certFile: string, keyFile: string | undefined, where: string): PublishedKey {
   if (keyFile !== undefined) {
     const { privateKey: _unused, ...published } = loadSigningKey(keyFile, certFile, where);
     return published;
@@ -197,4 +197,68 @@ export async function generateSigningKeyFiles(
   // the whole bundle ("token auth requires at least one token signing root certificate").
   writeFileSync(certFile, `${cert.toString("pem").trimEnd()}\n`, { mode: 0o644 });
   return { keyFile, certFile };
+}
+
+/** What {@link loadRegistryKeys} needs of a registry's config (`registries[]`). */
+export interface RegistryKeyFiles {
+  service: string;
+  signingKey: { keyFile: string; certFile: string };
+  publishedKeys?: ReadonlyArray<{ certFile: string; keyFile?: string | undefined }> | undefined;
+}
+
+/** Every registry's keys (see {@link loadRegistryKeys}). */
+export interface RegistryKeys {
+  /** The signing key per registry `service`. */
+  signing: Map<string, SigningKey>;
+  /** Per `service`, every key accepted for its own credentials: the signing key first, then `publishedKeys` (deduplicated by `kid`). */
+  published: Map<string, PublishedKey[]>;
+  /** One `registries[i]...: message` line per key that could not be loaded. */
+  problems: string[];
+}
+
+/**
+ * Loads the signing key and the published keys of every registry, the one way the service (`runtime.ts`)
+ * and the CLI (`check-config`, `explain`) read them; every key that cannot be loaded is a problem, not
+ * only the first.
+ * @param skipFiles files already reported unreadable: a key naming one is skipped, not reported again
+ * @param onKey called for each key loaded, in config order (the CLI prints a line per key)
+ */
+export function loadRegistryKeys(
+  registries: readonly RegistryKeyFiles[],
+  skipFiles: ReadonlySet<string> = new Set(),
+  onKey?: (index: number, service: string, kind: "signing" | "published", key: PublishedKey) => void,
+): RegistryKeys {
+  const out: RegistryKeys = { signing: new Map(), published: new Map(), problems: [] };
+  const attempt = <T>(load: () => T): T | undefined => {
+    try {
+      return load();
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      out.problems.push(...err.problems);
+      return undefined;
+    }
+  };
+  registries.forEach((r, i) => {
+    const accepted: PublishedKey[] = [];
+    const { keyFile, certFile } = r.signingKey;
+    if (!skipFiles.has(keyFile) && !skipFiles.has(certFile)) {
+      const key = attempt(() => loadSigningKey(keyFile, certFile, `registries[${i}].signingKey`));
+      if (key) {
+        out.signing.set(r.service, key);
+        accepted.push(key);
+        onKey?.(i, r.service, "signing", key);
+      }
+    }
+    r.publishedKeys?.forEach((p, j) => {
+      if (skipFiles.has(p.keyFile ?? "") || skipFiles.has(p.certFile)) return;
+      const key = attempt(() =>
+        loadPublishedKey(p.certFile, p.keyFile, `registries[${i}].publishedKeys[${j}]`),
+      );
+      if (!key) return;
+      onKey?.(i, r.service, "published", key);
+      if (!accepted.some((k) => k.kid === key.kid)) accepted.push(key);
+    });
+    out.published.set(r.service, accepted);
+  });
+  return out;
 }

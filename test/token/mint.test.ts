@@ -8,7 +8,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeProtectedHeader, jwtVerify } from "jose";
+import pino from "pino";
 import { beforeAll, describe, expect, it } from "vitest";
+import { buildApp } from "../../src/app.js";
 import { ConfigError } from "../../src/errors.js";
 import { libtrustKeyId } from "../../src/jose/kid.js";
 import {
@@ -20,7 +22,7 @@ import {
 import { mintRegistryToken, NOT_BEFORE_SKEW_SECONDS } from "../../src/token/mint.js";
 import { NOW, NOW_S } from "../helpers/clock.js";
 import { thrownBy } from "../helpers/errors.js";
-import { signingKeyFiles } from "../helpers/fixtures.js";
+import { signingKeyFiles, testConfig } from "../helpers/fixtures.js";
 
 let key: SigningKey;
 beforeAll(async () => {
@@ -188,5 +190,36 @@ describe("algorithmFor", () => {
     ],
   ])("%s is refused", (_n, gen, message) => {
     expect(() => algorithmFor(gen())).toThrow(message);
+  });
+});
+
+describe("registry keys as the service loads them (buildApp)", () => {
+  it("reports every key that cannot be loaded, not only the first, with dotted paths", async () => {
+    const good = await signingKeyFiles();
+    const other = await generateSigningKeyFiles(mkdtempSync(join(tmpdir(), "rte-other-")));
+    const config = await testConfig("http://127.0.0.1:9", {
+      registries: [
+        {
+          service: "a.example",
+          issuer: "rte",
+          signingKey: { keyFile: good.keyFile, certFile: other.certFile },
+        },
+        {
+          service: "b.example",
+          issuer: "rte",
+          signingKey: good,
+          publishedKeys: [{ certFile: good.certFile, keyFile: other.keyFile }],
+        },
+      ],
+    });
+    const err = await buildApp(config, { logger: pino({ level: "silent" }) }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems).toEqual([
+      "registries[0].signingKey.certFile: the certificate's public key does not match keyFile",
+      expect.stringMatching(/^registries\[1\]\.publishedKeys\[0\]\./),
+    ]);
   });
 });
