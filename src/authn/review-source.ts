@@ -4,6 +4,7 @@
  * credential's holder nor a thief can extract the token, and reviewed again on every use of the credential.
  */
 import type { CacheSealer } from "../cache/seal.js";
+import { parseCached } from "../cache/store.js";
 
 /** A reviewed token's sealed form inside a derived credential. */
 export interface SealedSource {
@@ -37,17 +38,6 @@ export function openSource(
     text = sealer.open(SOURCE_NAME, sealed);
     if (text !== undefined) break;
   }
-  const v = parseObject<SealedSource>(text);
+  const v = parseCached<SealedSource>(text);
   return v && typeof v.t === "string" && Array.isArray(v.a) ? v : undefined;
-}
-
-/** `text` parsed as a JSON object, or `undefined` when it is absent, not JSON or not an object. */
-export function parseObject<T>(text: string | undefined): T | undefined {
-  if (text === undefined) return undefined;
-  try {
-    const v = JSON.parse(text) as unknown;
-    return v !== null && typeof v === "object" ? (v as T) : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -29,7 +29,7 @@
 import type { Logger } from "pino";
 import { reviewKey, serviceAccountKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
-import type { CacheStore } from "../cache/store.js";
+import { type CacheStore, parseCached } from "../cache/store.js";
 import type { ClusterConfig, Config } from "../config/schema.js";
 import { safeEcho } from "../errors.js";
 import {
@@ -45,7 +45,7 @@ import {
   type TokenReviewStatus,
 } from "./kube-api.js";
 import { type CachedReview, disagrees, extraOf, jtiOf, refused } from "./review-answer.js";
-import { openSource, parseObject, sealSource } from "./review-source.js";
+import { openSource, sealSource } from "./review-source.js";
 import type { ClusterReviewSummary, Identity } from "./verify.js";
 
 /** Dependencies of {@link ClusterReviewer}. */
@@ -245,7 +245,7 @@ export class ClusterReviewer {
   }
 
   #openCached<T>(key: string, sealed: string | undefined, credential?: string): T | undefined {
-    return parseObject<T>(this.#deps.sealer.open(key, sealed, credential));
+    return parseCached<T>(this.#deps.sealer.open(key, sealed, credential));
   }
 
   async #singleFlight<T>(key: string, call: () => Promise<T>): Promise<T> {
