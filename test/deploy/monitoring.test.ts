@@ -5,14 +5,12 @@
  * ServiceMonitor and the pod annotations scrape the port the service listens on.
  */
 import { execFileSync } from "node:child_process";
-import { EventEmitter } from "node:events";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse, parseAllDocuments, stringify } from "yaml";
-import type { RedisClient } from "../../src/cache/redis.js";
-import { ServiceMetrics } from "../../src/plugins/metrics.js";
+import { exportedMetricsText } from "../helpers/metrics.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const dir = join(root, "deploy/kubernetes/monitoring");
@@ -30,16 +28,7 @@ const has = (bin: string, ...args: string[]) => {
 
 /** Every series name the service can export: its registry with Redis bound, and the process metrics. */
 async function exportedNames(): Promise<Set<string>> {
-  const metrics = new ServiceMetrics();
-  const redis = Object.assign(new EventEmitter(), { status: "ready" }) as unknown as RedisClient;
-  metrics.bind({
-    realmStats: () => ({ identityHits: 0, identityMisses: 0, tokenHits: 0, tokenMisses: 0 }) as never,
-    keySets: [],
-    signingKeys: new Map(),
-    redis,
-    now: Date.now,
-  });
-  const { body } = await metrics.render();
+  const body = await exportedMetricsText();
   const names = new Set<string>();
   for (const m of body.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
     const [, name, type] = m as unknown as [string, string, string];

@@ -7,13 +7,11 @@
  * version is the same in package.json, the Dockerfile and the kustomization; docs/observability.md lists
  * every rte_* metric the service exports; and no document points outside the repository.
  */
-import { EventEmitter } from "node:events";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import type { RedisClient } from "../../src/cache/redis.js";
-import { ServiceMetrics } from "../../src/plugins/metrics.js";
+import { exportedMetricsText } from "../helpers/metrics.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const read = (file: string) => readFileSync(join(root, file), "utf8");
@@ -115,16 +113,7 @@ describe("day-two documents", () => {
   });
 
   it("docs/observability.md lists every rte_* metric the service exports", async () => {
-    const metrics = new ServiceMetrics();
-    const redis = Object.assign(new EventEmitter(), { status: "ready" }) as unknown as RedisClient;
-    metrics.bind({
-      realmStats: () => ({ identityHits: 0, identityMisses: 0, tokenHits: 0, tokenMisses: 0 }) as never,
-      keySets: [],
-      signingKeys: new Map(),
-      redis,
-      now: Date.now,
-    });
-    const names = [...(await metrics.render()).body.matchAll(/^# TYPE (rte_\S+) /gm)].map((m) => m[1]!);
+    const names = [...(await exportedMetricsText()).matchAll(/^# TYPE (rte_\S+) /gm)].map((m) => m[1]!);
     expect(names.length).toBeGreaterThan(10);
     const doc = read("docs/observability.md");
     for (const n of names) expect(doc, n).toContain(`| \`${n}\` |`);
