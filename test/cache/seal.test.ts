@@ -18,7 +18,10 @@ describe("CacheSealer", () => {
     const s = new CacheSealer(secret);
     const sealed = s.seal("id:abc", "value");
     expect(s.open("id:abd", sealed)).toBeUndefined();
-    const flipped = `${sealed.slice(0, -2)}${sealed.endsWith("A") ? "B" : "A"}${sealed.slice(-1)}`;
+    // The second-to-last base64url character carries only tag bits: any other character alters the tag.
+    const at = sealed.length - 2;
+    const flipped = `${sealed.slice(0, at)}${sealed[at] === "A" ? "B" : "A"}${sealed.slice(at + 1)}`;
+    expect(flipped).not.toBe(sealed);
     expect(s.open("id:abc", flipped)).toBeUndefined();
     expect(new CacheSealer(Buffer.alloc(32, 8)).open("id:abc", sealed)).toBeUndefined();
     expect(s.open("id:abc", '{"plain":"json"}')).toBeUndefined();
