@@ -57,12 +57,13 @@ export function jtiOf(token: string): string | undefined {
 /**
  * Why a review answer does not fit the token and identity, or `undefined` when it does. For a derived
  * credential, `identity` is what the credential carries (copied from the source at minting).
+ * @param tokenJti the `jti` of the reviewed token: the identity's own for a service-account token, the
+ *   source token's for a derived credential (the review is about the token sent)
  */
 export function disagrees(
   answer: CachedReview,
-  token: string,
   identity: Identity,
-  derived: boolean,
+  tokenJti: string | undefined,
 ): string | undefined {
   if (answer.username !== identity.subject) return "user.username differs from sub";
   if (answer.uid !== identity.serviceAccount.uid) return "user.uid differs from the service account uid";
@@ -72,8 +73,7 @@ export function disagrees(
     ["pod-uid", identity.pod?.uid],
     ["node-name", identity.node?.name],
     ["node-uid", identity.node?.uid],
-    // The review is about the token sent, whose jti is the source's even for a derived credential.
-    ["credential-id", `JTI=${derived ? jtiOf(token) : identity.tokenId}`],
+    ["credential-id", `JTI=${tokenJti}`],
   ];
   // An older API server may leave a field out; one it sends must match.
   for (const [name, want] of pairs) {

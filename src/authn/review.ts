@@ -26,8 +26,9 @@
  *   are reviewed again through the same cache on every use, so they stop working within
  *   `review.cacheTtlSeconds` + `review.timeoutMs` of the API server refusing their source token.
  */
+import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
-import { reviewKey, serviceAccountKey } from "../cache/keys.js";
+import { cacheKeyHash, reviewKey, serviceAccountKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import { type CacheStore, parseCached } from "../cache/store.js";
 import type { ClusterConfig, Config } from "../config/schema.js";
@@ -45,7 +46,7 @@ import {
   type TokenReviewStatus,
 } from "./kube-api.js";
 import { type CachedReview, disagrees, extraOf, jtiOf, refused } from "./review-answer.js";
-import { openSource, sealSource } from "./review-source.js";
+import { openSource, type SealedSource, sealSource } from "./review-source.js";
 import type { ClusterReviewSummary, Identity } from "./verify.js";
 
 /** Dependencies of {@link ClusterReviewer}. */
@@ -67,6 +68,27 @@ export interface ReviewerDeps {
   onCacheLookup?: (cluster: string, call: KubeApiCall, hit: boolean) => void;
 }
 
+/**
+ * Most opened review answers the front cache keeps (least recently used go first), ~0.5 KB each: a miss
+ * only costs the sealed store's path again.
+ */
+const FRONT_ANSWERS_MAX = 10_000;
+
+/** Most derived-credential sources remembered (~0.3 KB each). */
+const FRONT_SOURCES_MAX = 10_000;
+
+/** The token a review is about, as the front cache knows it: hashes and claims, never the token. */
+interface ReviewedToken {
+  /** {@link cacheKeyHash} of the token: the front cache's key. */
+  hash: string;
+  /** The audiences it is reviewed for. */
+  asked: readonly string[];
+  /** `asked`, sorted and `\u0000`-joined ({@link CachedReview.asked}). */
+  askedKey: string;
+  /** The token's `jti` (the answer's `credential-id` must be `JTI=<jti>`). */
+  jti: string | undefined;
+}
+
 /** A cached ServiceAccount read (sealed), with its own expiry like {@link CachedReview.until}. */
 interface CachedServiceAccount {
   sa: ServiceAccountObject;
@@ -81,6 +103,13 @@ export class ClusterReviewer {
   readonly #clients = new Map<string, KubeApiClient>();
   readonly #inFlight = new Map<string, Promise<unknown>>();
   readonly #api: ApiServerStatus;
+  /**
+   * Front cache: positive answers already opened (from the API server or the store), by
+   * {@link ReviewedToken.hash}, each used only until its own {@link CachedReview.until}.
+   */
+  readonly #answers = new LRUCache<string, CachedReview>({ max: FRONT_ANSWERS_MAX });
+  /** Derived-credential sources by {@link cacheKeyHash} of the sealed value. */
+  readonly #sources = new LRUCache<string, ReviewedToken>({ max: FRONT_SOURCES_MAX });
 
   /** @param deps config, cache, sealer, logger, clock, metric hooks */
   constructor(deps: ReviewerDeps) {
@@ -150,44 +179,20 @@ export class ClusterReviewer {
     if (!cluster || cluster.verification === "offline") {
       throw new TypeError(`cluster "${identity.cluster}" does not review tokens`);
     }
-    let token = credential;
-    let asked = [...audiences];
-    if (derived) {
-      const opened = openSource(
-        [this.#deps.sealer, ...(this.#deps.previousSealers ?? [])],
-        identity.reviewSource,
-      );
-      if (!opened) {
-        throw refused("this credential carries no token the cluster can review; request a new one", {
-          cluster: cluster.name,
-          reason: "derived credential without a sealed source",
-        });
-      }
-      token = opened.t;
-      asked = opened.a;
-    }
-    const key = reviewKey(this.#deps.sealer, token);
-    const askedKey = [...asked].sort().join("\u0000");
+    const reviewed = derived
+      ? this.#derivedSource(cluster, identity)
+      : plainToken(credential, identity, audiences);
     const nowMs = this.#now();
-    const hit = this.#openCached<CachedReview>(key, await this.#deps.store.get(key), token);
-    const usable = hit?.asked === askedKey && typeof hit.until === "number" && hit.until > nowMs;
-    this.#deps.onCacheLookup?.(cluster.name, "tokenreview", usable);
-    let answer: CachedReview;
-    let cached = false;
-    if (hit && usable) {
-      answer = hit;
-      cached = true;
+    let answer = this.#answers.get(reviewed.hash);
+    let cached = true;
+    if (answer !== undefined && answer.asked === reviewed.askedKey && answer.until > nowMs) {
+      this.#deps.onCacheLookup?.(cluster.name, "tokenreview", true);
     } else {
-      const ttl = Math.min(cluster.review.cacheTtlSeconds * 1000, identity.expiresAt * 1000 - nowMs);
-      // Keyed by the audiences too: a caller never gets an answer given for other audiences.
-      answer = await this.#singleFlight(`${key}\u0000${askedKey}`, () =>
-        this.#callReview(cluster, token, asked, askedKey, nowMs + ttl),
-      );
-      if (ttl >= 1)
-        await this.#deps.store.set(key, this.#deps.sealer.seal(key, JSON.stringify(answer), token), ttl);
+      const token = derived ? this.#openSource(cluster, identity).t : credential;
+      ({ answer, cached } = await this.#reviewThroughStore(cluster, token, reviewed, identity, nowMs));
     }
     // Whatever the cache says, the answer must match this token's claims.
-    const disagreement = disagrees(answer, token, identity, derived);
+    const disagreement = disagrees(answer, identity, reviewed.jti);
     if (disagreement) {
       throw refused(`the cluster's TokenReview does not agree with the token (${disagreement})`, {
         cluster: cluster.name,
@@ -199,10 +204,85 @@ export class ClusterReviewer {
       authenticated: true,
       username: answer.username,
       uid: answer.uid,
-      audiences: answer.audiences,
+      audiences: [...answer.audiences],
       cached,
       derived,
     };
+  }
+
+  /**
+   * The review of `token` from the (sealed, possibly shared) store, else from the API server (one call per
+   * token and audiences in this process at a time), written to the store; either way kept in the front
+   * cache until the answer's own expiry.
+   * @param nowMs the clock when the request's review started, epoch ms
+   */
+  async #reviewThroughStore(
+    cluster: ClusterConfig,
+    token: string,
+    reviewed: ReviewedToken,
+    identity: Identity,
+    nowMs: number,
+  ): Promise<{ answer: CachedReview; cached: boolean }> {
+    const key = reviewKey(this.#deps.sealer, token);
+    const hit = this.#openCached<CachedReview>(key, await this.#deps.store.get(key), token);
+    const usable = hit?.asked === reviewed.askedKey && typeof hit.until === "number" && hit.until > nowMs;
+    this.#deps.onCacheLookup?.(cluster.name, "tokenreview", usable);
+    let answer: CachedReview;
+    let cached = false;
+    if (hit && usable) {
+      answer = hit;
+      cached = true;
+    } else {
+      const ttl = Math.min(cluster.review.cacheTtlSeconds * 1000, identity.expiresAt * 1000 - nowMs);
+      // Keyed by the audiences too: a caller never gets an answer given for other audiences.
+      answer = await this.#singleFlight(`${key}\u0000${reviewed.askedKey}`, () =>
+        this.#callReview(cluster, token, reviewed.asked, reviewed.askedKey, nowMs + ttl),
+      );
+      // `cacheTtlSeconds: 0` (or a token at its expiry) caches nothing, in the store or in front of it.
+      if (ttl < 1) return { answer, cached };
+      await this.#deps.store.set(key, this.#deps.sealer.seal(key, JSON.stringify(answer), token), ttl);
+    }
+    this.#answers.set(reviewed.hash, frozenAnswer(answer));
+    return { answer, cached };
+  }
+
+  /**
+   * What the review of a derived credential's source token needs, remembered per sealed source (opening
+   * it costs an AES-GCM decryption and a JWS decoding on every use otherwise): a function of the sealed
+   * value alone, so remembering it changes no answer.
+   * @throws {RequestError} `token_review_refused` when the credential carries no source this service opens
+   */
+  #derivedSource(cluster: ClusterConfig, identity: Identity): ReviewedToken {
+    const sealedHash = identity.reviewSource === undefined ? undefined : cacheKeyHash(identity.reviewSource);
+    const known = sealedHash === undefined ? undefined : this.#sources.get(sealedHash);
+    if (known !== undefined) return known;
+    const source = this.#openSource(cluster, identity);
+    const reviewed: ReviewedToken = {
+      hash: cacheKeyHash(source.t),
+      asked: source.a,
+      askedKey: askedKeyOf(source.a),
+      jti: jtiOf(source.t),
+    };
+    if (sealedHash !== undefined) this.#sources.set(sealedHash, reviewed);
+    return reviewed;
+  }
+
+  /**
+   * The source token sealed in a derived credential, opened with the current or a previous service secret.
+   * @throws {RequestError} `token_review_refused` when there is none or it does not open
+   */
+  #openSource(cluster: ClusterConfig, identity: Identity): SealedSource {
+    const opened = openSource(
+      [this.#deps.sealer, ...(this.#deps.previousSealers ?? [])],
+      identity.reviewSource,
+    );
+    if (!opened) {
+      throw refused("this credential carries no token the cluster can review; request a new one", {
+        cluster: cluster.name,
+        reason: "derived credential without a sealed source",
+      });
+    }
+    return opened;
   }
 
   /**
@@ -266,7 +346,7 @@ export class ClusterReviewer {
   async #callReview(
     cluster: ClusterConfig,
     token: string,
-    asked: string[],
+    asked: readonly string[],
     askedKey: string,
     until: number,
   ): Promise<CachedReview> {
@@ -325,4 +405,26 @@ export class ClusterReviewer {
       throw this.#api.failed(cluster, "serviceaccount", err);
     }
   }
+}
+
+/** `audiences` sorted and `\u0000`-joined: the {@link CachedReview.asked} form. */
+function askedKeyOf(audiences: readonly string[]): string {
+  return [...audiences].sort().join("\u0000");
+}
+
+/** A service-account token presented itself: its hash, the audiences accepted here, its verified `jti`. */
+function plainToken(token: string, identity: Identity, audiences: readonly string[]): ReviewedToken {
+  return {
+    hash: cacheKeyHash(token),
+    asked: audiences,
+    askedKey: askedKeyOf(audiences),
+    jti: identity.tokenId,
+  };
+}
+
+/** `answer`, frozen (with its arrays and maps) before it is shared by every request that hits it. */
+function frozenAnswer(answer: CachedReview): CachedReview {
+  Object.freeze(answer.audiences);
+  Object.freeze(answer.extra);
+  return Object.freeze(answer);
 }
