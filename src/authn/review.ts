@@ -16,6 +16,9 @@
  *   "yes" (an entry that does not open is a miss) nor keep an old one alive (PERSIST, PEXPIRE or an
  *   edited expiry prefix change nothing). Negative answers are not cached. Concurrent reviews of one
  *   token (for the same audiences) in one process share one API call.
+ * - In front of the store, each process keeps the answers it opened (bounded LRU keyed by
+ *   {@link cacheKeyHash} of the token, never the token), each used only until that same sealed expiry;
+ *   the claim agreement check runs on every hit all the same.
  * - ServiceAccount reads (for `annotations: fromCluster`) are cached the same way under `ksa:`, and the
  *   object's `metadata.uid` must equal the token's service-account uid (a recreated account differs).
  * - Failures of the API server fail closed: `token_review_unavailable` (401), or `rate_limited` (429 with
