@@ -72,12 +72,12 @@ export interface ReviewerDeps {
 }
 
 /**
- * Most opened review answers the front cache keeps (least recently used go first), ~0.5 KB each: a miss
+ * Most opened review answers the front cache keeps (least recently used go first), ~0.8 KB each (8 MB at most): a miss
  * only costs the sealed store's path again.
  */
 const FRONT_ANSWERS_MAX = 10_000;
 
-/** Most derived-credential sources remembered (~0.3 KB each). */
+/** Most derived-credential sources remembered (~0.4 KB each). */
 const FRONT_SOURCES_MAX = 10_000;
 
 /** The token a review is about, as the front cache knows it: hashes and claims, never the token. */
