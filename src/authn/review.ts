@@ -72,8 +72,8 @@ export interface ReviewerDeps {
 }
 
 /**
- * Most opened review answers the front cache keeps (least recently used go first), ~0.8 KB each (8 MB at most): a miss
- * only costs the sealed store's path again.
+ * Most opened review answers the front cache keeps (least recently used go first), ~0.8 KB each (8 MB at
+ * most): a miss only costs the sealed store's path again.
  */
 const FRONT_ANSWERS_MAX = 10_000;
 
