@@ -122,12 +122,12 @@ describe("serve --workers 2", () => {
   it("the primary does not load the app: no fastify, undici or ioredis", async () => {
     child.kill("SIGUSR2");
     const deadline = Date.now() + 10_000;
-    let line: RegExpExecArray | null = null;
-    while (!(line = /primary packages: (.*)\n/.exec(out))) {
+    const answer = () => /primary packages: (.*)\n/.exec(out);
+    while (!answer()) {
       if (Date.now() > deadline) throw new Error(`the primary did not answer; output:\n${out}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    const packages = JSON.parse(line[1]!) as string[];
+    const packages = JSON.parse(answer()![1]!) as string[];
     // Sanity: the probe sees what the primary does load (prom-client aggregates the workers' metrics).
     expect(packages).toContain("prom-client");
     for (const app of ["fastify", "undici", "ioredis", "@fastify/rate-limit"])
