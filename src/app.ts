@@ -29,7 +29,7 @@ import { registerCredentialProviderRoutes } from "./routes/credential-provider.j
 import { registerExplainRoutes } from "./routes/explain.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerKeyRoutes } from "./routes/keys.js";
-import { loadOpenApiDocument, registerOpenApiRoute } from "./routes/openapi.js";
+import { registerOpenApiRoute } from "./routes/openapi.js";
 import { registerTokenRoutes } from "./routes/token.js";
 import { buildRuntime, type RuntimeBase, RuntimeHolder } from "./runtime.js";
 
@@ -112,7 +112,6 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     : createCacheStores(config, logger, now);
   const store = stores.store;
   const metrics = new ServiceMetrics();
-  const openapi = loadOpenApiDocument();
   const base: RuntimeBase = { logger, now, store, shared: stores.shared, metrics };
   const runtime = new RuntimeHolder(buildRuntime(config, base), base);
   // Getters: metrics always read the config version in force, across reloads.
@@ -208,7 +207,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     now,
     () => runtime.current.reviewer.status(),
   );
-  registerOpenApiRoute(app, openapi);
+  registerOpenApiRoute(app);
   if (deps.localIssuer) deps.localIssuer.issuer.register(app, deps.localIssuer.prefix);
   app.addHook("onClose", async () => {
     await runtime.close();

@@ -6,7 +6,7 @@ import cluster, { type Worker } from "node:cluster";
 import { type Stats, unwatchFile, watchFile } from "node:fs";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
-import { type AppDeps, buildApp } from "./app.js";
+import type { AppDeps } from "./app.js";
 import { BUILD_INFO } from "./build-info.js";
 import { serveClusterMetrics, WORKER_ENV } from "./cluster-metrics.js";
 import type { Config } from "./config/schema.js";
@@ -123,6 +123,9 @@ export async function startServer(
   handleSignals = false,
   reload?: ReloadSource,
 ): Promise<RunningServer> {
+  // Imported here, not at the top: the primary of `serve --workers N` loads this module for
+  // `runWorkers` and must not load the app (fastify, undici, ioredis...) it never runs.
+  const { buildApp } = await import("./app.js");
   const app = await buildApp(config, deps);
   closeConnectionsWhenDraining(app);
   await app.listen({ host: config.server.host, port: config.server.port });

@@ -8,7 +8,8 @@
  * never per request.
  */
 import { readFileSync } from "node:fs";
-import { Cluster, Redis, type RedisOptions } from "ioredis";
+import { createRequire } from "node:module";
+import type { Cluster, Redis, RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import type { Config } from "../config/schema.js";
 import type { CacheStore } from "./store.js";
@@ -40,6 +41,9 @@ export function pauseRedis(client: RedisClient): void {
  * Connection starts in the background; the client is usable once `status === "ready"`.
  */
 export function createRedisClient(cache: Config["cache"]): RedisClient | undefined {
+  if (!cache.redisUrl && !cache.redisSentinel && !cache.redisCluster) return undefined;
+  // Loaded only when Redis is configured: ioredis adds ~9 MiB to the RSS of a process that never uses it.
+  const { Cluster, Redis } = createRequire(import.meta.url)("ioredis") as typeof import("ioredis");
   const password = cache.redisPasswordFile ? readFileSync(cache.redisPasswordFile, "utf8").trim() : undefined;
   const common: RedisOptions = {
     commandTimeout: cache.commandTimeoutMs,

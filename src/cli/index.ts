@@ -22,20 +22,13 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { versionLine } from "../build-info.js";
-import { contributeRegistries } from "../cluster-metrics.js";
-import { loadConfigFile } from "../config/load.js";
 import { ConfigError } from "../errors.js";
-import { generateSigningKeyFiles, loadSigningKey } from "../jose/signing-key.js";
-import { LocalIssuer } from "../local/issuer.js";
-import {
-  LOCAL_CREDENTIAL_PROVIDER_AUDIENCE,
-  LOCAL_ISSUER_PREFIX,
-  LOCAL_SERVICE,
-  prepareLocalMode,
-} from "../local/mode.js";
-import { createLogger } from "../logging.js";
-import { runWorkers, startServer } from "../server.js";
-import { type CommandResult, checkConfigCommand, explainCommand } from "./commands.js";
+import type { LocalIssuer } from "../local/issuer.js";
+import type { CommandResult } from "./commands.js";
+
+// Every other module is imported by the command that needs it, when it runs: the primary of
+// `serve --workers N` then loads only the config loader, the logger and the metrics aggregator, never
+// the app (fastify, undici, ioredis, jose...), and `credential-provider` loads none of the server.
 
 const DEFAULT_STATE_DIR = ".local";
 
@@ -107,6 +100,10 @@ export function buildProgram(): Command {
         throw new ConfigError(["serve: --workers needs --config (local mode runs one process)"]);
       }
       if (opts.local) {
+        const [
+          { LOCAL_CREDENTIAL_PROVIDER_AUDIENCE, LOCAL_ISSUER_PREFIX, LOCAL_SERVICE, prepareLocalMode },
+          { startServer },
+        ] = await Promise.all([import("../local/mode.js"), import("../server.js")]);
         const setup = await prepareLocalMode(opts.stateDir, process.env, { redisUrl: opts.redisUrl });
         const server = await startServer(
           setup.config,
@@ -131,10 +128,16 @@ export function buildProgram(): Command {
       }
       // A worker answers the primary's metrics collection from its first moment (with nothing until its
       // app exists), so a scrape during a worker's start-up never waits for it.
+      const { contributeRegistries } = await import("../cluster-metrics.js");
       contributeRegistries([]);
+      const { loadConfigFile } = await import("../config/load.js");
       const overrides = { redisUrl: opts.redisUrl };
       const config = loadConfigFile(opts.config!, process.env, overrides);
       if (opts.workers > 1 && cluster.isPrimary) {
+        const [{ createLogger }, { runWorkers }] = await Promise.all([
+          import("../logging.js"),
+          import("../server.js"),
+        ]);
         const logger = createLogger(config.logging.level);
         if (!config.cache.redisUrl && !config.cache.redisSentinel && !config.cache.redisCluster) {
           logger.warn("--workers without Redis: each worker keeps its own cache and rate-limit counters");
@@ -142,6 +145,7 @@ export function buildProgram(): Command {
         runWorkers(opts.workers, logger);
         return;
       }
+      const { startServer } = await import("../server.js");
       // Every layer is re-read on reload, and every layer is watched.
       const files = opts.config!;
       await startServer(config, {}, true, {
@@ -171,6 +175,10 @@ export function buildProgram(): Command {
         node?: string;
         stateDir: string;
       }) => {
+        const [{ LocalIssuer }, { LOCAL_SERVICE }] = await Promise.all([
+          import("../local/issuer.js"),
+          import("../local/mode.js"),
+        ]);
         let issuer: LocalIssuer;
         try {
           issuer = LocalIssuer.load(join(resolve(opts.stateDir), "issuer.json"));
@@ -206,6 +214,7 @@ export function buildProgram(): Command {
           `keygen: ${existing.join(", ")} already in ${resolve(opts.out)}; refusing to overwrite (use --force)`,
         ]);
       }
+      const { generateSigningKeyFiles, loadSigningKey } = await import("../jose/signing-key.js");
       const files = await generateSigningKeyFiles(resolve(opts.out), opts.cn);
       const key = loadSigningKey(files.keyFile, files.certFile, "keygen");
       process.stdout.write(`${files.keyFile}\n${files.certFile}\nkid ${key.kid} (${key.alg})\n`);
@@ -224,6 +233,7 @@ export function buildProgram(): Command {
     .option("--fetch-keys", "also fetch every other cluster's keys (discovery + JWKS), as the service would")
     .option("--strict", "treat warnings as errors (exit status 2)")
     .action(async (opts: { config: string[]; fetchKeys?: boolean; strict?: boolean }) => {
+      const { checkConfigCommand } = await import("./commands.js");
       printResult(await checkConfigCommand(opts));
     });
 
@@ -256,6 +266,7 @@ export function buildProgram(): Command {
         service?: string;
         fetchKeys?: boolean;
       }) => {
+        const { explainCommand } = await import("./commands.js");
         printResult(await explainCommand(opts));
       },
     );

@@ -1,10 +1,14 @@
 /**
  * `serve --workers 2` as a real process: one `/metrics` scrape answers the sum over both workers (the
  * primary aggregates with prom-client's AggregatorRegistry), so counters never jump between the workers'
- * values; every log line names its worker, and request ids never repeat across workers.
+ * values; every log line names its worker, and request ids never repeat across workers; the primary
+ * loads none of the app (it only supervises and aggregates).
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
 import { AUDIENCE, basic, SERVICE } from "../helpers/fixtures.js";
@@ -31,9 +35,18 @@ beforeAll(async () => {
     { host: "127.0.0.1", port },
     { rateLimit: { enabled: false }, cache: { reuseTokens: false } },
   );
+  // In the primary only: on SIGUSR2, print the packages it has loaded (fastify, undici and ioredis are
+  // CommonJS: importing them fills require.cache).
+  const probe = join(mkdtempSync(join(tmpdir(), "rte-workers-")), "probe.cjs");
+  writeFileSync(
+    probe,
+    `if (require("node:cluster").isPrimary) process.on("SIGUSR2", () => process.stderr.write(
+      "primary packages: " + JSON.stringify([...new Set(Object.keys(require.cache)
+        .map((f) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(f)?.[1]).filter(Boolean))]) + "\\n"));`,
+  );
   child = spawn(
     process.execPath,
-    ["--import", "tsx", "src/bin.ts", "serve", "--config", file, "--workers", "2"],
+    ["--require", probe, "--import", "tsx", "src/bin.ts", "serve", "--config", file, "--workers", "2"],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   child.stdout!.on("data", (d) => {
@@ -104,6 +117,21 @@ describe("serve --workers 2", () => {
     expect(lines.filter((l) => l.req?.path === "/token").every((l) => typeof l.worker === "number")).toBe(
       true,
     );
+  });
+
+  it("the primary does not load the app: no fastify, undici or ioredis", async () => {
+    child.kill("SIGUSR2");
+    const deadline = Date.now() + 10_000;
+    const answer = () => /primary packages: (.*)\n/.exec(out);
+    while (!answer()) {
+      if (Date.now() > deadline) throw new Error(`the primary did not answer; output:\n${out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const packages = JSON.parse(answer()![1]!) as string[];
+    // Sanity: the probe sees what the primary does load (prom-client aggregates the workers' metrics).
+    expect(packages).toContain("prom-client");
+    for (const app of ["fastify", "undici", "ioredis", "@fastify/rate-limit"])
+      expect(packages).not.toContain(app);
   });
 });
 
