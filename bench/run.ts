@@ -109,7 +109,12 @@ const STAMP = new Date().toISOString().replace(/[:.]/g, "-");
 const RESULTS = join(ROOT, "bench", "results");
 const PROFILES = join(RESULTS, `profiles-${STAMP}`);
 
-const log = (line: string) => process.stderr.write(`${line}\n`);
+const T0 = Date.now();
+/** Progress on stderr, with the minutes and seconds since the start. */
+const log = (line: string) => {
+  const t = Math.round((Date.now() - T0) / 1000);
+  process.stderr.write(`[${Math.floor(t / 60)}:${String(t % 60).padStart(2, "0")}] ${line}\n`);
+};
 
 /** One measured scenario next to the references measured just before it. */
 interface Row {
@@ -191,8 +196,8 @@ const POOLS = opt.soak
   : {
       pool: SIZE.pool,
       warm: SIZE.warmPool,
-      burst: 500,
-      cp: HAS_CREDENTIAL_PROVIDER ? SIZE.uncached + SIZE.warm : 0,
+      burst: want("pull-burst") ? 500 : 0,
+      cp: HAS_CREDENTIAL_PROVIDER && want("credential-provider") ? SIZE.uncached + SIZE.warm : 0,
     };
 log(`minting ${POOLS.pool + POOLS.warm + POOLS.burst + POOLS.cp} service-account tokens...`);
 const mintStart = Date.now();
@@ -329,7 +334,7 @@ async function scenarioRow(row: string, store: StoreKind, workers: number, entry
     : undefined;
   const { floor, bare, ref } = await references();
   const cursor = cursorOf();
-  const name = `${row}-${store}-w${workers}-${entry.label}${++runSerial}`;
+  const name = `${row}-${store}-w${workers}-${entry.label.toLowerCase()}${++runSerial}`;
   // The credential-provider path gets its own warm-up on top of the common one (pool tokens 0..warm).
   const cpCursor: Cursor = { next: SIZE.warm, wrapped: 0 };
   const warm =
@@ -709,6 +714,11 @@ if (rows.length > 0) {
   if (repeats.length > 0)
     out.push(
       `WARNING: pool exhausted, repeated tokens: ${repeats.map((r) => `${r.scenario}/${r.store}: ${r.repeats}`).join(", ")}`,
+    );
+  const failing = rows.filter((r) => r.load.errors > 0.01 * Math.max(1, r.load.requests));
+  if (failing.length > 0)
+    out.push(
+      `WARNING: more than 1% errors (its figures measure refusals, not exchanges): ${failing.map((r) => `${r.scenario}/${r.store}/w${r.workers}: ${r.load.errors}`).join(", ")}`,
     );
   const cut = rows.filter((r) => r.load.timedOut);
   if (cut.length > 0)
