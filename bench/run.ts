@@ -83,7 +83,7 @@ const SIZE = opt.quick
       uncached: 5_000,
       hot: 20_000,
       reference: 3_000,
-      floor: 5_000,
+      floor: 2_000,
       pool: 8_000,
       warm: 2_000,
       warmPool: 4_000,
@@ -93,12 +93,14 @@ const SIZE = opt.quick
       uncached: 30_000,
       hot: 100_000,
       reference: 15_000,
-      floor: 30_000,
+      floor: 10_000,
       pool: 40_000,
       warm: 3_000,
       warmPool: 8_000,
       halfRateSeconds: 8,
     };
+/** At most this many uncached warm-up rounds per instance (fewer with --quick: a smoke test). */
+const WARM_ROUNDS = opt.quick ? 4 : 8;
 /** Tokens the soak cycles over. */
 const SOAK_POOL = 5_000;
 /** Pods of the pull burst pulling at the same time (a divisor of the 500 pods). */
@@ -209,13 +211,14 @@ log(`  minted in ${((Date.now() - mintStart) / 1000).toFixed(1)} s`);
 
 /**
  * Warms a fresh instance (JIT, connections, key import) on tokens no scenario uses: rounds of uncached
- * requests until two rounds in a row agree within 10% (at most 8), then hot requests. Node needs
- * several thousand requests before its throughput settles; measuring earlier understates it by half.
+ * requests until two rounds in a row agree within 10% (at most {@link WARM_ROUNDS}), then hot requests.
+ * Node needs several thousand requests before its throughput settles; measuring earlier understates it
+ * by half.
  */
 async function warmUp(url: string): Promise<void> {
   const cursor = cursorOf();
   let previous = 0;
-  for (let round = 0; round < 8; round++) {
+  for (let round = 0; round < WARM_ROUNDS; round++) {
     const plan = uncachedPlan(warmPool, `warm${++runSerial}`, cursor, SIZE.warm);
     const r = await closed(url, SIZE.warm, plan, false, 30);
     if (round >= 1 && Math.abs(r.rps - previous) <= 0.1 * previous) break;
