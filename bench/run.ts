@@ -718,10 +718,11 @@ if (rows.length > 0) {
     out.push(
       `WARNING: pool exhausted, repeated tokens: ${repeats.map((r) => `${r.scenario}/${r.store}: ${r.repeats}`).join(", ")}`,
     );
-  const failing = rows.filter((r) => r.load.errors > 0.01 * Math.max(1, r.load.requests));
+  const failed = (l: LoadResult) => l.errors > 0.01 * Math.max(1, l.requests);
+  const failing = rows.filter((r) => failed(r.load) || failed(r.bare.load) || failed(r.ref.load));
   if (failing.length > 0)
     out.push(
-      `WARNING: more than 1% errors (its figures measure refusals, not exchanges): ${failing.map((r) => `${r.scenario}/${r.store}/w${r.workers}: ${r.load.errors}`).join(", ")}`,
+      `WARNING: more than 1% errors (such figures measure refusals, not exchanges): ${failing.map((r) => `${r.scenario}/${r.store}/w${r.workers}: service ${r.load.errors}, bare ${r.bare.load.errors}, jose ${r.ref.load.errors}`).join("; ")}`,
     );
   const cut = rows.filter((r) => r.load.timedOut);
   if (cut.length > 0)
