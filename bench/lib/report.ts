@@ -16,12 +16,19 @@ function cell(v: string | number | undefined): string {
   return v.toFixed(2);
 }
 
-/** A fixed-width text table; the first column is left-aligned, the others right-aligned. */
-export function formatTable(headers: string[], rows: Array<Array<string | number | undefined>>): string {
+/**
+ * A fixed-width text table; the first `leftColumns` columns (default 1) are left-aligned, the others
+ * right-aligned.
+ */
+export function formatTable(
+  headers: string[],
+  rows: Array<Array<string | number | undefined>>,
+  leftColumns = 1,
+): string {
   const text = [headers, ...rows.map((r) => r.map(cell))];
   const widths = headers.map((_, i) => Math.max(...text.map((r) => (r[i] ?? "").length)));
   const line = (r: string[]) =>
-    r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+    r.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   return [line(text[0]!), widths.map((w) => "-".repeat(w)).join("  "), ...text.slice(1).map(line)].join("\n");
 }
 
@@ -53,6 +60,7 @@ export function targetsTable(lines: TargetLine[]): string {
       l.figure ?? (l.how ? `not measured: ${l.how}` : "not measured in this run"),
       l.met === undefined ? "-" : l.met ? "met" : "MISSED",
     ]),
+    3,
   );
 }
 
