@@ -966,7 +966,12 @@ for (const e of ENTRIES) {
     const half = halfRates.filter((x) => x.entry === e.label && x.store === store);
     lines.push({
       target: `p99 <= 10 ms at half the maximum rate, uncached (${store})`,
-      figure: half.length > 0 ? `${half.map((x) => `${x.load.p99} ms`).join(", ")}` : undefined,
+      figure:
+        half.length > 0
+          ? half
+              .map((x) => `${x.load.p99.toFixed(x.load.p99 >= 100 ? 0 : 2)} ms at ${x.rate} req/s`)
+              .join(", ")
+          : undefined,
       met: half.length > 0 ? half.every((x) => x.load.p99 <= 10) : undefined,
     });
     const rest = rests.filter((x) => x.entry === e.label && x.store === store);
