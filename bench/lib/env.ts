@@ -13,7 +13,7 @@ import { type LocalIssuer, startLocalIssuerServer } from "../../src/local/issuer
 import { type StandInApiServer, startStandInApiServer } from "../../test/helpers/apiserver.js";
 import { freePort, SpawnedRedis } from "../../test/helpers/redis.js";
 import { type Child, ROOT, runNodeJson, startNode, waitReady } from "./procs.js";
-import type { ReferenceInput } from "./reference.js";
+import type { ReferenceInput, ReferenceKind } from "./reference.js";
 import { SERVICE, writeServiceConfig } from "./workload.js";
 
 /** Whether `/v1/credential-provider` exists in this tree (it was added while the benchmark was written). */
@@ -66,7 +66,7 @@ export class BenchEnv {
   readonly issuerUrl: string;
   readonly redis: SpawnedRedis | undefined;
   readonly #closeIssuer: () => Promise<void>;
-  #reference: { child: Child; url: string } | undefined;
+  readonly #references = new Map<ReferenceKind, { child: Child; url: string }>();
   #apiServer: StandInApiServer | undefined;
   #serial = 0;
 
@@ -152,18 +152,26 @@ export class BenchEnv {
   }
 
   /**
-   * The minimal reference server (started once per run, kept up).
+   * A minimal reference server (`bench/reference-server.ts`; each kind started once per run, kept up).
+   * @param kind `bare` (node:crypto) or `jose`
    * @param warm warms it up once started (run by the caller: it knows the workload)
    */
-  async reference(warm: (url: string) => Promise<void>): Promise<{ child: Child; url: string }> {
-    if (this.#reference) return this.#reference;
+  async reference(
+    kind: ReferenceKind,
+    warm: (url: string) => Promise<void>,
+  ): Promise<{ child: Child; url: string }> {
+    const running = this.#references.get(kind);
+    if (running) return running;
     const port = await freePort();
-    const child = startNode(join(ROOT, "bench", "reference-server.ts"), [this.#referenceInput({ port })]);
+    const child = startNode(join(ROOT, "bench", "reference-server.ts"), [
+      this.#referenceInput({ port, kind }),
+    ]);
     const url = `http://127.0.0.1:${port}`;
     await waitReady(child, `${url}/healthz`);
-    this.#reference = { child, url };
+    const started = { child, url };
+    this.#references.set(kind, started);
     await warm(url);
-    return this.#reference;
+    return started;
   }
 
   /** Runs the crypto floor in its own process over `tokens`. */
@@ -189,7 +197,7 @@ export class BenchEnv {
   /** Stops everything this run started and removes its temp folder. */
   async close(): Promise<void> {
     await this.#apiServer?.close();
-    await this.#reference?.child.stop();
+    for (const r of this.#references.values()) await r.child.stop();
     await this.redis?.stop();
     await this.#closeIssuer();
     rmSync(this.dir, { recursive: true, force: true });

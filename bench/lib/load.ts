@@ -1,6 +1,8 @@
 /**
- * The load generator: autocannon (programmatic API), bounded in count (`amount`) and in time (stopped
- * after `maxSeconds`). Latency is recorded here in microseconds from autocannon's `response` event,
+ * The load generators. Closed-loop rows run on wrk ({@link runClosed}, `wrk.ts`) when it is installed,
+ * else on autocannon; the paced half-rate row, the pull burst, the storm and the soak always run on
+ * autocannon (programmatic API: per-connection request sequences and rate control), bounded in count
+ * (`amount`) and in time (stopped after `maxSeconds`). Latency is recorded here in microseconds from autocannon's `response` event,
  * because autocannon's own histogram has 1 ms resolution; autocannon's p99 is kept as well, since with a
  * fixed `overallRate` it is corrected for coordinated omission. The duration is timed here too, from the
  * start to the last response: autocannon notices that `amount` is reached only at its next 1 s tick,
@@ -8,6 +10,7 @@
  */
 import { createHistogram, type RecordableHistogram } from "node:perf_hooks";
 import autocannon from "autocannon";
+import { HAS_WRK, type PlannedRequest, runWrk } from "./wrk.js";
 
 /** One load run. */
 export interface LoadSpec {
@@ -27,6 +30,8 @@ export interface LoadSpec {
 
 /** What one load run measured. */
 export interface LoadResult {
+  /** Which load generator ran it. */
+  generator: "autocannon" | "wrk";
   /** Responses received. */
   requests: number;
   /** 2xx responses. */
@@ -111,6 +116,7 @@ function summarise(
     .reduce((n, [, c]) => n + c, 0);
   const ms = (p: number) => (requests ? Math.round(rec.hist.percentile(p)) / 1000 : 0);
   return {
+    generator: "autocannon",
     requests,
     ok,
     errors: requests - ok + runs.reduce((n, r) => n + r.result.errors + r.result.timeouts, 0),
@@ -161,4 +167,64 @@ export async function runPaced(spec: LoadSpec, rate: number, slices = 25): Promi
     }),
   );
   return summarise(rec, started, cpu0, runs);
+}
+
+/** Which closed-loop generator this run uses: wrk when installed, unless `forceAutocannon`. */
+export function closedLoopGenerator(forceAutocannon: boolean): "wrk" | "autocannon" {
+  return HAS_WRK && !forceAutocannon ? "wrk" : "autocannon";
+}
+
+/**
+ * autocannon requests sending `plan` in order, one entry per request, wrapping around at its end (a hot
+ * plan of one request is sent as a static request: autocannon then builds it once).
+ */
+export function autocannonRequests(plan: PlannedRequest[]): autocannon.Request[] {
+  const headers = (r: PlannedRequest) => ({
+    ...(r.authorization ? { authorization: r.authorization } : {}),
+    ...(r.contentType ? { "content-type": r.contentType } : {}),
+  });
+  if (plan.length === 1) {
+    const r = plan[0]!;
+    return [{ method: r.method, path: r.path, headers: headers(r), ...(r.body ? { body: r.body } : {}) }];
+  }
+  let next = 0;
+  return [
+    {
+      method: "GET",
+      setupRequest: (req) => {
+        const r = plan[next++ % plan.length]!;
+        req.method = r.method;
+        req.path = r.path;
+        req.headers = headers(r);
+        if (r.body) req.body = r.body;
+        else delete req.body;
+        return req;
+      },
+    },
+  ];
+}
+
+/** A closed-loop run over a plan of requests (see {@link runClosed}). */
+export interface ClosedSpec {
+  url: string;
+  connections: number;
+  /** Requests to send in all. */
+  amount: number;
+  maxSeconds: number;
+  /** Sent once each in order, or over and over when `cycle` (then usually one request). */
+  plan: PlannedRequest[];
+  cycle: boolean;
+}
+
+/**
+ * Closed-loop load (each connection sends its next request when the previous answer arrives) on
+ * `generator`: wrk (`wrk.ts`, request file written to `dir`) or autocannon.
+ */
+export function runClosed(
+  spec: ClosedSpec,
+  generator: "wrk" | "autocannon",
+  dir: string,
+): Promise<LoadResult> {
+  if (generator === "wrk") return runWrk({ ...spec, dir });
+  return runLoad({ ...spec, requests: autocannonRequests(spec.plan) });
 }

@@ -175,6 +175,11 @@ export function treeMemory(pid: number): { rss: number; hwm: number } {
   return { rss, hwm };
 }
 
+/** Current RSS of each process of a tree (the primary first, then its workers), bytes. */
+export function processTreeRss(pid: number): number[] {
+  return processTree(pid).map((p) => memoryOf(p).rss);
+}
+
 /** Bytes to MiB, one decimal. */
 export function mib(bytes: number): number {
   return Math.round((bytes / 1024 / 1024) * 10) / 10;

@@ -16,13 +16,55 @@ function cell(v: string | number | undefined): string {
   return v.toFixed(2);
 }
 
-/** A fixed-width text table; the first column is left-aligned, the others right-aligned. */
-export function formatTable(headers: string[], rows: Array<Array<string | number | undefined>>): string {
+/**
+ * A fixed-width text table; the first `leftColumns` columns (default 1) are left-aligned, the others
+ * right-aligned.
+ */
+export function formatTable(
+  headers: string[],
+  rows: Array<Array<string | number | undefined>>,
+  leftColumns = 1,
+): string {
   const text = [headers, ...rows.map((r) => r.map(cell))];
   const widths = headers.map((_, i) => Math.max(...text.map((r) => (r[i] ?? "").length)));
   const line = (r: string[]) =>
-    r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+    r
+      .map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(text[0]!), widths.map((w) => "-".repeat(w)).join("  "), ...text.slice(1).map(line)].join("\n");
+}
+
+/** The median of `xs` (the mean of the two middle values for an even count); NaN when empty. */
+export function median(xs: number[]): number {
+  if (xs.length === 0) return Number.NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** One line of the targets table. */
+export interface TargetLine {
+  target: string;
+  /** The figure(s) from this run; undefined when this run did not measure it. */
+  figure: string | undefined;
+  /** Whether the figure meets the target; undefined when not measured. */
+  met: boolean | undefined;
+  /** What measures it, shown when this run did not. */
+  how?: string | undefined;
+}
+
+/** The targets table: target, figure (or how to measure it), met / missed / not measured. */
+export function targetsTable(lines: TargetLine[]): string {
+  return formatTable(
+    ["target", "this run", "status"],
+    lines.map((l) => [
+      l.target,
+      l.figure ?? (l.how ? `not measured: ${l.how}` : "not measured in this run"),
+      l.met === undefined ? "-" : l.met ? "met" : "MISSED",
+    ]),
+    3,
+  );
 }
 
 interface ProfileNode {

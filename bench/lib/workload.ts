@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type autocannon from "autocannon";
 import { parseConfig } from "../../src/config/load.js";
 import type { LocalIssuer } from "../../src/local/issuer.js";
+import type { PlannedRequest } from "./wrk.js";
 
 /** The registry `service` (and token audience) of the benchmark. */
 export const SERVICE = "registry.bench";
@@ -67,59 +68,63 @@ export interface Cursor {
 /**
  * Uncached: request `n` presents pool token `n` and asks for a repository nobody asked for before
  * (`team-X/app-<run>-<n>`, pull+push, granted by the policy), so each is a full verify + policy + sign.
+ * Builds the next `amount` requests from `cursor` (counting in `cursor.wrapped` those that had to reuse
+ * a token because the pool ran out).
  */
-export function uncachedRequests(pool: PoolToken[], run: string, cursor: Cursor): autocannon.Request[] {
-  return [
-    {
+export function uncachedPlan(
+  pool: PoolToken[],
+  run: string,
+  cursor: Cursor,
+  amount: number,
+): PlannedRequest[] {
+  return Array.from({ length: amount }, () => {
+    const n = cursor.next++;
+    if (n >= pool.length) cursor.wrapped++;
+    const t = pool[n % pool.length]!;
+    return {
       method: "GET",
-      setupRequest: (req) => {
-        const n = cursor.next++;
-        if (n >= pool.length) cursor.wrapped++;
-        const t = pool[n % pool.length]!;
-        req.path = `/token?service=${SERVICE}&scope=repository:${t.namespace}/app-${run}-${n}:pull,push`;
-        req.headers = { authorization: t.basic };
-        return req;
-      },
-    },
-  ];
+      path: `/token?service=${SERVICE}&scope=repository:${t.namespace}/app-${run}-${n}:pull,push`,
+      authorization: t.basic,
+    };
+  });
 }
 
-/** Hot: the same token and scope every time (identity and issued-token caches hit). */
-export function hotRequests(t: PoolToken): autocannon.Request[] {
+/** Hot: the same token and scope every time (identity and issued-token caches hit); send it in a cycle. */
+export function hotPlan(t: PoolToken): PlannedRequest[] {
   return [
     {
       method: "GET",
       path: `/token?service=${SERVICE}&scope=repository:${t.namespace}/app:pull,push`,
-      headers: { authorization: t.basic },
+      authorization: t.basic,
     },
   ];
 }
 
+/** Plumbing: the service's liveness probe (and the bare reference's), the per-request floor of HTTP. */
+export const HEALTHZ_PLAN: PlannedRequest[] = [{ method: "GET", path: "/healthz" }];
+
 /**
  * Credential provider: request `n` is kubelet asking, for a new pod (pool token `n`, minted with
  * {@link CREDENTIAL_PROVIDER_AUDIENCE}), for credentials for an image of the pod's own namespace: a full
- * verify + policy + sign of an exchange credential each time.
+ * verify + policy + sign of an exchange credential each time. The next `amount` requests from `cursor`.
  */
-export function credentialProviderRequests(pool: PoolToken[], cursor: Cursor): autocannon.Request[] {
-  return [
-    {
+export function credentialProviderPlan(pool: PoolToken[], cursor: Cursor, amount: number): PlannedRequest[] {
+  return Array.from({ length: amount }, () => {
+    const n = cursor.next++;
+    if (n >= pool.length) cursor.wrapped++;
+    const t = pool[n % pool.length]!;
+    return {
       method: "POST",
       path: "/v1/credential-provider",
-      headers: { "content-type": "application/json" },
-      setupRequest: (req) => {
-        const n = cursor.next++;
-        if (n >= pool.length) cursor.wrapped++;
-        const t = pool[n % pool.length]!;
-        req.body = JSON.stringify({
-          apiVersion: "credentialprovider.kubelet.k8s.io/v1",
-          kind: "CredentialProviderRequest",
-          image: `${SERVICE}/${t.namespace}/app-${n}:v1`,
-          serviceAccountToken: t.token,
-        });
-        return req;
-      },
-    },
-  ];
+      contentType: "application/json",
+      body: JSON.stringify({
+        apiVersion: "credentialprovider.kubelet.k8s.io/v1",
+        kind: "CredentialProviderRequest",
+        image: `${SERVICE}/${t.namespace}/app-${n}:v1`,
+        serviceAccountToken: t.token,
+      }),
+    };
+  });
 }
 
 /** The three repositories every pod of the pull burst pulls. */
