@@ -251,10 +251,9 @@ describe("access line written without pino's generic path", () => {
 
   it("goes through log.info for a logger it cannot imitate (a mixin)", async () => {
     const lines: string[] = [];
-    const logger = pino(
-      { mixin: () => ({ extra: 1 }) },
-      { write: (l: string) => void lines.push(l) } as unknown as pino.DestinationStream,
-    );
+    const logger = pino({ mixin: () => ({ extra: 1 }) }, {
+      write: (l: string) => void lines.push(l),
+    } as unknown as pino.DestinationStream);
     const app = Fastify({
       loggerInstance: logger as FastifyBaseLogger,
       logController: accessLogController(),
@@ -280,7 +279,9 @@ describe("requestLogJson", () => {
     const safe: Record<string, string[]> = {};
     for (const [k, v] of new URLSearchParams(url.slice(q + 1))) {
       if (!["service", "scope", "client_id", "offline_token", "account"].includes(k)) continue;
-      (safe[k] ??= []).push(v.slice(0, 300));
+      const list = safe[k] ?? [];
+      list.push(v.slice(0, 300));
+      safe[k] = list;
     }
     return safe;
   }
