@@ -152,23 +152,43 @@ export function registerLoadShedding(app: FastifyInstance, limits: LoadSheddingL
     route.onRequest = withHook(route.onRequest, watchBody);
     route.preValidation = withHook(route.preValidation, bodyRead);
     const handler = route.handler as RouteHandlerMethod;
-    route.handler = async function limited(this: FastifyInstance, request, reply) {
+    // Not an async function around the (async) handler: its promise is passed on with the slot
+    // released when it settles, one promise less per request than `return await`.
+    route.handler = function limited(this: FastifyInstance, request, reply) {
       if (inFlight >= max) {
-        throw new RequestError(
-          "overloaded",
-          "the service is busy: too many requests in progress, retry shortly",
-          {
-            retryAfterSeconds: 1,
-            logDetail: { inFlight, max },
-          },
+        return Promise.reject(
+          new RequestError(
+            "overloaded",
+            "the service is busy: too many requests in progress, retry shortly",
+            {
+              retryAfterSeconds: 1,
+              logDetail: { inFlight, max },
+            },
+          ),
         );
       }
       inFlight++;
+      let result: unknown;
       try {
-        return await handler.call(this, request, reply);
-      } finally {
+        result = handler.call(this, request, reply);
+      } catch (err) {
         inFlight--;
+        return Promise.reject(err);
       }
+      if (!(result instanceof Promise)) {
+        inFlight--;
+        return Promise.resolve(result);
+      }
+      return result.then(
+        (value: unknown) => {
+          inFlight--;
+          return value;
+        },
+        (err: unknown) => {
+          inFlight--;
+          throw err;
+        },
+      );
     };
   });
   return () => inFlight;

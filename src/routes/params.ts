@@ -10,9 +10,17 @@ import type { IssueResult } from "../realm/realm.js";
 /** Parsed query or form parameters (a repeated parameter is an array). */
 export type Params = Record<string, string | string[] | undefined>;
 
+/** The last second {@link rfc3339} formatted, and its text (consecutive answers share their second). */
+let lastSecond = Number.NaN;
+let lastSecondText = "";
+
 /** RFC 3339 without fractional seconds (moby#20970: docker parses `issued_at` as RFC 3339). */
 function rfc3339(epochSeconds: number): string {
-  return new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+  if (epochSeconds !== lastSecond) {
+    lastSecondText = new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+    lastSecond = epochSeconds;
+  }
+  return lastSecondText;
 }
 
 /**
