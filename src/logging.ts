@@ -95,11 +95,12 @@ function formDecode(raw: string): string {
 }
 
 /**
- * Logs method, route and safe query parameters; never headers or bodies. The path is logged as the
- * matched route pattern (`/token`), never as sent: a client may paste a credential into a path, and an
- * unmatched path is logged as `(no route)`.
+ * The logger's `req` serializer: logs method, route and safe query parameters; never headers or bodies.
+ * The path is logged as the matched route pattern (`/token`), never as sent: a client may paste a
+ * credential into a path, and an unmatched path is logged as `(no route)`. Exported so that the access
+ * line (`plugins/access-log.ts`) can tell a logger that uses it.
  */
-function serializeRequest(req: FastifyRequest): Record<string, unknown> {
+export function serializeRequest(req: FastifyRequest): Record<string, unknown> {
   const out: Record<string, unknown> = {
     method: req.method,
     path: req.routeOptions?.url ?? "(no route)",

@@ -24,7 +24,7 @@ import {
 } from "fastify";
 import pino, { type Logger } from "pino";
 import type { AuditSink } from "../audit.js";
-import { requestLogJson } from "../logging.js";
+import { requestLogJson, serializeRequest } from "../logging.js";
 
 /** Fields and message of the access line being built for one request. */
 interface AccessLogEntry {
@@ -131,7 +131,8 @@ type FieldFunctions = Record<string, ((value: unknown) => unknown) | undefined>;
 
 /**
  * Whether `log` is a plain pino logger whose line this module can build itself, byte for byte as
- * `log.info(obj, msg)` would: no mixin, log formatter, hooks, message prefix, nested key or custom
+ * `log.info(obj, msg)` would: this service's `req` serializer (`logging.ts`), no serializer or redaction
+ * for `res`, `responseTime` and `aborted`, no mixin, log formatter, hooks, message prefix, nested key or custom
  * message key, and a destination that does not ask for line metadata (pino's multistream). Any other
  * logger gets the line through `log.info`.
  */
@@ -139,7 +140,18 @@ function isPlainPino(log: PinoInternals): boolean {
   const stream = log[SYM.streamSym] as Destination | undefined;
   const hooks = log[SYM.hooksSym] as { logMethod?: unknown; streamWrite?: unknown } | undefined;
   const formatters = log[SYM.formattersSym] as { log?: unknown } | undefined;
+  const serializers = log[SYM.serializersSym] as FieldFunctions | undefined;
+  const stringifiers = log[SYM.stringifiersSym] as FieldFunctions | undefined;
   return (
+    // The fields written here by hand: `req` by this service's serializer, the others as they are.
+    serializers?.req === serializeRequest &&
+    !serializers.res &&
+    !serializers.responseTime &&
+    !serializers.aborted &&
+    stringifiers !== undefined &&
+    !stringifiers.res &&
+    !stringifiers.responseTime &&
+    !stringifiers.aborted &&
     typeof stream?.write === "function" &&
     stream[SYM.needsMetadataGsym] !== true &&
     typeof log[SYM.timeSym] === "function" &&
