@@ -131,8 +131,7 @@ type FieldFunctions = Record<string, ((value: unknown) => unknown) | undefined>;
 
 /**
  * Whether `log` is a plain pino logger whose line this module can build itself, byte for byte as
- * `log.info(obj, msg)` would: this service's `req` serializer (`logging.ts`), no serializer or redaction
- * for `res`, `responseTime` and `aborted`, no mixin, log formatter, hooks, message prefix, nested key or custom
+ * `log.info(obj, msg)` would: this service's `req` serializer (`logging.ts`), no mixin, log formatter, hooks, message prefix, nested key or custom
  * message key, and a destination that does not ask for line metadata (pino's multistream). Any other
  * logger gets the line through `log.info`.
  */
@@ -143,15 +142,9 @@ function isPlainPino(log: PinoInternals): boolean {
   const serializers = log[SYM.serializersSym] as FieldFunctions | undefined;
   const stringifiers = log[SYM.stringifiersSym] as FieldFunctions | undefined;
   return (
-    // The fields written here by hand: `req` by this service's serializer, the others as they are.
+    // `req` is written by hand: only for this service's serializer.
     serializers?.req === serializeRequest &&
-    !serializers.res &&
-    !serializers.responseTime &&
-    !serializers.aborted &&
     stringifiers !== undefined &&
-    !stringifiers.res &&
-    !stringifiers.responseTime &&
-    !stringifiers.aborted &&
     typeof stream?.write === "function" &&
     stream[SYM.needsMetadataGsym] !== true &&
     typeof log[SYM.timeSym] === "function" &&
@@ -204,8 +197,8 @@ function pinoField(log: PinoInternals, key: string, value: unknown): string {
  * The access line of a request built without pino's generic path (per-field serializer lookups, the
  * redaction clone of `req`, the line's intermediate object): the same line, field for field and in the
  * same order, as `log.info({ req, res, responseTime, ...fields }, msg)` writes, written to the same
- * destination. `req` comes from {@link requestLogJson} (pino's `req` serializer, whose output has nothing
- * to redact); every other field goes through pino's own serializers and redacting stringifiers
+ * destination. `req` comes from {@link requestLogJson} (what this service's `req` serializer gives, with
+ * nothing to redact); every other field goes through pino's own serializers and redacting stringifiers
  * ({@link pinoField}). Returns false, writing nothing, for a logger it cannot imitate exactly
  * ({@link isPlainPino}).
  */
@@ -219,9 +212,11 @@ function directLine(
   if (!isPlainPino(log)) return false;
   const levelAndTime = `${(log[SYM.lsCacheSym] as Record<number, string>)[INFO]}${(log[SYM.timeSym] as () => string)()}`;
   let line = `${levelAndTime}${log[SYM.chindingsSym] as string},"req":${requestLogJson(request, route)}`;
+  // Through pino's serializers like any other field (fastify adds a `res` serializer to its logger).
   line += reply
-    ? `,"res":{"statusCode":${reply.statusCode}},"responseTime":${Math.round(reply.elapsedTime * 100) / 100}`
-    : `,"aborted":true`;
+    ? pinoField(log, "res", { statusCode: reply.statusCode }) +
+      pinoField(log, "responseTime", Math.round(reply.elapsedTime * 100) / 100)
+    : pinoField(log, "aborted", true);
   const fields = entry.fields;
   for (const key in fields) line += pinoField(log, key, fields[key]);
   const end = log[SYM.endSym] as string;
