@@ -21,7 +21,7 @@ import { accessLogController, registerAccessLog } from "./plugins/access-log.js"
 import { registerDeniedAudit } from "./plugins/audit.js";
 import { handleClientError, registerErrorHandling, sendError } from "./plugins/errors.js";
 import { registerLoadShedding } from "./plugins/load-shedding.js";
-import { registerMetrics, ServiceMetrics } from "./plugins/metrics.js";
+import { registerMetrics, requestMetrics, ServiceMetrics } from "./plugins/metrics.js";
 import { registerRateLimit } from "./plugins/rate-limit.js";
 import { NODE_MAX_HEADER_SIZE, registerRequestLimits } from "./plugins/request-limits.js";
 import type { TokenRealm } from "./realm/realm.js";
@@ -188,7 +188,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       reload: (next: Config) => runtime.reload(next),
     }),
   });
-  registerAccessLog(app);
+  // One onResponse hook writes the access line and observes the request metrics.
+  registerAccessLog(app, requestMetrics(metrics));
   registerErrorHandling(app);
   registerRequestLimits(app);
   const inFlight = registerLoadShedding(app, config.server);

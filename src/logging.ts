@@ -47,30 +47,84 @@ const REDACT_PATHS: readonly string[] = CONTAINERS.flatMap((container) =>
 const SAFE_QUERY = new Set(["service", "scope", "client_id", "offline_token", "account"]);
 
 /**
- * Logs method, route and safe query parameters; never headers or bodies. The path is logged as the
- * matched route pattern (`/token`), never as sent: a client may paste a credential into a path, and an
- * unmatched path is logged as `(no route)`.
+ * The safe query parameters of a request target (`/token?service=...&scope=...`), each cut to 300
+ * characters, in order; `undefined` when the target has no query. Decoded as URLSearchParams does
+ * (application/x-www-form-urlencoded: `+` is a space, percent-escapes are UTF-8); a pair that
+ * `decodeURIComponent` cannot decode is left to URLSearchParams, so the result is the same for any input.
  */
-function serializeRequest(req: FastifyRequest): Record<string, unknown> {
-  const url = req.url ?? "";
+function safeQuery(url: string): Record<string, string[]> | undefined {
   const q = url.indexOf("?");
+  if (q < 0) return undefined;
+  const safe: Record<string, string[]> = {};
+  const query = url.slice(q + 1);
+  // URLSearchParams drops one leading "?" of its input.
+  let start = query.startsWith("?") ? 1 : 0;
+  while (start <= query.length) {
+    let end = query.indexOf("&", start);
+    if (end < 0) end = query.length;
+    if (end > start) {
+      const pair = query.slice(start, end);
+      const eq = pair.indexOf("=");
+      const rawKey = eq < 0 ? pair : pair.slice(0, eq);
+      const rawValue = eq < 0 ? "" : pair.slice(eq + 1);
+      let key: string;
+      let value: string;
+      try {
+        key = rawKey.indexOf("%") < 0 && rawKey.indexOf("+") < 0 ? rawKey : formDecode(rawKey);
+        value = formDecode(rawValue);
+      } catch {
+        // Malformed percent-escapes: URLSearchParams keeps them as they are.
+        const one = new URLSearchParams(`&${pair}`).entries().next().value as [string, string];
+        [key, value] = one;
+      }
+      if (SAFE_QUERY.has(key)) {
+        const list = safe[key] ?? [];
+        list.push(value.slice(0, 300));
+        safe[key] = list;
+      }
+    }
+    start = end + 1;
+  }
+  return safe;
+}
+
+/** One form-encoded name or value, decoded (`+` is a space). @throws {URIError} on a malformed escape */
+function formDecode(raw: string): string {
+  const spaced = raw.indexOf("+") < 0 ? raw : raw.replaceAll("+", " ");
+  return spaced.indexOf("%") < 0 ? spaced : decodeURIComponent(spaced);
+}
+
+/**
+ * The logger's `req` serializer: logs method, route and safe query parameters; never headers or bodies.
+ * The path is logged as the matched route pattern (`/token`), never as sent: a client may paste a
+ * credential into a path, and an unmatched path is logged as `(no route)`. Exported so that the access
+ * line (`plugins/access-log.ts`) can tell a logger that uses it.
+ */
+export function serializeRequest(req: FastifyRequest): Record<string, unknown> {
   const out: Record<string, unknown> = {
     method: req.method,
     path: req.routeOptions?.url ?? "(no route)",
     remoteAddress: req.ip,
   };
-  if (q >= 0) {
-    const params = new URLSearchParams(url.slice(q + 1));
-    const safe: Record<string, string[]> = {};
-    for (const [k, v] of params) {
-      if (!SAFE_QUERY.has(k)) continue;
-      const list = safe[k] ?? [];
-      list.push(v.slice(0, 300));
-      safe[k] = list;
-    }
-    out.query = safe;
-  }
+  const query = safeQuery(req.url ?? "");
+  if (query !== undefined) out.query = query;
   return out;
+}
+
+/**
+ * The `req` field of a request's log line as JSON text: exactly what the logger writes for
+ * `{ req: request }` (the {@link serializeRequest} object, then redaction), built without the logger's
+ * generic path for the access line (`plugins/access-log.ts`). Redaction has nothing to remove from it:
+ * its only paths under `req` are `req.headers.*`, and this object never has headers.
+ * @param route the matched route pattern, `undefined` when no route matched
+ */
+export function requestLogJson(req: FastifyRequest, route: string | undefined): string {
+  const ip = req.ip;
+  let json = `{"method":${JSON.stringify(req.method)},"path":${JSON.stringify(route ?? "(no route)")}`;
+  if (ip !== undefined) json += `,"remoteAddress":${JSON.stringify(ip)}`;
+  const query = safeQuery(req.url ?? "");
+  if (query !== undefined) json += `,"query":${JSON.stringify(query)}`;
+  return `${json}}`;
 }
 
 /** The node:cluster worker id of this process under `serve --workers N`, else undefined. */

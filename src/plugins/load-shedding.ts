@@ -21,7 +21,13 @@
  *
  * The counts are per process (each `--workers` worker and each replica has its own).
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest, RouteHandlerMethod } from "fastify";
+import type {
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  HookHandlerDoneFunction,
+  RouteHandlerMethod,
+} from "fastify";
 import { RequestError } from "../errors.js";
 import { annotateAccessLog } from "./access-log.js";
 import { sendError } from "./errors.js";
@@ -43,6 +49,12 @@ export interface LoadSheddingLimits {
  * headers, so only a peer that holds its bodies back is counted, never a burst of ordinary requests.
  */
 export const STALL_GRACE_MS = 1_000;
+
+/** `hooks` (a route's hook option: absent, one or several) with `hook` added last. */
+function withHook<H>(hooks: H | H[] | undefined, hook: H): H[] {
+  if (hooks === undefined) return [hook];
+  return Array.isArray(hooks) ? [...hooks, hook] : [hooks, hook];
+}
 
 /** Ends a request's body wait (idempotent): once its body is complete or its response closed. */
 const bodyDone = new WeakMap<FastifyRequest, () => void>();
@@ -80,31 +92,12 @@ export function registerLoadShedding(app: FastifyInstance, limits: LoadSheddingL
   let inFlight = 0;
   /** Stalled requests per client address. */
   const stalled = new Map<string, number>();
-  app.addHook("onRoute", (route) => {
-    if (!LIMITED.test(route.url)) return;
-    const handler = route.handler as RouteHandlerMethod;
-    route.handler = async function limited(this: FastifyInstance, request, reply) {
-      if (inFlight >= max) {
-        throw new RequestError(
-          "overloaded",
-          "the service is busy: too many requests in progress, retry shortly",
-          {
-            retryAfterSeconds: 1,
-            logDetail: { inFlight, max },
-          },
-        );
-      }
-      inFlight++;
-      try {
-        return await handler.call(this, request, reply);
-      } finally {
-        inFlight--;
-      }
-    };
-  });
-  app.addHook("onRequest", (request: FastifyRequest, reply: FastifyReply, done) => {
-    const route = request.routeOptions.url;
-    if (route === undefined || !LIMITED.test(route) || !hasBody(request)) {
+  /**
+   * Starts the stall and body timers of a request that announces a body; refuses it at once when its
+   * address already has too many stalled requests.
+   */
+  const watchBody = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
+    if (!hasBody(request)) {
       done();
       return;
     }
@@ -145,11 +138,58 @@ export function registerLoadShedding(app: FastifyInstance, limits: LoadSheddingL
     bodyDone.set(request, release);
     reply.raw.once("close", release);
     done();
-  });
+  };
   // preValidation runs once the body has been read and parsed.
-  app.addHook("preValidation", (request, _reply, done) => {
+  const bodyRead = (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction) => {
     bodyDone.get(request)?.();
     done();
+  };
+  // Everything is attached to the token-endpoint routes themselves (decided once per route, here), so
+  // other routes (`/healthz`, `/metrics`) run none of it. Route-level hooks run after the app's own
+  // (request-limits.ts first).
+  app.addHook("onRoute", (route) => {
+    if (!LIMITED.test(route.url)) return;
+    route.onRequest = withHook(route.onRequest, watchBody);
+    route.preValidation = withHook(route.preValidation, bodyRead);
+    const handler = route.handler as RouteHandlerMethod;
+    // Not an async function around the (async) handler: its promise is passed on with the slot
+    // released when it settles, one promise less per request than `return await`.
+    route.handler = function limited(this: FastifyInstance, request, reply) {
+      if (inFlight >= max) {
+        return Promise.reject(
+          new RequestError(
+            "overloaded",
+            "the service is busy: too many requests in progress, retry shortly",
+            {
+              retryAfterSeconds: 1,
+              logDetail: { inFlight, max },
+            },
+          ),
+        );
+      }
+      inFlight++;
+      let result: unknown;
+      try {
+        result = handler.call(this, request, reply);
+      } catch (err) {
+        inFlight--;
+        return Promise.reject(err);
+      }
+      if (!(result instanceof Promise)) {
+        inFlight--;
+        return Promise.resolve(result);
+      }
+      return result.then(
+        (value: unknown) => {
+          inFlight--;
+          return value;
+        },
+        (err: unknown) => {
+          inFlight--;
+          throw err;
+        },
+      );
+    };
   });
   return () => inFlight;
 }

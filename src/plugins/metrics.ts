@@ -68,6 +68,8 @@ export class ServiceMetrics {
   readonly #kubeApiCalls: Counter<"cluster" | "call" | "outcome">;
   readonly #reviewCache: Counter<"cluster" | "call" | "result">;
   #sources: MetricSources | undefined;
+  /** Label sets of {@link observeRequest}, by method, status and route. */
+  readonly #requestLabels = new Map<string, Record<"method" | "route" | "status_code", string>>();
 
   constructor() {
     const registers = [this.registry];
@@ -261,7 +263,14 @@ export class ServiceMetrics {
 
   /** A request finished. */
   observeRequest(method: string, route: string, statusCode: number, seconds: number): void {
-    this.#requests.observe({ method, route, status_code: String(statusCode) }, seconds);
+    // One labels object per method, route and status (bounded: see the module doc), made once.
+    const key = `${method} ${statusCode} ${route}`;
+    let labels = this.#requestLabels.get(key);
+    if (labels === undefined) {
+      labels = { method, route, status_code: String(statusCode) };
+      this.#requestLabels.set(key, labels);
+    }
+    this.#requests.observe(labels, seconds);
   }
 
   /**
@@ -278,21 +287,32 @@ export class ServiceMetrics {
   }
 }
 
-/** The route label of a request: its registered pattern, or `(unmatched)` (bounded cardinality). */
+/** The route label of a request that matched no route (route labels are route patterns: bounded). */
+const UNMATCHED = "(unmatched)";
+
+/** The route label of a request: its registered pattern, or `(unmatched)`. */
 function routeLabel(request: FastifyRequest): string {
-  return request.routeOptions.url ?? "(unmatched)";
+  return request.routeOptions.url ?? UNMATCHED;
 }
 
 /**
- * Registers the request hooks and `GET /metrics` (never rate limited: the limiter only covers `/token`
- * and `/v1/*`).
+ * What to do once a response has been sent: observe `rte_http_request_duration_seconds`. Run from the
+ * access line's `onResponse` hook (`registerAccessLog(app, requestMetrics(metrics))` in `app.ts`): one
+ * hook and one read of the route for both instead of two.
+ */
+export function requestMetrics(
+  metrics: ServiceMetrics,
+): (request: FastifyRequest, reply: FastifyReply, route: string | undefined) => void {
+  return (request, reply, route) =>
+    metrics.observeRequest(request.method, route ?? UNMATCHED, reply.statusCode, reply.elapsedTime / 1000);
+}
+
+/**
+ * Registers the error hook and `GET /metrics` (never rate limited: the limiter only covers `/token`
+ * and `/v1/*`). Request durations are observed through {@link requestMetrics}.
  */
 export function registerMetrics(app: FastifyInstance, metrics: ServiceMetrics): void {
   // Callback-style hooks: an async hook costs a promise per request.
-  app.addHook("onResponse", (request: FastifyRequest, reply: FastifyReply, done) => {
-    metrics.observeRequest(request.method, routeLabel(request), reply.statusCode, reply.elapsedTime / 1000);
-    done();
-  });
   app.addHook("onError", (request: FastifyRequest, _reply: FastifyReply, error: unknown, done) => {
     metrics.denial(toRequestError(error).code, routeLabel(request));
     done();

@@ -10,9 +10,17 @@ import type { IssueResult } from "../realm/realm.js";
 /** Parsed query or form parameters (a repeated parameter is an array). */
 export type Params = Record<string, string | string[] | undefined>;
 
+/** The last second {@link rfc3339} formatted, and its text (consecutive answers share their second). */
+let lastSecond = Number.NaN;
+let lastSecondText = "";
+
 /** RFC 3339 without fractional seconds (moby#20970: docker parses `issued_at` as RFC 3339). */
 function rfc3339(epochSeconds: number): string {
-  return new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+  if (epochSeconds !== lastSecond) {
+    lastSecondText = new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+    lastSecond = epochSeconds;
+  }
+  return lastSecondText;
 }
 
 /**
@@ -56,19 +64,20 @@ export function requestMediaType(request: FastifyRequest): string {
     .toLowerCase();
 }
 
+/** Media type of every JSON answer (what fastify sets for an object it serializes). */
+export const JSON_TYPE = "application/json; charset=utf-8";
+
 /**
- * Body of a successful GET (distribution token.md "Token Response Fields"); `refresh_token` only when
- * `offline_token=true` was asked.
+ * Body of a successful GET (distribution token.md "Token Response Fields") as JSON text; `refresh_token`
+ * only when `offline_token=true` was asked. Written by hand, with the token encoded once for its two
+ * fields: the same text `JSON.stringify` gives for `{token, access_token, expires_in, issued_at,
+ * refresh_token?}`, without the generic serializer.
  */
-export function getResponse(r: IssueResult): Record<string, unknown> {
-  const body: Record<string, unknown> = {
-    token: r.token,
-    access_token: r.token,
-    expires_in: r.expiresIn,
-    issued_at: rfc3339(r.issuedAt),
-  };
-  if (r.refreshToken !== undefined) body.refresh_token = r.refreshToken;
-  return body;
+export function getResponseJson(r: IssueResult): string {
+  const token = JSON.stringify(r.token);
+  let body = `{"token":${token},"access_token":${token},"expires_in":${JSON.stringify(r.expiresIn)},"issued_at":"${rfc3339(r.issuedAt)}"`;
+  if (r.refreshToken !== undefined) body += `,"refresh_token":${JSON.stringify(r.refreshToken)}`;
+  return `${body}}`;
 }
 
 /** Body of a successful POST (distribution oauth.md "Token Response Fields"). */

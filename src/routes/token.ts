@@ -17,7 +17,8 @@ import { parseScopes } from "../policy/scope.js";
 import type { TokenRealm } from "../realm/realm.js";
 import { runGrant } from "./oauth.js";
 import {
-  getResponse,
+  getResponseJson,
+  JSON_TYPE,
   noStore,
   type Params,
   repeatedParam,
@@ -47,7 +48,8 @@ export function registerTokenRoutes(app: FastifyInstance, realm: TokenRealm): vo
         clientAddress: request.ip,
         audit: auditToAccessLog(request),
       });
-      return noStore(reply).send(getResponse(result));
+      // Pre-serialized with its media type: fastify sends the text as it is.
+      return noStore(reply).type(JSON_TYPE).send(getResponseJson(result));
     },
   );
 

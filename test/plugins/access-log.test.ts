@@ -5,11 +5,18 @@
  */
 import { request as httpRequest } from "node:http";
 import type { AddressInfo } from "node:net";
-import Fastify, { type FastifyBaseLogger } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyRequest } from "fastify";
+import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { buildApp } from "../../src/app.js";
 import { startLocalIssuerServer } from "../../src/local/issuer.js";
-import { accessLogController, auditAccessLog, registerAccessLog } from "../../src/plugins/access-log.js";
+import { requestLogJson } from "../../src/logging.js";
+import {
+  accessLogController,
+  annotateAccessLog,
+  auditAccessLog,
+  registerAccessLog,
+} from "../../src/plugins/access-log.js";
 import { AUDIENCE, basic, capturingLogger, SERVICE, testConfig } from "../helpers/fixtures.js";
 
 type Line = {
@@ -172,5 +179,132 @@ describe("access line of a request whose client went away", () => {
     } finally {
       await app.close();
     }
+  });
+});
+
+describe("access line written without pino's generic path", () => {
+  it("is the line log.info would write, field for field, redacted, without calling pino's asJson", async () => {
+    const { logger, lines } = capturingLogger("info");
+    const asJsonSym = pino.symbols.asJsonSym as unknown as string;
+    const internals = logger as unknown as Record<string, (...args: unknown[]) => string>;
+    const asJson = vi.fn(internals[asJsonSym]!);
+    internals[asJsonSym] = asJson;
+    const app = Fastify({
+      loggerInstance: logger as FastifyBaseLogger,
+      logController: accessLogController(),
+    });
+    registerAccessLog(app);
+    const fields = {
+      code: "invalid_request",
+      detail: { reason: "kept", password: "hunter2-detail", token: "tok-detail" },
+      audit: { decision: "denied", requested: ["repository:a/b:pull"], client: "10.0.0.1" },
+      password: "hunter2-top",
+      count: 3,
+      ratio: Number.NaN,
+      flag: false,
+      skipped: undefined,
+    };
+    let expected = "";
+    app.get("/token", async (request, reply) => {
+      annotateAccessLog(request, fields, "request rejected");
+      // What pino itself writes for the same line (res and responseTime as the hook will give them).
+      const before = lines.length;
+      request.log.info(
+        { req: request, res: { statusCode: 200 }, responseTime: 0, ...fields },
+        "request rejected",
+      );
+      expected = lines.splice(before)[0]!;
+      return reply.send("ok");
+    });
+    try {
+      asJson.mockClear();
+      const before = lines.length;
+      await app.inject({
+        method: "GET",
+        url: "/token?service=reg%2Fistry&scope=a+b&password=hunter2-query&scope=%E2%9C%93&bad=%zz&x",
+        headers: { authorization: "Basic aHVudGVyMi1oZWFkZXI6eA==", cookie: "hunter2-cookie" },
+      });
+      const written = lines.slice(before);
+      expect(written).toHaveLength(1);
+      // pino's generic path ran once: for the comparison line inside the handler, not for the access line.
+      expect(asJson).toHaveBeenCalledTimes(1);
+      const line = written[0]!;
+      const parse = (l: string) => {
+        const { time, responseTime, ...rest } = JSON.parse(l) as Record<string, unknown>;
+        expect(typeof time).toBe("number");
+        expect(typeof responseTime).toBe("number");
+        return rest;
+      };
+      expect(parse(line)).toEqual(parse(expected));
+      expect(Object.keys(JSON.parse(line))).toEqual(Object.keys(JSON.parse(expected)));
+      expect(parse(line)).toMatchObject({
+        req: { path: "/token", query: { service: ["reg/istry"], scope: ["a b", "\u2713"] } },
+        detail: { reason: "kept", password: "[redacted]", token: "[redacted]" },
+        password: "[redacted]",
+        ratio: null,
+      });
+      expect(line).not.toMatch(/hunter2|tok-detail/);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it("goes through log.info for a logger it cannot imitate (a mixin)", async () => {
+    const lines: string[] = [];
+    const logger = pino({ mixin: () => ({ extra: 1 }) }, {
+      write: (l: string) => void lines.push(l),
+    } as unknown as pino.DestinationStream);
+    const app = Fastify({
+      loggerInstance: logger as FastifyBaseLogger,
+      logController: accessLogController(),
+    });
+    registerAccessLog(app);
+    app.get("/x", async () => "ok");
+    try {
+      await app.inject({ method: "GET", url: "/x" });
+      const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.req);
+      expect(parsed).toHaveLength(1);
+      expect(parsed[0]).toMatchObject({ extra: 1, msg: "request completed", res: { statusCode: 200 } });
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe("requestLogJson", () => {
+  /** The safe query parameters as the request serializer logged them before: through URLSearchParams. */
+  function reference(url: string): Record<string, string[]> | undefined {
+    const q = url.indexOf("?");
+    if (q < 0) return undefined;
+    const safe: Record<string, string[]> = {};
+    for (const [k, v] of new URLSearchParams(url.slice(q + 1))) {
+      if (!["service", "scope", "client_id", "offline_token", "account"].includes(k)) continue;
+      const list = safe[k] ?? [];
+      list.push(v.slice(0, 300));
+      safe[k] = list;
+    }
+    return safe;
+  }
+
+  it.each([
+    "/token",
+    "/token?",
+    "/token??service=a",
+    "/token?service=reg%2Fistry&scope=a+b%2Bc&&scope=&account",
+    "/token?scope=%zz&service=%E2%9C%93&scope=%FF&client_id=%E2%9C",
+    "/token?password=secret&token=t&service=s&scope=repository:x/y:pull,push&offline_token=true",
+    `/token?scope=${"a".repeat(400)}&service=x=y&=z`,
+    "/token?%73ervice=encoded-key&scope=\u00e9",
+  ])("logs the same safe parameters as URLSearchParams for %s", (url) => {
+    const request = { method: "GET", url, ip: "10.0.0.1" } as unknown as FastifyRequest;
+    const logged = JSON.parse(requestLogJson(request, "/token")) as Record<string, unknown>;
+    const query = reference(url);
+    expect(logged).toEqual({
+      method: "GET",
+      path: "/token",
+      remoteAddress: "10.0.0.1",
+      ...(query === undefined ? {} : { query }),
+    });
+    expect(JSON.stringify(logged)).not.toMatch(/secret/);
   });
 });
