@@ -63,9 +63,4 @@ export class FrontCache<V extends object> {
   delete(key: string): void {
     this.#lru.delete(key);
   }
-
-  /** Number of entries held (expired ones included until they are read or evicted). */
-  get size(): number {
-    return this.#lru.size;
-  }
 }
