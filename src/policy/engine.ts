@@ -75,9 +75,12 @@ interface CompiledRule {
 }
 
 /** Most policy decisions kept per policy (see {@link Policy.evaluate}). */
-const DECISION_CACHE_MAX_ENTRIES = 10_000;
-/** Most bytes of policy decisions kept per policy, roughly. */
-const DECISION_CACHE_MAX_BYTES = 8 * 1024 * 1024;
+const DECISION_CACHE_MAX_ENTRIES = 5_000;
+/**
+ * Longest memo key whose decisions are kept, characters (a request for a few scopes): with the entry bound
+ * this holds the memo to a few MiB.
+ */
+const DECISION_CACHE_MAX_KEY_LENGTH = 1024;
 
 function covers(actions: ReadonlySet<Action>, action: Action): boolean {
   return actions.has("*") || actions.has(action);
@@ -93,13 +96,9 @@ export class Policy {
   /**
    * Decisions already made, by identity names and annotations, service and scopes (see {@link evaluate}):
    * a policy is immutable, so they hold until the next configuration version builds another policy.
-   * Bounded in entries and in bytes (key and decision strings, roughly).
+   * Bounded in entries, and in bytes through the length of the keys it keeps.
    */
-  readonly #decisions = new LRUCache<string, readonly DecisionOutcome[]>({
-    max: DECISION_CACHE_MAX_ENTRIES,
-    maxSize: DECISION_CACHE_MAX_BYTES,
-    sizeCalculation: (decisions, key) => 2 * key.length + 256 * (decisions.length + 1),
-  });
+  readonly #decisions = new LRUCache<string, readonly DecisionOutcome[]>({ max: DECISION_CACHE_MAX_ENTRIES });
   /** {@link #identityKey} per frozen identity object (the realm's cached identities are reused objects). */
   readonly #identityKeys = new WeakMap<Identity, string>();
 
@@ -174,7 +173,7 @@ export class Policy {
           }),
         ),
       );
-      this.#decisions.set(key, memo);
+      if (key.length <= DECISION_CACHE_MAX_KEY_LENGTH) this.#decisions.set(key, memo);
     }
     const outcomes = memo;
     return scopes.map((requested, i) => ({ requested, ...(outcomes[i] as DecisionOutcome) }));

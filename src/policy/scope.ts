@@ -6,7 +6,6 @@
  * `:`, and the name everything between. Several scopes arrive as repeated parameters and/or separated by
  * spaces inside one parameter; an empty scope is a login and yields no entry.
  */
-import { LRUCache } from "lru-cache";
 import { ACTIONS, type Action } from "../config/schema.js";
 import { safeEcho as echo, RequestError } from "../errors.js";
 
@@ -87,25 +86,6 @@ export function parseScope(token: string): Scope {
  * @throws {RequestError} `invalid_scope` for any invalid token or more than {@link MAX_SCOPES} scopes
  */
 export function parseScopes(values: readonly string[]): Scope[] {
-  // Clients repeat the same few scope strings: parsed ones are remembered (never a refusal), and each
-  // call gets its own copies.
-  const key = JSON.stringify(values);
-  let parsed = parsedScopes.get(key);
-  if (parsed === undefined) {
-    parsed = parseScopesOnce(values);
-    parsedScopes.set(key, parsed);
-  }
-  return parsed.map((s) => ({ type: s.type, name: s.name, actions: [...s.actions] }));
-}
-
-/** Scopes parsed by {@link parseScopes}, by the JSON of the raw values; bounded in entries and bytes. */
-const parsedScopes = new LRUCache<string, Scope[]>({
-  max: 2_000,
-  maxSize: 2 * 1024 * 1024,
-  sizeCalculation: (scopes, key) => 2 * key.length + 64 * (scopes.length + 1),
-});
-
-function parseScopesOnce(values: readonly string[]): Scope[] {
   const merged = new Map<string, Scope>();
   let count = 0;
   for (const value of values) {

@@ -307,20 +307,3 @@ describe("canonicalActions and formatScope", () => {
     expect(parseScope(text)).toEqual(scope);
   });
 });
-
-describe("parseScopes: remembered parses", () => {
-  it("gives each caller its own scopes, and a refused value is refused every time", () => {
-    const first = parseScopes(["repository:team-a/app:pull,push"]);
-    first[0]!.actions.push("delete");
-    (first[0] as { name: string }).name = "other";
-    expect(parseScopes(["repository:team-a/app:pull,push"])).toEqual([repo("team-a/app", "pull", "push")]);
-    for (let i = 0; i < 2; i++) {
-      expect(thrownBy(() => parseScopes(["repository:team-a/App:pull"]))).toMatchObject({
-        code: "invalid_scope",
-      });
-    }
-    // Values are not joined: two values are two scopes, one value with a NUL is refused.
-    expect(parseScopes(["repository:a/b:pull", "repository:c/d:pull"])).toHaveLength(2);
-    expect(() => parseScopes(["repository:a/b:pull\u0000repository:c/d:pull"])).toThrow(RequestError);
-  });
-});
