@@ -73,6 +73,11 @@ export type VerificationKeySource = Pick<
 export class ServiceAccountVerifier {
   readonly #byIssuer = new Map<string, VerificationKeySource>();
   readonly #byName = new Map<string, VerificationKeySource>();
+  /**
+   * Per cluster, the audiences its API server accepts ({@link apiServerAudiences}): derived from the
+   * config once per verifier (one per config version), not per token.
+   */
+  readonly #apiServerAudiences = new Map<ClusterConfig, ReadonlySet<string>>();
   readonly #now: () => number;
 
   /**
@@ -83,6 +88,7 @@ export class ServiceAccountVerifier {
     for (const ks of keySets) {
       this.#byIssuer.set(ks.cluster.issuer, ks);
       this.#byName.set(ks.cluster.name, ks);
+      this.#apiServerAudiences.set(ks.cluster, new Set(apiServerAudiences(ks.cluster.issuer)));
     }
     this.#now = options.now ?? Date.now;
   }
@@ -220,9 +226,9 @@ export class ServiceAccountVerifier {
     // A token that the API server also accepts would make this service a place to steal API credentials:
     // refused like an API-server audience in the config (config/schema.ts), unless the cluster opts in.
     if (!cluster.allowApiServerAudience) {
-      const api = apiServerAudiences(cluster.issuer);
+      const api = this.#apiServerAudiences.get(cluster) ?? new Set(apiServerAudiences(cluster.issuer));
       const aud = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
-      if (aud.some((a) => typeof a === "string" && api.includes(a.replace(/\/+$/, "").toLowerCase()))) {
+      if (aud.some((a) => typeof a === "string" && api.has(a.replace(/\/+$/, "").toLowerCase()))) {
         throw fail(
           "invalid_audience",
           `"aud" claim also contains an audience of the Kubernetes API server: request a token for this service's audience only`,

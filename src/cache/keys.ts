@@ -28,11 +28,20 @@ export function cacheKeyHash(secret: string): string {
 }
 
 /**
+ * The HMAC that stands for a presented credential in identity entry names (and, in process, in the map of
+ * rate-limit subjects): {@link CacheSealer.key} with purpose `identity`, 64 hex characters.
+ */
+export function credentialName(sealer: CacheSealer, credential: string): string {
+  return sealer.key("identity", credential);
+}
+
+/**
  * Name of a cached verified identity.
+ * @param name {@link credentialName} of the credential
  * @param scopeKey hash of the requested scope and the trust configuration (16 hex characters)
  */
-export function identityKey(sealer: CacheSealer, credential: string, scopeKey: string): string {
-  return `id:${sealer.key("identity", credential)}:${scopeKey}`;
+export function identityKey(name: string, scopeKey: string): string {
+  return `id:${name}:${scopeKey}`;
 }
 
 /**

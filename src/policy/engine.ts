@@ -50,6 +50,9 @@ export interface ScopeDecision {
   deniedBy: string[];
 }
 
+/** What {@link Policy.evaluate} decided for one scope, without the scope (memoised, frozen). */
+type DecisionOutcome = Omit<ScopeDecision, "requested">;
+
 interface CompiledEntry {
   kind: "repository" | "catalog";
   parts: PatternPart[];
@@ -71,6 +74,14 @@ interface CompiledRule {
   deny: CompiledEntry[];
 }
 
+/** Most policy decisions kept per policy (see {@link Policy.evaluate}). */
+const DECISION_CACHE_MAX_ENTRIES = 5_000;
+/**
+ * Longest memo key whose decisions are kept, characters (a request for a few scopes): with the entry bound
+ * this holds the memo to a few MiB.
+ */
+const DECISION_CACHE_MAX_KEY_LENGTH = 1024;
+
 function covers(actions: ReadonlySet<Action>, action: Action): boolean {
   return actions.has("*") || actions.has(action);
 }
@@ -82,6 +93,14 @@ function covers(actions: ReadonlySet<Action>, action: Action): boolean {
 export class Policy {
   readonly #rules: readonly CompiledRule[];
   readonly #regexCache = new LRUCache<string, GlobMatcher>({ max: 10_000 });
+  /**
+   * Decisions already made, by identity names and annotations, service and scopes (see {@link evaluate}):
+   * a policy is immutable, so they hold until the next configuration version builds another policy.
+   * Bounded in entries, and in bytes through the length of the keys it keeps.
+   */
+  readonly #decisions = new LRUCache<string, readonly DecisionOutcome[]>({ max: DECISION_CACHE_MAX_ENTRIES });
+  /** {@link #identityKey} per frozen identity object (the realm's cached identities are reused objects). */
+  readonly #identityKeys = new WeakMap<Identity, string>();
 
   /**
    * @param rules the `policy.rules` config (validated by the schema; see also `validatePolicy`)
@@ -135,9 +154,55 @@ export class Policy {
 
   /**
    * Decides, for each requested scope, which of its actions `identity` gets at registry `service`.
+   * Decisions are memoised (bounded) by everything they depend on: the identity's cluster, namespace,
+   * service account name and annotations, `service` and the scopes; the arrays of a decision are frozen
+   * and shared by the requests that got the same answer.
    * @returns one decision per scope, in request order
    */
   evaluate(identity: Identity, service: string, scopes: readonly Scope[]): ScopeDecision[] {
+    // JSON never holds a raw NUL, so the parts cannot run into each other: equal keys, equal inputs.
+    const key = `${this.#identityKey(identity)}\u0000${JSON.stringify(service)}\u0000${JSON.stringify(scopes)}`;
+    let memo = this.#decisions.get(key);
+    if (memo === undefined) {
+      memo = Object.freeze(
+        this.#evaluate(identity, service, scopes).map((d) =>
+          Object.freeze({
+            granted: Object.freeze(d.granted) as Action[],
+            allowedBy: Object.freeze(d.allowedBy) as string[],
+            deniedBy: Object.freeze(d.deniedBy) as string[],
+          }),
+        ),
+      );
+      if (key.length <= DECISION_CACHE_MAX_KEY_LENGTH) this.#decisions.set(key, memo);
+    }
+    const outcomes = memo;
+    return scopes.map((requested, i) => ({ requested, ...(outcomes[i] as DecisionOutcome) }));
+  }
+
+  /**
+   * What a decision depends on of `identity` (its names and annotations), as JSON; remembered per object
+   * only for an identity that cannot change (frozen with what the key reads: the realm's cached ones).
+   */
+  #identityKey(identity: Identity): string {
+    let key = this.#identityKeys.get(identity);
+    if (key !== undefined) return key;
+    key = JSON.stringify([
+      identity.cluster,
+      identity.namespace,
+      identity.serviceAccount.name,
+      identity.annotations ?? null,
+    ]);
+    if (
+      Object.isFrozen(identity) &&
+      Object.isFrozen(identity.serviceAccount) &&
+      (identity.annotations === undefined || Object.isFrozen(identity.annotations))
+    ) {
+      this.#identityKeys.set(identity, key);
+    }
+    return key;
+  }
+
+  #evaluate(identity: Identity, service: string, scopes: readonly Scope[]): ScopeDecision[] {
     const values: TemplateValues = {
       cluster: identity.cluster,
       namespace: identity.namespace,

@@ -6,6 +6,7 @@
 import { auditSinkOr, issuedRecord } from "../audit.js";
 import type { ClusterReviewer } from "../authn/review.js";
 import { type Identity, OWN_KEY_PREFIX } from "../authn/verify.js";
+import { FrontCache } from "../cache/front.js";
 import { CacheSealer } from "../cache/seal.js";
 import { credentialProviderAudiencesFor, type RegistryConfig } from "../config/schema.js";
 import { RequestError, safeEcho } from "../errors.js";
@@ -17,7 +18,7 @@ import { type CredentialUse, verifyCredential } from "./credentials.js";
 import { IdentityCache } from "./identity-cache.js";
 import type { IssueRequest, IssueResult, RealmDeps } from "./issue-types.js";
 import type { RealmStats } from "./stats.js";
-import { IssuedTokens } from "./token-reuse.js";
+import { type CachedToken, IssuedTokens } from "./token-reuse.js";
 
 export type { IssueRequest, IssueResult, RealmDeps } from "./issue-types.js";
 
@@ -44,8 +45,29 @@ export class TokenRealm {
     this.#clusters = new Set(deps.config.clusters.map((c) => c.name));
     this.#now = deps.now ?? Date.now;
     this.#sealer = deps.sealer ?? CacheSealer.ephemeral();
-    this.#identities = new IdentityCache(deps.config, deps.store, this.#sealer, this.stats, this.#now);
-    this.#tokens = new IssuedTokens(deps.store, this.#sealer, this.stats, deps.config.cache.reuseTokens);
+    // The front caches of opened identities and issued tokens share the memory bounds of the cache
+    // (`cache.memory.*`), half each; they belong to this realm, so a reload starts empty ones.
+    const memory = deps.config.cache.memory;
+    const bounds = {
+      maxEntries: Math.max(1, Math.floor(memory.maxEntries / 2)),
+      maxBytes: Math.max(1, Math.floor(memory.maxBytes / 2)),
+      now: this.#now,
+    };
+    this.#identities = new IdentityCache(
+      deps.config,
+      deps.store,
+      this.#sealer,
+      new FrontCache<Identity>(bounds),
+      this.stats,
+      this.#now,
+    );
+    this.#tokens = new IssuedTokens(
+      deps.store,
+      this.#sealer,
+      new FrontCache<CachedToken>(bounds),
+      this.stats,
+      deps.config.cache.reuseTokens,
+    );
   }
 
   /**

@@ -4,6 +4,7 @@
  * spares a signature per pull in a burst of pods of one service account.
  */
 import type { Identity } from "../authn/verify.js";
+import type { FrontCache } from "../cache/front.js";
 import { issuedTokenKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import { type CacheStore, parseCached } from "../cache/store.js";
@@ -20,20 +21,34 @@ export interface CachedToken {
   expiresAt: number;
 }
 
-/** Issued tokens kept for reuse, in the cache store. */
+/**
+ * Issued tokens kept for reuse: opened in the realm's front cache (`cache/front.ts`), under a name made of
+ * what the token depends on (no secret in it); sealed in the store only when the store is shared (Redis).
+ */
 export class IssuedTokens {
   readonly #store: CacheStore;
   readonly #sealer: CacheSealer;
+  readonly #front: FrontCache<CachedToken>;
+  readonly #shared: boolean;
   readonly #reuse: boolean;
   readonly stats: RealmStats;
 
   /**
+   * @param front the realm's front cache of issued tokens
    * @param stats counters to update (`tokenHits`, `tokenMisses`)
    * @param reuse `cache.reuseTokens`: without it every request mints
    */
-  constructor(store: CacheStore, sealer: CacheSealer, stats: RealmStats, reuse: boolean) {
+  constructor(
+    store: CacheStore,
+    sealer: CacheSealer,
+    front: FrontCache<CachedToken>,
+    stats: RealmStats,
+    reuse: boolean,
+  ) {
     this.#store = store;
     this.#sealer = sealer;
+    this.#front = front;
+    this.#shared = store.kind !== "memory";
     this.stats = stats;
     this.#reuse = reuse;
   }
@@ -52,31 +67,35 @@ export class IssuedTokens {
     nowMs: number,
   ): Promise<CachedToken & { cached: boolean }> {
     const reuse = this.#reuse;
-    const granted = access
-      .filter((a) => a.actions.length > 0)
-      .map((a) => `${a.type}:${a.name}:${a.actions.join(",")}`)
-      .sort();
-    // The signing key's kid is part of the key: after a switch of signing keys (a rotation), a token
-    // signed by the previous key is never handed out again, so the registry can stop trusting it at once.
-    // Named by an HMAC and sealed with the service secret: a store reader can neither use the token nor
-    // tell whose it is; an entry written without the secret, or moved to another name, is a miss.
-    const cacheKey = issuedTokenKey(
-      this.#sealer,
-      JSON.stringify([
+    const now = Math.floor(nowMs / 1000);
+    const halfTtl = registry.tokenTtlSeconds / 2;
+    let granted: string[] | undefined;
+    let frontKey: string | undefined;
+    let cacheKey: string | undefined;
+    if (reuse) {
+      granted = access
+        .filter((a) => a.actions.length > 0)
+        .map((a) => `${a.type}:${a.name}:${a.actions.join(",")}`)
+        .sort();
+      // The signing key's kid is part of the key: after a switch of signing keys (a rotation), a token
+      // signed by the previous key is never handed out again, so the registry can stop trusting it at once.
+      // In process the parts are joined with NUL (none of them can hold one: names, a uid, scopes, a kid).
+      frontKey = [
         identity.cluster,
         identity.namespace,
         identity.serviceAccount.name,
         identity.serviceAccount.uid,
         registry.service,
         registry.issuer,
-        granted,
+        granted.join(" "),
         key.kid,
-      ]),
-    );
-    const now = Math.floor(nowMs / 1000);
-    const halfTtl = registry.tokenTtlSeconds / 2;
-    if (reuse) {
-      const hit = parseCached<CachedToken>(this.#sealer.open(cacheKey, await this.#store.get(cacheKey)));
+      ].join("\u0000");
+      let hit = this.#front.get(frontKey);
+      if (hit === undefined && this.#shared) {
+        cacheKey = this.#storeKey(identity, registry, granted, key);
+        hit = parseCached<CachedToken>(this.#sealer.open(cacheKey, await this.#store.get(cacheKey)));
+        if (hit && typeof hit.token === "string") this.#keep(frontKey, hit, halfTtl);
+      }
       if (
         hit &&
         typeof hit.token === "string" &&
@@ -105,9 +124,44 @@ export class IssuedTokens {
       expiresAt: minted.expiresAt,
     };
     const reusableMs = (minted.expiresAt - halfTtl) * 1000 - nowMs;
-    if (reuse && reusableMs >= 1000) {
-      await this.#store.set(cacheKey, this.#sealer.seal(cacheKey, JSON.stringify(entry)), reusableMs);
+    if (reuse && reusableMs >= 1000 && frontKey !== undefined && granted !== undefined) {
+      this.#keep(frontKey, { ...entry }, halfTtl);
+      if (this.#shared) {
+        cacheKey ??= this.#storeKey(identity, registry, granted, key);
+        await this.#store.set(cacheKey, this.#sealer.seal(cacheKey, JSON.stringify(entry)), reusableMs);
+      }
     }
     return { ...entry, cached: false };
+  }
+
+  /**
+   * The token's name in the shared store: an HMAC of everything it depends on (`cache/keys.ts`), so a
+   * store reader can neither use the token nor tell whose it is; an entry written without the secret, or
+   * moved to another name, is a miss.
+   */
+  #storeKey(identity: Identity, registry: RegistryConfig, granted: string[], key: SigningKey): string {
+    return issuedTokenKey(
+      this.#sealer,
+      JSON.stringify([
+        identity.cluster,
+        identity.namespace,
+        identity.serviceAccount.name,
+        identity.serviceAccount.uid,
+        registry.service,
+        registry.issuer,
+        granted,
+        key.kid,
+      ]),
+    );
+  }
+
+  /** Puts `token` (frozen) into the front cache until it is no longer reusable (half its lifetime left). */
+  #keep(frontKey: string, token: CachedToken, halfTtl: number): void {
+    this.#front.set(
+      frontKey,
+      Object.freeze(token),
+      (token.expiresAt - halfTtl) * 1000,
+      token.token.length + token.jti.length + 64,
+    );
   }
 }

@@ -581,6 +581,39 @@ describe("Policy.evaluate: table", () => {
   });
 });
 
+describe("Policy.evaluate: memoised decisions", () => {
+  const policy = new Policy(compileRules(RULES));
+  const S = "registry.test";
+  const scope = () => [parseScope("repository:teams/payments/app:push")];
+
+  it("a remembered decision is never another identity's: annotations, names and service all count", () => {
+    const payments = Object.freeze(annotated({ "example.com/team": "payments" }));
+    expect(policy.evaluate(payments, S, scope())[0]!.granted).toEqual(["push"]);
+    // Same names, other annotation value; then no annotations at all; then a mutable copy of the first.
+    expect(policy.evaluate(annotated({ "example.com/team": "search" }), S, scope())[0]!.granted).toEqual([]);
+    expect(policy.evaluate(identity("apps", "runner"), S, scope())[0]!.granted).toEqual([]);
+    const copy = annotated({ "example.com/team": "payments" });
+    expect(policy.evaluate(copy, S, scope())[0]!.granted).toEqual(["push"]);
+    copy.annotations = { "example.com/team": "search" };
+    expect(policy.evaluate(copy, S, scope())[0]!.granted).toEqual([]);
+    expect(policy.evaluate(payments, "other.test", scope())[0]!.granted).toEqual(["push"]);
+    expect(
+      policy.evaluate(payments, S, [parseScope("repository:teams/search/app:push")])[0]!.granted,
+    ).toEqual([]);
+  });
+
+  it("answers with the caller's scope, and shares only frozen arrays", () => {
+    const who = identity("team-a");
+    const first = policy.evaluate(who, S, [parseScope("repository:team-a/app:pull,push")]);
+    const requested = parseScope("repository:team-a/app:pull,push");
+    const [again] = policy.evaluate(who, S, [requested]);
+    expect(again!.requested).toBe(requested);
+    expect(again).toEqual({ ...first[0], requested });
+    expect(Object.isFrozen(again!.granted)).toBe(true);
+    expect(() => (again!.granted as string[]).push("delete")).toThrow(TypeError);
+  });
+});
+
 describe("Policy.evaluate: order independence", () => {
   const scopeTexts = [
     "repository:team-a/app:pull,push,delete",
