@@ -505,9 +505,10 @@ describe("unavailable keys match the contract", () => {
 describe("internal errors match the contract", () => {
   let env: TestEnv;
   beforeAll(async () => {
-    // A store that breaks its own contract (it must never throw): the realm's failure is a 500.
+    // A shared store that breaks its own contract (it must never throw): the realm's failure is a 500.
+    // Shared ("redis"): with the memory store the realm keeps its entries in its front cache only.
     const broken: CacheStore = {
-      kind: "memory",
+      kind: "redis",
       get: async () => {
         throw new TypeError("store exploded");
       },
