@@ -13,7 +13,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { LoadResult } from "./load.js";
+import type { ClosedSpec, LoadResult } from "./load.js";
 import { ROOT } from "./procs.js";
 
 /** One request, ready to send. Fields must hold no tab and no newline (the file format). */
@@ -34,20 +34,8 @@ export const HAS_WRK = (() => {
   return r.error === undefined && `${r.stdout}${r.stderr}`.includes("wrk");
 })();
 
-/** A closed-loop wrk run. */
-export interface WrkSpec {
-  /** Base URL, e.g. `http://127.0.0.1:8080`. */
-  url: string;
-  /** Concurrent keep-alive connections (at least `threads`). */
-  connections: number;
-  /** Requests to send in all. */
-  amount: number;
-  /** Hard stop (wrk's `-d`), seconds. */
-  maxSeconds: number;
-  /** The requests: sent once each in order (sliced over the threads), or over and over when `cycle`. */
-  plan: PlannedRequest[];
-  /** Send the plan over and over until `amount` (the hot rows: a plan of one request). */
-  cycle: boolean;
+/** A closed-loop wrk run: a {@link ClosedSpec} and a folder for the request file. */
+export interface WrkSpec extends ClosedSpec {
   /** A folder for the request file. */
   dir: string;
   /** wrk threads (`-t`), default 1: one thread keeps up with the service here at ~15-30 us/request. */

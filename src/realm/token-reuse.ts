@@ -80,16 +80,7 @@ export class IssuedTokens {
       // The signing key's kid is part of the key: after a switch of signing keys (a rotation), a token
       // signed by the previous key is never handed out again, so the registry can stop trusting it at once.
       // In process the parts are joined with NUL (none of them can hold one: names, a uid, scopes, a kid).
-      frontKey = [
-        identity.cluster,
-        identity.namespace,
-        identity.serviceAccount.name,
-        identity.serviceAccount.uid,
-        registry.service,
-        registry.issuer,
-        granted.join(" "),
-        key.kid,
-      ].join("\u0000");
+      frontKey = grantParts(identity, registry, granted.join(" "), key).join("\u0000");
       let hit = this.#front.get(frontKey);
       if (hit === undefined && this.#shared) {
         cacheKey = this.#storeKey(identity, registry, granted, key);
@@ -140,19 +131,7 @@ export class IssuedTokens {
    * moved to another name, is a miss.
    */
   #storeKey(identity: Identity, registry: RegistryConfig, granted: string[], key: SigningKey): string {
-    return issuedTokenKey(
-      this.#sealer,
-      JSON.stringify([
-        identity.cluster,
-        identity.namespace,
-        identity.serviceAccount.name,
-        identity.serviceAccount.uid,
-        registry.service,
-        registry.issuer,
-        granted,
-        key.kid,
-      ]),
-    );
+    return issuedTokenKey(this.#sealer, JSON.stringify(grantParts(identity, registry, granted, key)));
   }
 
   /** Puts `token` (frozen) into the front cache until it is no longer reusable (half its lifetime left). */
@@ -164,4 +143,22 @@ export class IssuedTokens {
       token.token.length + token.jti.length + 64,
     );
   }
+}
+
+/**
+ * What an issued token depends on, in key order: the service account (cluster, namespace, name, uid), the
+ * registry (service, issuer), the granted access (`granted`, in the caller's form) and the signing key's
+ * `kid`. The same parts name the front-cache entry and, through an HMAC, the store entry.
+ */
+function grantParts<G>(identity: Identity, registry: RegistryConfig, granted: G, key: SigningKey) {
+  return [
+    identity.cluster,
+    identity.namespace,
+    identity.serviceAccount.name,
+    identity.serviceAccount.uid,
+    registry.service,
+    registry.issuer,
+    granted,
+    key.kid,
+  ] as const;
 }

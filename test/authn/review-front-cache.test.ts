@@ -92,36 +92,32 @@ async function refusal(p: Promise<unknown>): Promise<string> {
   return (err as RequestError).code;
 }
 
+/**
+ * Reviews the pod-bound token as `identity`: the answer is cached 1 ms before `untilMs` (one API call);
+ * then the pod is deleted and, 1 ms past `untilMs`, the cluster is asked again and its refusal holds.
+ */
+async function expectCachedUntil(identity: ReturnType<typeof podBoundIdentity>, untilMs: number) {
+  const { reviewer, api, advance } = await setUp();
+  expect((await reviewer.review(TOKENS.podBound, identity, [SERVICE], false)).cached).toBe(false);
+  advance(untilMs - 1);
+  expect((await reviewer.review(TOKENS.podBound, identity, [SERVICE], false)).cached).toBe(true);
+  expect(api.reviews()).toBe(1);
+  api.deletePod(podUidOf(TOKENS.podBound));
+  advance(2);
+  expect(await refusal(reviewer.review(TOKENS.podBound, identity, [SERVICE], false))).toBe(
+    "token_review_refused",
+  );
+  expect(api.reviews()).toBe(2);
+}
+
 describe("review front cache", () => {
   it("answers from memory until review.cacheTtlSeconds, then asks again and the cluster's refusal holds", async () => {
-    const { reviewer, api, advance } = await setUp();
-    const identity = podBoundIdentity();
-    expect((await reviewer.review(TOKENS.podBound, identity, [SERVICE], false)).cached).toBe(false);
-    advance(9_999);
-    expect((await reviewer.review(TOKENS.podBound, identity, [SERVICE], false)).cached).toBe(true);
-    expect(api.reviews()).toBe(1);
-    api.deletePod(podUidOf(TOKENS.podBound));
-    advance(2);
-    expect(await refusal(reviewer.review(TOKENS.podBound, identity, [SERVICE], false))).toBe(
-      "token_review_refused",
-    );
-    expect(api.reviews()).toBe(2);
+    await expectCachedUntil(podBoundIdentity(), 10_000);
   });
 
   it("never past the token's expiry, even when it comes before the cache TTL", async () => {
-    const { reviewer, api, advance } = await setUp();
     // As a `kubernetes.io.warnafter` earlier than `exp` would: accepted here for 5 more seconds.
-    const identity = { ...podBoundIdentity(), expiresAt: TR_NOW / 1000 + 5 };
-    await reviewer.review(TOKENS.podBound, identity, [SERVICE], false);
-    advance(4_999);
-    expect((await reviewer.review(TOKENS.podBound, identity, [SERVICE], false)).cached).toBe(true);
-    expect(api.reviews()).toBe(1);
-    api.deletePod(podUidOf(TOKENS.podBound));
-    advance(2);
-    expect(await refusal(reviewer.review(TOKENS.podBound, identity, [SERVICE], false))).toBe(
-      "token_review_refused",
-    );
-    expect(api.reviews()).toBe(2);
+    await expectCachedUntil({ ...podBoundIdentity(), expiresAt: TR_NOW / 1000 + 5 }, 5_000);
   });
 
   it("never answers for other audiences than those the answer was given for", async () => {
