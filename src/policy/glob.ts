@@ -86,14 +86,30 @@ class WildcardMatcher implements GlobMatcher {
   readonly #tokens: Int32Array;
   /** The whole pattern when it has no wildcard (compared directly). */
   readonly #literal: string | undefined;
+  /**
+   * The commonest shape, a literal prefix and one trailing wildcard (`team-*`, `library/**`,
+   * `team-a/*`): the prefix, and the wildcard; such a pattern is tested with `startsWith` (and, for
+   * `*` in a repository pattern, no `/` after the prefix), which is what the simulation would answer.
+   */
+  readonly #prefix: { text: string; wildcard: number } | undefined;
 
   constructor(tokens: readonly number[]) {
     this.#tokens = Int32Array.from(tokens);
     this.#literal = tokens.every((t) => t >= 0) ? String.fromCharCode(...tokens) : undefined;
+    const last = tokens.length - 1;
+    this.#prefix =
+      last >= 0 && tokens[last]! < 0 && tokens.slice(0, last).every((t) => t >= 0)
+        ? { text: String.fromCharCode(...tokens.slice(0, last)), wildcard: tokens[last]! }
+        : undefined;
   }
 
   test(value: string): boolean {
     if (this.#literal !== undefined) return value === this.#literal;
+    const prefix = this.#prefix;
+    if (prefix !== undefined) {
+      if (!value.startsWith(prefix.text)) return false;
+      return prefix.wildcard === ANY || value.indexOf("/", prefix.text.length) === -1;
+    }
     const tokens = this.#tokens;
     const end = tokens.length;
     // `seen[i] === stamp` marks position i as already in the set being built (one stamp per step).
