@@ -46,6 +46,22 @@ export function stableUid(...parts: string[]): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
+/**
+ * A new RSA-2048 private key (the size kube-apiserver's service-account keys have), generated as PKCS#8
+ * PEM and imported, so that no key-generation job shares the key's data: on Node 20, a garbage collection
+ * that runs while the key is exported as a JWK and finalises the job that generated it deadlocks the
+ * process (the job's destructor waits for the key's lock, which the export holds; seen as a hung test
+ * worker, stack `KeyObjectHandle::ExportJWK` -> GC -> `~KeyGenJob` -> `uv_mutex_lock`).
+ */
+function newRsaKey(): KeyObject {
+  const pem = generateKeyPairSync("rsa", {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: "spki", format: "pem" },
+    privateKeyEncoding: { type: "pkcs8", format: "pem" },
+  }).privateKey;
+  return createPrivateKey(pem);
+}
+
 /** One issuer: signing keys (the first signs), its issuer URL, discovery and JWKS documents. */
 export class LocalIssuer {
   /** The `iss` claim and discovery `issuer`. */
@@ -61,7 +77,7 @@ export class LocalIssuer {
    */
   constructor(issuer: string, keys?: KeyObject[]) {
     this.issuer = issuer;
-    this.keys = keys ?? [generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey];
+    this.keys = keys ?? [newRsaKey()];
   }
 
   /** The `kid` of the active signing key. */
@@ -71,7 +87,7 @@ export class LocalIssuer {
 
   /** Adds a new signing key in front (rotation); the old ones stay published until removed. */
   rotate(): KeyObject {
-    const key = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey;
+    const key = newRsaKey();
     this.keys = [key, ...this.keys];
     return key;
   }
