@@ -36,12 +36,17 @@ export function pauseRedis(client: RedisClient): void {
   pausedUntil.set(client, Date.now() + REDIS_PAUSE_MS);
 }
 
+/** Whether `cache` configures a Redis (a URL, Sentinel or Cluster): without one the service runs on memory. */
+export function redisConfigured(cache: Config["cache"]): boolean {
+  return Boolean(cache.redisUrl || cache.redisSentinel || cache.redisCluster);
+}
+
 /**
  * Creates the ioredis client for `cache` config, or `undefined` when no Redis is configured.
  * Connection starts in the background; the client is usable once `status === "ready"`.
  */
 export function createRedisClient(cache: Config["cache"]): RedisClient | undefined {
-  if (!cache.redisUrl && !cache.redisSentinel && !cache.redisCluster) return undefined;
+  if (!redisConfigured(cache)) return undefined;
   // Loaded only when Redis is configured: ioredis adds ~9 MiB to the RSS of a process that never uses it.
   const { Cluster, Redis } = createRequire(import.meta.url)("ioredis") as typeof import("ioredis");
   const password = cache.redisPasswordFile ? readFileSync(cache.redisPasswordFile, "utf8").trim() : undefined;

@@ -134,12 +134,13 @@ export function buildProgram(): Command {
       const overrides = { redisUrl: opts.redisUrl };
       const config = loadConfigFile(opts.config!, process.env, overrides);
       if (opts.workers > 1 && cluster.isPrimary) {
-        const [{ createLogger }, { runWorkers }] = await Promise.all([
+        const [{ createLogger }, { runWorkers }, { redisConfigured }] = await Promise.all([
           import("../logging.js"),
           import("../server.js"),
+          import("../cache/redis.js"),
         ]);
         const logger = createLogger(config.logging.level);
-        if (!config.cache.redisUrl && !config.cache.redisSentinel && !config.cache.redisCluster) {
+        if (!redisConfigured(config.cache)) {
           logger.warn("--workers without Redis: each worker keeps its own cache and rate-limit counters");
         }
         runWorkers(opts.workers, logger);
