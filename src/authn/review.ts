@@ -31,6 +31,7 @@
  */
 import { LRUCache } from "lru-cache";
 import type { Logger } from "pino";
+import { FrontCache } from "../cache/front.js";
 import { cacheKeyHash, reviewKey, serviceAccountKey } from "../cache/keys.js";
 import type { CacheSealer } from "../cache/seal.js";
 import { type CacheStore, parseCached } from "../cache/store.js";
@@ -72,10 +73,12 @@ export interface ReviewerDeps {
 }
 
 /**
- * Most opened review answers the front cache keeps (least recently used go first), ~0.8 KB each (8 MB at
- * most): a miss only costs the sealed store's path again.
+ * Most opened review answers the front cache keeps (least recently used go first), ~0.8 KB each: a miss
+ * only costs the sealed store's path again.
  */
 const FRONT_ANSWERS_MAX = 10_000;
+/** Most bytes the opened review answers take (their JSON length, plus a fixed overhead each). */
+const FRONT_ANSWERS_MAX_BYTES = 16 * 1024 * 1024;
 
 /** Most derived-credential sources remembered (~0.4 KB each). */
 const FRONT_SOURCES_MAX = 10_000;
@@ -110,7 +113,7 @@ export class ClusterReviewer {
    * Front cache: positive answers already opened (from the API server or the store), by
    * {@link ReviewedToken.hash}, each used only until its own {@link CachedReview.until}.
    */
-  readonly #answers = new LRUCache<string, CachedReview>({ max: FRONT_ANSWERS_MAX });
+  readonly #answers: FrontCache<CachedReview>;
   /** Derived-credential sources by {@link cacheKeyHash} of the sealed value. */
   readonly #sources = new LRUCache<string, ReviewedToken>({ max: FRONT_SOURCES_MAX });
 
@@ -118,6 +121,11 @@ export class ClusterReviewer {
   constructor(deps: ReviewerDeps) {
     this.#deps = deps;
     this.#now = deps.now ?? Date.now;
+    this.#answers = new FrontCache<CachedReview>({
+      maxEntries: FRONT_ANSWERS_MAX,
+      maxBytes: FRONT_ANSWERS_MAX_BYTES,
+      now: this.#now,
+    });
     this.#api = new ApiServerStatus(deps.logger, this.#now, deps.onApiCall);
     for (const c of deps.config.clusters) {
       this.#clusters.set(c.name, c);
@@ -188,7 +196,8 @@ export class ClusterReviewer {
     const nowMs = this.#now();
     let answer = this.#answers.get(reviewed.hash);
     let cached = true;
-    if (answer !== undefined && answer.asked === reviewed.askedKey && answer.until > nowMs) {
+    // The front cache drops an answer at its own `until`.
+    if (answer !== undefined && answer.asked === reviewed.askedKey) {
       this.#deps.onCacheLookup?.(cluster.name, "tokenreview", true);
     } else {
       const token = derived ? this.#openSource(cluster, identity).t : credential;
@@ -245,7 +254,7 @@ export class ClusterReviewer {
       if (ttl < 1) return { answer, cached };
       await this.#deps.store.set(key, this.#deps.sealer.seal(key, JSON.stringify(answer), token), ttl);
     }
-    this.#answers.set(reviewed.hash, frozenAnswer(answer));
+    this.#answers.set(reviewed.hash, frozenAnswer(answer), answer.until, JSON.stringify(answer).length);
     return { answer, cached };
   }
 
